@@ -1,0 +1,1 @@
+"""Compatibility shim so Azure ML entry scripts run unchanged."""

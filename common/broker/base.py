@@ -1,0 +1,97 @@
+"""The broker interface both sides use; RabbitMQ semantics are the reference."""
+
+from __future__ import annotations
+
+import queue
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+Settle = Literal["ack", "requeue", "dead"]
+
+REASON_HEADER = "x-batchfleet-reason"
+
+
+class QueueNames(NamedTuple):
+    batches: str
+    reports: str
+    dead: str
+
+
+def queue_names(job_id: str) -> QueueNames:
+    """Per-job queue names, shared by every broker implementation."""
+    return QueueNames(f"bf.{job_id}.batches", f"bf.{job_id}.reports", f"bf.{job_id}.dead")
+
+
+def delivery_limit(run_max_try: int) -> int:
+    """x-delivery-limit so that a batch gets exactly run_max_try deliveries."""
+    return max(run_max_try - 1, 0)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivered message; settle it exactly once through its broker."""
+
+    queue: str
+    body: bytes
+    attempt: int  # 1-based: 1 + the broker's count of earlier failed deliveries
+    tag: object = field(compare=False)
+    headers: dict[str, object] = field(default_factory=dict, compare=False)
+
+    @property
+    def reason(self) -> str | None:
+        """Why it was dead-lettered, for messages read from a dead queue."""
+        value = self.headers.get(REASON_HEADER)
+        return str(value) if value is not None else None
+
+
+class Broker(ABC):
+    """Queues per job, confirmed publishing, prefetch-limited consumers, dead letters.
+
+    Every method is safe to call from any thread.
+    """
+
+    @abstractmethod
+    def declare_job(self, job_id: str, run_max_try: int) -> None:
+        """Create the job's batches, reports and dead queues (idempotent)."""
+
+    @abstractmethod
+    def delete_job(self, job_id: str) -> None:
+        """Remove the job's queues (after the job ended)."""
+
+    @abstractmethod
+    def publish(self, queue_name: str, bodies: Iterable[bytes]) -> int:
+        """Publish persistently; return once the broker has confirmed all of them."""
+
+    @abstractmethod
+    def consume(self, queue_name: str, prefetch: int, sink: queue.Queue[Delivery]) -> str:
+        """Start delivering to `sink`, at most `prefetch` unsettled; return a consumer tag."""
+
+    @abstractmethod
+    def cancel(self, consumer_tag: str) -> None:
+        """Stop a consumer; its unsettled deliveries go back to the queue."""
+
+    @abstractmethod
+    def settle(self, delivery: Delivery, action: Settle, reason: str | None = None) -> None:
+        """Ack, requeue (costs a try) or dead-letter (with a reason) one delivery."""
+
+    @abstractmethod
+    def depth(self, queue_name: str) -> int:
+        """Messages ready in a queue (not counting unsettled ones)."""
+
+    @abstractmethod
+    def purge(self, queue_name: str) -> int:
+        """Drop ready messages; return how many."""
+
+    @abstractmethod
+    def announce(self, body: bytes) -> None:
+        """Fan a job announcement out to every live worker."""
+
+    @abstractmethod
+    def subscribe_announcements(self, sink: queue.Queue[Delivery]) -> str:
+        """Receive announcements (auto-acked) on `sink`; return a consumer tag."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections and threads."""

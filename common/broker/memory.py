@@ -1,0 +1,205 @@
+"""In-process broker with RabbitMQ quorum-queue semantics: the embedded mode and the test harness."""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from common.broker.base import REASON_HEADER, Broker, Delivery, Settle, delivery_limit, queue_names
+from common.errors import BrokerError
+
+
+@dataclass
+class _Message:
+    body: bytes
+    headers: dict[str, object] = field(default_factory=dict)
+    failed_deliveries: int = 0
+
+
+@dataclass
+class _Consumer:
+    tag: str
+    queue_name: str
+    prefetch: int
+    sink: queue.Queue[Delivery]
+    unsettled: dict[int, _Message] = field(default_factory=dict)
+
+
+@dataclass
+class _Queue:
+    ready: deque[_Message] = field(default_factory=deque)
+    limit: int | None = None
+    dead_letter_to: str | None = None
+    consumers: list[str] = field(default_factory=list)
+    turn: int = 0
+
+
+class MemoryBroker(Broker):
+    """Same contract as RabbitMQ: failed deliveries are counted, over the limit goes to the dead queue."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._queues: dict[str, _Queue] = {}
+        self._consumers: dict[str, _Consumer] = {}
+        self._announce_sinks: dict[str, queue.Queue[Delivery]] = {}
+        self._tags = itertools.count(1)
+        self._closed = False
+
+    def declare_job(self, job_id: str, run_max_try: int) -> None:
+        names = queue_names(job_id)
+        with self._lock:
+            self._queues.setdefault(names.dead, _Queue())
+            self._queues.setdefault(names.reports, _Queue())
+            batches = self._queues.setdefault(names.batches, _Queue())
+            batches.limit = delivery_limit(run_max_try)
+            batches.dead_letter_to = names.dead
+
+    def delete_job(self, job_id: str) -> None:
+        with self._lock:
+            for name in queue_names(job_id):
+                q = self._queues.pop(name, None)
+                for tag in q.consumers if q else []:
+                    self._consumers.pop(tag, None)
+
+    def publish(self, queue_name: str, bodies: Iterable[bytes]) -> int:
+        count = 0
+        with self._lock:
+            q = self._queue(queue_name)
+            for body in bodies:
+                q.ready.append(_Message(bytes(body)))
+                count += 1
+            self._dispatch(queue_name)
+        return count
+
+    def consume(self, queue_name: str, prefetch: int, sink: queue.Queue[Delivery]) -> str:
+        if prefetch < 1:
+            raise ValueError("prefetch must be at least 1")
+        with self._lock:
+            q = self._queue(queue_name)
+            tag = f"mem-{next(self._tags)}"
+            self._consumers[tag] = _Consumer(tag, queue_name, prefetch, sink)
+            q.consumers.append(tag)
+            self._dispatch(queue_name)
+        return tag
+
+    def cancel(self, consumer_tag: str) -> None:
+        """Like a closed channel: unsettled deliveries return and count as failed."""
+        with self._lock:
+            consumer = self._consumers.pop(consumer_tag, None)
+            if consumer is None:
+                return
+            q = self._queues.get(consumer.queue_name)
+            if q is None:
+                return
+            q.consumers.remove(consumer_tag)
+            for message in reversed(list(consumer.unsettled.values())):
+                self._return(q, message, front=True)
+            self._dispatch(consumer.queue_name)
+
+    def settle(self, delivery: Delivery, action: Settle, reason: str | None = None) -> None:
+        consumer_tag, delivery_tag = delivery.tag  # type: ignore[misc]
+        with self._lock:
+            consumer = self._consumers.get(consumer_tag)
+            if consumer is None:
+                return  # consumer gone: the message was already returned, as on RabbitMQ
+            message = consumer.unsettled.pop(delivery_tag, None)
+            if message is None:
+                raise BrokerError(f"delivery {delivery_tag} on {delivery.queue} was already settled")
+            q = self._queues.get(consumer.queue_name)
+            if q is not None and action == "requeue":
+                self._return(q, message, front=True)
+            elif q is not None and action == "dead":
+                self._dead_letter(q, message, reason or "rejected")
+            self._dispatch(consumer.queue_name)
+
+    def depth(self, queue_name: str) -> int:
+        with self._lock:
+            return len(self._queue(queue_name).ready)
+
+    def unsettled(self, queue_name: str) -> int:
+        """Messages delivered but not settled (for tests and status)."""
+        with self._lock:
+            return sum(len(c.unsettled) for c in self._consumers.values() if c.queue_name == queue_name)
+
+    def purge(self, queue_name: str) -> int:
+        with self._lock:
+            q = self._queue(queue_name)
+            count = len(q.ready)
+            q.ready.clear()
+            return count
+
+    def announce(self, body: bytes) -> None:
+        with self._lock:
+            sinks = list(self._announce_sinks.values())
+        for sink in sinks:
+            sink.put(Delivery(queue="announce", body=body, attempt=1, tag=None))
+
+    def subscribe_announcements(self, sink: queue.Queue[Delivery]) -> str:
+        with self._lock:
+            tag = f"ann-{next(self._tags)}"
+            self._announce_sinks[tag] = sink
+            return tag
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._announce_sinks.clear()
+
+    # internals, called with the lock held
+
+    def _queue(self, name: str) -> _Queue:
+        if name not in self._queues:
+            raise BrokerError(f"queue {name} does not exist; the job may have ended or was never submitted")
+        return self._queues[name]
+
+    def _return(self, q: _Queue, message: _Message, front: bool) -> None:
+        message.failed_deliveries += 1
+        if q.limit is not None and message.failed_deliveries > q.limit:
+            self._dead_letter(q, message, "delivery_limit")
+        elif front:
+            q.ready.appendleft(message)
+        else:
+            q.ready.append(message)
+
+    def _dead_letter(self, q: _Queue, message: _Message, reason: str) -> None:
+        if q.dead_letter_to is None or q.dead_letter_to not in self._queues:
+            return
+        headers = dict(message.headers)
+        headers[REASON_HEADER] = reason
+        headers["x-delivery-count"] = message.failed_deliveries
+        dead = self._queues[q.dead_letter_to]
+        dead.ready.append(_Message(message.body, headers))
+        self._dispatch(q.dead_letter_to)
+
+    def _dispatch(self, queue_name: str) -> None:
+        q = self._queues.get(queue_name)
+        if q is None or not q.consumers:
+            return
+        while q.ready:
+            consumer = self._next_consumer(q)
+            if consumer is None:
+                return
+            message = q.ready.popleft()
+            delivery_tag = next(self._tags)
+            consumer.unsettled[delivery_tag] = message
+            consumer.sink.put(
+                Delivery(
+                    queue=queue_name,
+                    body=message.body,
+                    attempt=message.failed_deliveries + 1,
+                    tag=(consumer.tag, delivery_tag),
+                    headers=dict(message.headers),
+                )
+            )
+
+    def _next_consumer(self, q: _Queue) -> _Consumer | None:
+        for _ in range(len(q.consumers)):
+            q.turn = (q.turn + 1) % len(q.consumers)
+            consumer = self._consumers[q.consumers[q.turn]]
+            if len(consumer.unsettled) < consumer.prefetch:
+                return consumer
+        return None

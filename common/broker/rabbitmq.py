@@ -1,0 +1,447 @@
+"""RabbitMQ broker: quorum queues per job, confirmed publishing, consumers on their own I/O thread."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import pika
+import pika.exceptions as pex
+from pika.channel import Channel
+
+from common.broker.base import REASON_HEADER, Broker, Delivery, Settle, delivery_limit, queue_names
+from common.broker.rabbitmq_io import AmqpLink, Op, channel_error, connection_parameters, parse_endpoint
+from common.broker.rabbitmq_publish import ANNOUNCE_EXCHANGE, Publisher
+from common.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+QUORUM = {"x-queue-type": "quorum"}
+CONSUMER_REOPEN_DELAY = 1.0
+
+
+@dataclass(eq=False)
+class _Session:
+    """One consumer channel's life; deliveries from a dead session are never settled on a new one."""
+
+    channel: Channel
+    alive: bool = True
+    unsettled: set[int] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(eq=False)
+class _Consumer:
+    tag: str
+    queue_name: str
+    prefetch: int
+    sink: queue.Queue[Delivery]
+    announce: bool = False
+    session: _Session | None = None
+    waiter: Op | None = None
+
+
+Step = Callable[[Callable[[Any], None]], None]  # a channel call that takes its completion callback
+
+
+def _steps(ch: Channel, op: Op, steps: list[Step], result: Callable[[Any], Any]) -> None:
+    """Run channel calls one after another (each takes a callback), then resolve op and close the channel."""
+
+    def step(index: int, frame: Any) -> None:
+        if index == len(steps):
+            op.resolve(result(frame))
+            if ch.is_open:
+                ch.close()
+            return
+        steps[index](lambda f: step(index + 1, f))
+
+    step(0, None)
+
+
+def _dead_queue_of(queue_name: str) -> str | None:
+    """The dead queue of a job's batches queue; None for queues without one."""
+    prefix, suffix = "bf.", ".batches"
+    if queue_name.startswith(prefix) and queue_name.endswith(suffix):
+        names = queue_names(queue_name[len(prefix) : -len(suffix)])
+        if names.batches == queue_name:
+            return names.dead
+    return None
+
+
+def _delivery_headers(props: pika.BasicProperties) -> dict[str, object]:
+    headers = dict(props.headers or {})
+    if REASON_HEADER not in headers and "x-first-death-reason" in headers:
+        headers[REASON_HEADER] = str(
+            headers["x-first-death-reason"]
+        )  # broker dead-lettering, e.g. delivery_limit
+    return headers
+
+
+class RabbitBroker(Broker):
+    """The Broker contract over RabbitMQ; semantics match MemoryBroker (see common/broker/memory.py).
+
+    Two connections: one publishes and manages queues, one (opened on first consume) delivers.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        heartbeat: int = 30,
+        connect_timeout: float = 10,
+        op_timeout: float = 120,
+    ) -> None:
+        self._endpoint = parse_endpoint(url)
+        tls = {"ca_file": ca_file, "cert_file": cert_file, "key_file": key_file}
+        common = {"heartbeat": heartbeat, "connect_timeout": connect_timeout, **tls}
+        self._pub_params = connection_parameters(url, role="publisher", **common)  # type: ignore[arg-type]
+        self._sub_params = connection_parameters(url, role="consumer", **common)  # type: ignore[arg-type]
+        self._op_timeout = op_timeout
+        self._lock = threading.Lock()
+        self._jobs: dict[str, int] = {}
+        self._consumers: dict[str, _Consumer] = {}
+        self._closed = False
+        self._publisher = Publisher(lambda: self._pub, self._endpoint, op_timeout)
+        self._pub = AmqpLink(
+            self._pub_params, self._endpoint, "pub", self._pub_up, self._publisher.on_down, op_timeout
+        )
+        self._sub: AmqpLink | None = None
+        self._pub.start()
+
+    # queues
+
+    def declare_job(self, job_id: str, run_max_try: int) -> None:
+        self._pub.call(
+            lambda op: self._declare(op, job_id, run_max_try), f"declaring the queues of job {job_id}"
+        )
+        with self._lock:
+            self._jobs[job_id] = run_max_try
+
+    def delete_job(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+        names = queue_names(job_id)
+
+        def start(op: Op) -> None:
+            def body(ch: Channel) -> None:
+                steps: list[Step] = [partial(ch.queue_delete, name) for name in names]
+                _steps(ch, op, steps, lambda _f: None)
+
+            self._pub.temp_channel(op, f"deleting the queues of job {job_id}", body)
+
+        self._pub.call(start, f"deleting the queues of job {job_id}")
+
+    def depth(self, queue_name: str) -> int:
+        return int(
+            self._queue_op(
+                queue_name,
+                "reading the depth of",
+                lambda ch, cb: ch.queue_declare(queue_name, passive=True, callback=cb),
+            )
+        )
+
+    def purge(self, queue_name: str) -> int:
+        return int(
+            self._queue_op(queue_name, "purging", lambda ch, cb: ch.queue_purge(queue_name, callback=cb))
+        )
+
+    def _queue_op(
+        self, queue_name: str, verb: str, call: Callable[[Channel, Callable[[Any], None]], None]
+    ) -> Any:
+        what = f"{verb} queue {queue_name}"
+
+        def start(op: Op) -> None:
+            self._pub.temp_channel(
+                op,
+                what,
+                lambda ch: _steps(ch, op, [lambda cb: call(ch, cb)], lambda f: f.method.message_count),
+            )
+
+        return self._pub.call(start, what)
+
+    def _declare(self, op: Op, job_id: str, run_max_try: int) -> None:
+        names = queue_names(job_id)
+        batches_args = {
+            **QUORUM,
+            "x-delivery-limit": delivery_limit(run_max_try),
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": names.dead,
+        }
+
+        def body(ch: Channel) -> None:
+            steps: list[Step] = [
+                lambda cb: ch.queue_declare(names.dead, durable=True, arguments=QUORUM, callback=cb),
+                lambda cb: ch.queue_declare(names.reports, durable=True, arguments=QUORUM, callback=cb),
+                lambda cb: ch.queue_declare(names.batches, durable=True, arguments=batches_args, callback=cb),
+            ]
+            _steps(ch, op, steps, lambda _f: None)
+
+        self._pub.temp_channel(op, f"declaring the queues of job {job_id}", body)
+
+    def _pub_up(self, conn: pika.SelectConnection) -> None:
+        """After every (re)connect: publishing channel, then re-declare this process's jobs."""
+        self._publisher.on_up(conn)
+        with self._lock:
+            jobs = dict(self._jobs)
+        for job_id, tries in jobs.items():
+            self._pub.run(Op(partial(self._declare, job_id=job_id, run_max_try=tries)))
+
+    # publishing
+
+    def publish(self, queue_name: str, bodies: Iterable[bytes]) -> int:
+        self._check_open()
+        return self._publisher.publish("", queue_name, bodies)
+
+    def announce(self, body: bytes) -> None:
+        self._check_open()
+        self._publisher.publish(ANNOUNCE_EXCHANGE, "", [body], mandatory=False)
+
+    # consuming
+
+    def consume(self, queue_name: str, prefetch: int, sink: queue.Queue[Delivery]) -> str:
+        if prefetch < 1:
+            raise ValueError("prefetch must be at least 1")
+        return self._subscribe(
+            _Consumer(f"bf-{uuid.uuid4().hex[:12]}", queue_name, prefetch, sink),
+            f"consuming from queue {queue_name}",
+        )
+
+    def subscribe_announcements(self, sink: queue.Queue[Delivery]) -> str:
+        spec = _Consumer(f"bf-ann-{uuid.uuid4().hex[:12]}", "announce", 1, sink, announce=True)
+        return self._subscribe(spec, "subscribing to job announcements")
+
+    def _subscribe(self, spec: _Consumer, what: str) -> str:
+        link = self._consumer_link()
+        with self._lock:
+            self._consumers[spec.tag] = spec
+
+        def start(op: Op) -> None:
+            spec.waiter = op
+            self._open_consumer(spec)
+
+        try:
+            link.call(start, what)
+        except BrokerError:
+            with self._lock:
+                self._consumers.pop(spec.tag, None)
+            raise
+        return spec.tag
+
+    def cancel(self, consumer_tag: str) -> None:
+        """Closing the consumer's channel returns its unsettled deliveries, each counting as a try."""
+        with self._lock:
+            spec = self._consumers.pop(consumer_tag, None)
+        if spec is None or self._sub is None:
+            return
+
+        def start(op: Op) -> None:
+            session = spec.session
+            if session is None or not session.alive or not session.channel.is_open:
+                op.resolve()
+                return
+            session.channel.add_on_close_callback(lambda _ch, _reason: op.resolve())
+            session.channel.close()
+
+        self._sub.call(start, f"cancelling consumer on {spec.queue_name}")
+
+    def settle(self, delivery: Delivery, action: Settle, reason: str | None = None) -> None:
+        tag: Any = delivery.tag
+        session, delivery_tag = tag
+        if not isinstance(session, _Session):
+            raise BrokerError(f"delivery on {delivery.queue} did not come from this broker")
+        if not self._still_unsettled(session, delivery_tag, delivery.queue):
+            return
+        dead_queue = _dead_queue_of(delivery.queue) if action == "dead" else None
+        if dead_queue is not None:
+            # Publish the copy first: the reason travels, and a crash in between only duplicates.
+            headers = {k: v for k, v in delivery.headers.items() if not k.startswith("x-")}
+            headers[REASON_HEADER] = reason or "rejected"
+            self._publisher.publish("", dead_queue, [delivery.body], headers=headers)
+        with session.lock:
+            if not session.alive:
+                return
+            session.unsettled.discard(delivery_tag)
+        copied = dead_queue is not None
+        link = self._sub
+        if link is not None:
+            link.threadsafe(lambda: self._settle_now(session, delivery_tag, action, copied))
+
+    def _still_unsettled(self, session: _Session, delivery_tag: int, queue_name: str) -> bool:
+        with session.lock:
+            if not session.alive:
+                log.debug(
+                    "ignoring settle of delivery %s from a closed channel; the broker requeued it",
+                    delivery_tag,
+                )
+                return False
+            if delivery_tag not in session.unsettled:
+                raise BrokerError(f"delivery {delivery_tag} on {queue_name} was already settled")
+        return True
+
+    @staticmethod
+    def _settle_now(session: _Session, delivery_tag: int, action: Settle, copied: bool) -> None:
+        ch = session.channel
+        if not session.alive or not ch.is_open:
+            return
+        if action == "ack" or (action == "dead" and copied):
+            ch.basic_ack(delivery_tag)
+        else:
+            ch.basic_nack(delivery_tag, requeue=action == "requeue")
+
+    # consumer channels (I/O thread)
+
+    def _consumer_link(self) -> AmqpLink:
+        self._check_open()
+        with self._lock:
+            link = self._sub
+        if link is None:
+            link = AmqpLink(
+                self._sub_params, self._endpoint, "sub", self._sub_up, lambda: None, self._op_timeout
+            )
+            link.start()
+            with self._lock:
+                if self._sub is None:
+                    self._sub = link
+                    return link
+            link.close()  # another thread won the race
+            assert self._sub is not None
+            return self._sub
+        return link
+
+    def _sub_up(self, _conn: pika.SelectConnection) -> None:
+        with self._lock:
+            specs = list(self._consumers.values())
+        for spec in specs:
+            self._open_consumer(spec)
+
+    def _open_consumer(self, spec: _Consumer) -> None:
+        link = self._sub
+        conn = link.connection if link is not None else None
+        if conn is None:
+            return  # _sub_up re-opens every registered consumer after the reconnect
+
+        def opened(ch: Channel) -> None:
+            session = _Session(ch)
+            spec.session = session
+            ch.add_on_close_callback(lambda _ch, reason: self._consumer_closed(spec, session, reason))
+            ch.add_on_cancel_callback(lambda _frame: self._broker_cancelled(spec, ch))
+            if spec.announce:
+                self._start_announcements(spec, session)
+            else:
+                on_message = self._on_message(spec, session)
+
+                def consume(_frame: Any) -> None:
+                    ch.basic_consume(spec.queue_name, on_message, consumer_tag=spec.tag, callback=ok)
+
+                ch.basic_qos(prefetch_count=spec.prefetch, callback=consume)
+
+        def ok(_frame: Any) -> None:
+            self._consuming(spec)
+
+        conn.channel(on_open_callback=opened)
+
+    def _start_announcements(self, spec: _Consumer, session: _Session) -> None:
+        ch = session.channel
+
+        def on_message(_ch: Channel, _method: Any, _props: Any, body: bytes) -> None:
+            spec.sink.put(Delivery(queue="announce", body=body, attempt=1, tag=None))
+
+        def ok(_frame: Any) -> None:
+            self._consuming(spec)
+
+        def bind(frame: Any) -> None:
+            name = frame.method.queue
+
+            def consume(_frame: Any) -> None:
+                ch.basic_consume(name, on_message, auto_ack=True, consumer_tag=spec.tag, callback=ok)
+
+            ch.queue_bind(name, ANNOUNCE_EXCHANGE, callback=consume)
+
+        def declare(_frame: Any) -> None:
+            ch.queue_declare("", exclusive=True, auto_delete=True, callback=bind)
+
+        ch.exchange_declare(ANNOUNCE_EXCHANGE, "fanout", durable=True, callback=declare)
+
+    def _consuming(self, spec: _Consumer) -> None:
+        if spec.waiter is not None:
+            spec.waiter.resolve(spec.tag)
+            spec.waiter = None
+
+    def _on_message(self, spec: _Consumer, session: _Session) -> Callable[..., None]:
+        def on_message(ch: Channel, method: Any, props: pika.BasicProperties, body: bytes) -> None:
+            headers = _delivery_headers(props)
+            count = int(headers.get("x-delivery-count") or 0)  # type: ignore[call-overload]
+            with session.lock:
+                session.unsettled.add(method.delivery_tag)
+            delivery = Delivery(spec.queue_name, body, 1 + count, (session, method.delivery_tag), headers)
+            try:
+                spec.sink.put_nowait(delivery)
+            except queue.Full:
+                log.error(
+                    "consumer sink for %s is full; returning delivery %s",
+                    spec.queue_name,
+                    method.delivery_tag,
+                )
+                with session.lock:
+                    session.unsettled.discard(method.delivery_tag)
+                ch.basic_nack(method.delivery_tag, requeue=True)
+
+        return on_message
+
+    def _consumer_closed(self, spec: _Consumer, session: _Session, reason: BaseException) -> None:
+        with session.lock:
+            session.alive = False
+            session.unsettled.clear()
+        with self._lock:
+            registered = self._consumers.get(spec.tag) is spec
+        if not registered or not isinstance(reason, pex.ChannelClosedByBroker):
+            return  # cancelled by us, or the connection went: _sub_up re-opens it
+        error = channel_error(reason, f"consuming from {spec.queue_name}", self._endpoint)
+        if spec.waiter is not None or reason.reply_code == 404:
+            with self._lock:
+                self._consumers.pop(spec.tag, None)
+            if spec.waiter is not None:
+                spec.waiter.fail(error)
+                spec.waiter = None
+            else:
+                log.warning("consumer on %s stopped: %s", spec.queue_name, error.line())
+            return
+        # e.g. consumer_timeout: the broker requeued what we held; start over on a fresh channel
+        log.warning("%s; re-opening the consumer", error.line())
+        if self._sub is not None:
+            self._sub.later(CONSUMER_REOPEN_DELAY, lambda: self._open_consumer(spec))
+
+    def _broker_cancelled(self, spec: _Consumer, ch: Channel) -> None:
+        """The queue was deleted (job ended): drop the consumer."""
+        log.info("consumer on %s cancelled by the broker (queue deleted)", spec.queue_name)
+        with self._lock:
+            if self._consumers.get(spec.tag) is spec:
+                self._consumers.pop(spec.tag)
+        if ch.is_open:
+            ch.close()
+
+    # lifecycle
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerError(f"the broker connection to {self._endpoint.where} is closed")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            sub, self._sub = self._sub, None
+            self._consumers.clear()
+        if sub is not None:
+            sub.close()
+        self._pub.close()

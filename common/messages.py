@@ -1,0 +1,139 @@
+"""Wire and store models: versioned JSON, strict at every boundary."""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.settings import RunSettings
+
+WIRE_VERSION: Final = 1
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputBinding(Strict):
+    """One bound input: where it is and how workers consume it."""
+
+    name: str
+    uri: str = Field(description="Absolute local path or s3://bucket/prefix.")
+    kind: Literal["files", "tabular", "value"] = "files"
+    mode: Literal["download", "direct"] = "download"
+
+
+class JobConfig(Strict):
+    """The resolved job, written to <store>/<job_id>/job.json; workers read only this."""
+
+    v: Literal[1] = WIRE_VERSION
+    job_id: str
+    name: str
+    created_at: float
+    code_uri: str = Field(description="Folder holding the entry script (a snapshot in fleet mode).")
+    code_hash: str = ""
+    entry_script: str = Field(description="Entry script path relative to code_uri.")
+    args: list[str] = Field(default_factory=list, description="Resolved program arguments.")
+    inputs: dict[str, InputBinding] = Field(default_factory=dict)
+    input_data: list[str] = Field(default_factory=list, description="Names of the mini-batched inputs.")
+    outputs: dict[str, str] = Field(default_factory=dict, description="Output name -> location URI.")
+    output_data: str | None = None
+    output_uri: str = Field(description="Where the merged file and logs/ go.")
+    store_uri: str = Field(description="The job's area: <store>/<job_id>.")
+    settings: RunSettings
+    environment: dict[str, Any] | None = None
+    environment_variables: dict[str, str] = Field(default_factory=dict)
+
+
+class Item(Strict):
+    """One unit of work: a file, or a row range of a table."""
+
+    uri: str
+    name: str = Field(description="Path relative to its input root, used for local names.")
+    size: int | None = None
+    fmt: Literal["csv", "parquet", "jsonl"] | None = None
+    offset: int | None = Field(default=None, description="First byte (CSV / JSON Lines) of the range.")
+    length: int | None = Field(default=None, description="Bytes in the range.")
+    row_groups: list[int] | None = None
+    rows: int | None = None
+
+
+class BatchMessage(Strict):
+    """One mini-batch: references to items, never the data."""
+
+    v: Literal[1] = WIRE_VERSION
+    job_id: str
+    batch_id: int = Field(ge=0, description="Mini-batch index; merge order.")
+    input: str = Field(default="", description="Name of the input the items come from.")
+    items: list[Item]
+    partition: dict[str, str] | None = None
+    sig: str | None = None
+
+
+Outcome = Literal["committed", "retry", "failed"]
+
+
+class BatchResult(Strict):
+    """What a worker reports after one try at a batch."""
+
+    v: Literal[1] = WIRE_VERSION
+    job_id: str
+    batch_id: int
+    node_id: str
+    process: str = ""
+    attempt: int = Field(ge=1, description="1-based try number.")
+    outcome: Outcome
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    started: float = 0.0
+    seconds: float = 0.0
+    download_seconds: float = 0.0
+    run_seconds: float = 0.0
+    commit_seconds: float = 0.0
+    part: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+
+
+class JobAnnouncement(Strict):
+    """Fanned out to every worker: a job to serve, or one that ended."""
+
+    v: Literal[1] = WIRE_VERSION
+    job_id: str
+    job_uri: str = Field(description="URI of the job's job.json in the store.")
+    state: Literal["active", "ended"]
+    sig: str | None = None
+
+
+class JobEvent(Strict):
+    """Node-level news the coordinator must act on (init failure, node joined/left)."""
+
+    v: Literal[1] = WIRE_VERSION
+    job_id: str
+    node_id: str
+    kind: Literal["init_failed", "node_started", "node_stopped", "heartbeat"]
+    detail: str = ""
+    at: float = 0.0
+
+
+def encode_report(report: BatchResult | JobEvent) -> bytes:
+    """Results-queue body: a tagged envelope so both kinds share one queue."""
+    key = "result" if isinstance(report, BatchResult) else "event"
+    return b'{"%s":%s}' % (key.encode(), report.model_dump_json().encode())
+
+
+def decode_report(body: bytes) -> BatchResult | JobEvent:
+    """Inverse of encode_report; raises pydantic.ValidationError or ValueError."""
+    import json
+
+    data = json.loads(body)
+    if not isinstance(data, dict) or len(data) != 1:
+        raise ValueError("report envelope must hold exactly one of 'result' or 'event'")
+    if "result" in data:
+        return BatchResult.model_validate(data["result"])
+    if "event" in data:
+        return JobEvent.model_validate(data["event"])
+    raise ValueError("report envelope must hold 'result' or 'event'")

@@ -1,0 +1,65 @@
+"""Retry and threshold decisions as pure functions over plain values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from common.broker.base import Settle
+from common.messages import Outcome
+from common.settings import RunSettings
+
+TryResult = Literal["committed", "error"]
+
+
+def settle_for(result: TryResult, attempt: int, run_max_try: int) -> tuple[Settle, Outcome]:
+    """How to settle a delivery after one try, and what to report.
+
+    A committed try is acked. A failed try is requeued while tries remain (the broker
+    counts it), and acked as failed on the last one so the coordinator hears why.
+    """
+    if result == "committed":
+        return "ack", "committed"
+    if attempt < run_max_try:
+        return "requeue", "retry"
+    return "ack", "failed"
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What the thresholds look at."""
+
+    batches_total: int
+    batches_failed: int
+    items_failed: int
+
+
+def threshold_breach(counts: Counts, settings: RunSettings) -> str | None:
+    """The reason the job must stop now, or None while it may go on."""
+    if settings.error_threshold != -1 and counts.items_failed > settings.error_threshold:
+        return (
+            f"{counts.items_failed} failed items exceed error_threshold={settings.error_threshold}"
+        )
+    if settings.allowed_failed_count != -1 and counts.batches_failed > settings.allowed_failed_count:
+        return (
+            f"{counts.batches_failed} failed mini-batches exceed "
+            f"allowed_failed_count={settings.allowed_failed_count}"
+        )
+    if settings.allowed_failed_percent < 100 and counts.batches_total > 0:
+        percent = 100.0 * counts.batches_failed / counts.batches_total
+        if percent > settings.allowed_failed_percent:
+            return (
+                f"{counts.batches_failed} of {counts.batches_total} mini-batches failed ({percent:.1f}%), "
+                f"over allowed_failed_percent={settings.allowed_failed_percent:g}"
+            )
+    return None
+
+
+def is_stalled(now: float, last_progress: float, busy: bool, stall_timeout: float) -> bool:
+    """No result and no busy worker heard from for stall_timeout seconds."""
+    return not busy and now - last_progress > stall_timeout
+
+
+def init_gives_up(failures: int, init_max_try: int) -> bool:
+    """A node stops retrying init() after init_max_try failures for one job."""
+    return failures >= init_max_try

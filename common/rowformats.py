@@ -1,0 +1,208 @@
+"""How run() results become part files, and how parts merge into the job's output.
+
+The text format is Azure ML's: list elements one per line via str(), DataFrame rows space
+separated without header or index. For csv, parquet and jsonl every part is Parquet bytes, so a
+DataFrame keeps its column types until the merge; a list result becomes one string column named
+``result``. Merging streams one part at a time. Parts must share column names; for Parquet output
+they must share types too, except that a column that is all null in a later part (pandas stores
+it as type null) is cast to the first part's type.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from common.errors import BatchfleetError
+from common.settings import RowFormat
+
+# Rows per slice converted to pandas when writing CSV or JSON Lines, to bound memory.
+_SLICE_ROWS = 65536
+
+
+class RowFormatError(BatchfleetError):
+    """A result or part that cannot be written in the chosen row format."""
+
+
+def is_dataframe(value: object) -> bool:
+    """True for a pandas DataFrame, without importing pandas in processes that never use it."""
+    return type(value).__module__.startswith("pandas") and type(value).__name__ == "DataFrame"
+
+
+def part_extension(fmt: RowFormat) -> str:
+    return "txt" if fmt == "text" else "parquet"
+
+
+def _short(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def encode_part(result: Any, fmt: RowFormat) -> bytes:
+    """Serialize one batch's run() result as its part file."""
+    if fmt == "text":
+        if is_dataframe(result):
+            text = result.to_csv(sep=" ", header=False, index=False)
+            return text.encode("utf-8")
+        return "".join(f"{row}\n" for row in result).encode("utf-8")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if is_dataframe(result):
+        try:
+            table = pa.Table.from_pandas(result, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise RowFormatError(
+                f"run() returned a DataFrame that cannot be written as {fmt}: {_short(exc)}",
+                "give every column values of one type",
+            ) from exc
+    else:
+        table = pa.table({"result": pa.array([str(row) for row in result], pa.string())})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def merge_parts(
+    parts: Iterable[Callable[[], bytes]], fmt: RowFormat, dest: Path, names: Sequence[str] | None = None
+) -> int:
+    """Write the parts, already in mini-batch order, into one file at `dest`; return rows written.
+
+    `names` label the parts in error messages (for example "batch 7"); by default "part N".
+    """
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        rows = _merge_text(parts, tmp) if fmt == "text" else _merge_tables(parts, fmt, tmp, names)
+        tmp.replace(dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return rows
+
+
+def _merge_text(parts: Iterable[Callable[[], bytes]], tmp: Path) -> int:
+    rows = 0
+    with open(tmp, "wb") as out:
+        for read in parts:
+            data = read()
+            rows += data.count(b"\n")
+            out.write(data)
+    return rows
+
+
+def _merge_tables(
+    parts: Iterable[Callable[[], bytes]], fmt: RowFormat, tmp: Path, names: Sequence[str] | None
+) -> int:
+    import pyarrow as pa
+
+    writer = _TableWriter(fmt, tmp)
+    reference: pa.Schema | None = None
+    first: pa.Schema | None = None
+    rows = 0
+    try:
+        for index, read in enumerate(parts):
+            label = names[index] if names is not None and index < len(names) else f"part {index}"
+            table = _load(read(), label)
+            first = first or table.schema
+            if table.num_rows == 0:
+                continue  # an empty part says nothing reliable about types
+            if reference is None:
+                reference = table.schema
+            else:
+                table = _conform(table, reference, fmt, label)
+            writer.write(table)
+            rows += table.num_rows
+    finally:
+        writer.close(reference or first)
+    return rows
+
+
+def _load(data: bytes, label: str) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise RowFormatError(f"{label}: its part is not readable Parquet: {_short(exc)}") from exc
+
+
+def _conform(table: Any, reference: Any, fmt: RowFormat, label: str) -> Any:
+    """`table` with the reference's column order (and types, for Parquet); RowFormatError if it cannot."""
+    import pyarrow as pa
+
+    if sorted(table.column_names) != sorted(reference.names):
+        raise RowFormatError(
+            f"{label} returned columns {table.column_names}, but earlier batches returned {reference.names}",
+            "return the same columns from every run()",
+        )
+    table = table.select(reference.names)
+    if fmt != "parquet":
+        return table
+    columns = []
+    for field in reference:
+        column = table.column(field.name)
+        if column.type != field.type:
+            if column.type != pa.null():
+                raise RowFormatError(
+                    f"{label} returned column {field.name!r} as {column.type}, "
+                    f"but earlier batches returned {field.type}",
+                    "return the same column types from every run()",
+                )
+            column = column.cast(field.type)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=reference)
+
+
+class _TableWriter:
+    """Appends tables to one CSV (header once), JSON Lines or Parquet file."""
+
+    def __init__(self, fmt: RowFormat, path: Path) -> None:
+        self.fmt, self.path = fmt, path
+        self._out: IO[Any] | None = None
+        self._parquet: Any = None
+        self._header = False
+
+    def write(self, table: Any) -> None:
+        if self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self.path, table.schema)
+            self._parquet.write_table(table)
+            return
+        out = self._stream()
+        for start in range(0, table.num_rows, _SLICE_ROWS):
+            frame = table.slice(start, _SLICE_ROWS).to_pandas()
+            if self.fmt == "csv":
+                frame.to_csv(out, header=not self._header, index=False, lineterminator="\n")
+                self._header = True
+            else:
+                text = frame.to_json(orient="records", lines=True, date_format="iso", force_ascii=False)
+                out.write(text if text.endswith("\n") else text + "\n")
+
+    def _stream(self) -> IO[Any]:
+        if self._out is None:
+            self._out = open(self.path, "w", encoding="utf-8", newline="")  # closed in close()
+        return self._out
+
+    def close(self, schema: Any) -> None:
+        """Finish the file; with nothing written, an empty file that still carries the columns."""
+        if self.fmt == "parquet":
+            if self._parquet is None:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                pq.write_table((schema or pa.schema([])).empty_table(), self.path)
+            else:
+                self._parquet.close()
+            return
+        out = self._stream()
+        if self.fmt == "csv" and not self._header and schema is not None and len(schema.names):
+            import pandas as pd
+
+            pd.DataFrame(columns=schema.names).to_csv(out, index=False, lineterminator="\n")
+        out.close()

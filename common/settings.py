@@ -1,0 +1,130 @@
+"""Run settings: Azure ML v1 names and defaults, validated once at the boundary."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from common.sizes import is_size_text, parse_size
+
+OutputAction = Literal["summary_only", "append_row"]
+RowFormat = Literal["text", "csv", "parquet", "jsonl"]
+
+# Seed FAQ names that differ in the v2 job YAML, mapped to ours.
+V2_ALIASES = {
+    "mini_batch_error_threshold": "allowed_failed_count",
+    "max_concurrency_per_instance": "process_count_per_node",
+    "instance_count": "node_count",
+    "max_retries": "run_max_try",
+    "timeout": "run_invocation_timeout",
+}
+
+
+class RunSettings(BaseModel):
+    """Everything that tunes a job's run; every boundary builds one of these."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    mini_batch_size: int | str | None = Field(
+        default=None,
+        description="Files per batch (file inputs, default 10) or approximate bytes such as '1MB' (tables).",
+    )
+    error_threshold: int = Field(default=-1, ge=-1, description="Failed items allowed; -1 ignores.")
+    allowed_failed_count: int = Field(default=-1, ge=-1, description="Failed mini-batches allowed; -1 ignores.")
+    allowed_failed_percent: float = Field(
+        default=100, ge=0, le=100, description="Percent of failed mini-batches allowed; 100 ignores."
+    )
+    run_invocation_timeout: float = Field(default=60, gt=0, description="Seconds one run() may take.")
+    run_max_try: int = Field(default=3, ge=1, description="Tries per mini-batch, crashes included.")
+    process_count_per_node: int | None = Field(default=None, ge=1, description="Child processes per node.")
+    node_count: int = Field(default=1, ge=1, description="Nodes expected (informational in fleet mode).")
+    logging_level: str = Field(default="INFO", description="Python logging level name.")
+    output_action: OutputAction = "append_row"
+    append_row_file_name: str = "parallel_run_step.txt"
+    append_row_format: RowFormat = "text"
+    partition_keys: list[str] | None = None
+    partition_layout: str | None = Field(
+        default=None, description="Folder layout naming keys by position, e.g. '{country}/{state}/*'."
+    )
+    task_overhead_timeout: float = Field(default=30, gt=0, description="Seconds of overhead allowed per task.")
+    progress_update_timeout: float | None = Field(
+        default=None, gt=0, description="Seconds without progress before the job fails; default 3x(run + overhead)."
+    )
+    init_max_try: int = Field(default=3, ge=1, description="Attempts at init() per node before the job fails.")
+
+    @field_validator("mini_batch_size", mode="before")
+    @classmethod
+    def _check_batch_size(cls, value: object) -> object:
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise ValueError("must be a file count such as 10 or a size such as '1MB'")
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, int):
+            if value <= 0:
+                raise ValueError(f"must be a positive file count, got {value}")
+            return value
+        if isinstance(value, str):
+            parse_size(value)
+            return value.strip()
+        raise ValueError("must be a file count such as 10 or a size such as '1MB'")
+
+    @field_validator("logging_level", mode="before")
+    @classmethod
+    def _check_level(cls, value: object) -> str:
+        name = str(value).upper()
+        if not isinstance(logging.getLevelName(name), int):
+            raise ValueError(f"{value!r} is not a logging level; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return name
+
+    @field_validator("append_row_file_name")
+    @classmethod
+    def _check_file_name(cls, value: str) -> str:
+        if not value or "/" in value or "\\" in value or value in {".", ".."}:
+            raise ValueError(f"{value!r} must be a plain file name")
+        return value
+
+    @model_validator(mode="after")
+    def _check_partition_keys(self) -> RunSettings:
+        if self.partition_keys is not None and not self.partition_keys:
+            raise ValueError("partition_keys must name at least one key")
+        return self
+
+    def processes(self) -> int:
+        """Child processes per node, defaulting to the CPU count."""
+        return self.process_count_per_node or os.cpu_count() or 1
+
+    def files_per_batch(self) -> int:
+        """mini_batch_size for a file input; a size string is refused there."""
+        size = self.mini_batch_size
+        if size is None:
+            return 10
+        if isinstance(size, str):
+            raise ValueError(
+                f"mini_batch_size {size!r} is a data size; a file input needs a file count such as 10"
+            )
+        return size
+
+    def bytes_per_batch(self) -> int:
+        """mini_batch_size for a tabular input; a bare count is refused there."""
+        size = self.mini_batch_size
+        if size is None:
+            return 1024**2
+        if not is_size_text(size):
+            raise ValueError(
+                f"mini_batch_size {size!r} is a file count; a tabular input needs a size such as '1MB'"
+            )
+        return parse_size(str(size))
+
+    def stall_timeout(self) -> float:
+        """Azure ML's rule for progress_update_timeout when not set."""
+        if self.progress_update_timeout is not None:
+            return self.progress_update_timeout
+        return 3 * (self.run_invocation_timeout + self.task_overhead_timeout)
+
+
+SETTING_NAMES = tuple(RunSettings.model_fields)

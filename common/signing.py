@@ -1,0 +1,219 @@
+"""HMAC-SHA256 signatures for batch messages and code snapshots.
+
+Anyone who can publish to the queue must not be able to make the fleet run their code: the
+coordinator signs every message and the code snapshot with a key shared by the fleet, and
+workers refuse what does not verify. Each signature binds the job id (and, for messages, the
+batch id), so a valid message replayed into another job fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import stat
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from common.errors import BatchfleetError, UsageError
+
+KEY_ENV = "BATCHFLEET_SIGNING_KEY"
+KEY_FILE_ENV = "BATCHFLEET_SIGNING_KEY_FILE"
+MIN_KEY_BYTES = 16
+SIG_PREFIX = "v1:"
+
+UNSIGNED = "unsigned"
+FORGED = "forged"
+OTHER_JOB = "signed for another job"
+
+# Domain tags keep a message signature from ever verifying as a snapshot signature.
+_MESSAGE_TAG = b"batchfleet/message/v1"
+_SNAPSHOT_TAG = b"batchfleet/snapshot/v1"
+_SKIP_DIRS = frozenset({"__pycache__"})
+_SKIP_SUFFIXES = (".pyc",)
+_CHUNK = 1024 * 1024
+
+log = logging.getLogger(__name__)
+
+
+class SignatureError(BatchfleetError):
+    """A message or snapshot failed verification; `reason` is the short dead-letter reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def load_key(key_file: Path | None, env: Mapping[str, str]) -> bytes | None:
+    """The signing key from `key_file`, else $BATCHFLEET_SIGNING_KEY_FILE, else $BATCHFLEET_SIGNING_KEY.
+
+    None when no key is configured. The key is never taken from a command-line value: those
+    are visible to every user on the machine through the process list.
+    """
+    if key_file is None:
+        from_env = env.get(KEY_FILE_ENV, "").strip()
+        inline = env.get(KEY_ENV, "")
+        if from_env and inline:
+            raise UsageError(
+                f"both {KEY_ENV} and {KEY_FILE_ENV} are set",
+                f"set only one; {KEY_FILE_ENV} is preferred",
+            )
+        if not from_env:
+            return _check_length(inline.strip().encode(), f"${KEY_ENV}") if inline else None
+        key_file = Path(from_env)
+    return _check_length(_read_key_file(key_file), f"signing key file {key_file}")
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        info = path.stat()
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"signing key file {path} does not exist", "create it or fix the path") from None
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read signing key file {path}: {exc.strerror or exc}",
+            "make it readable by the user running batchfleet",
+        ) from None
+    if os.name == "posix" and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning(
+            "signing key file %s is accessible to group or others (mode %o); run: chmod 600 %s",
+            path,
+            stat.S_IMODE(info.st_mode),
+            path,
+        )
+    # Editors and `echo` add a trailing newline; it is not part of the key.
+    return data.strip()
+
+
+def _check_length(key: bytes, source: str) -> bytes:
+    if len(key) < MIN_KEY_BYTES:
+        raise UsageError(
+            f"{source} holds a signing key of {len(key)} bytes; at least {MIN_KEY_BYTES} are needed",
+            "generate one with: head -c 32 /dev/urandom | base64",
+        )
+    return key
+
+
+def _frame(*parts: bytes) -> bytes:
+    """Length-prefix each part so no two different part lists give the same bytes."""
+    return b"".join(len(part).to_bytes(8, "big") + part for part in parts)
+
+
+def _mac(key: bytes, payload: bytes) -> str:
+    return SIG_PREFIX + hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+
+def _same(expected: str, given: str) -> bool:
+    # compare_digest refuses non-ASCII str, and `given` comes off the wire: compare bytes.
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
+
+
+def canonical_body(message_dict: Mapping[str, Any]) -> bytes:
+    """The message as signed: JSON without `sig`, sorted keys, compact separators."""
+    body = {k: v for k, v in message_dict.items() if k != "sig"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return text.encode("ascii")
+
+
+def sign_message(key: bytes, job_id: str, batch_id: int, body_without_sig: bytes) -> str:
+    """Signature over the canonical body, bound to this job id and batch id."""
+    payload = _frame(_MESSAGE_TAG, job_id.encode(), str(batch_id).encode(), body_without_sig)
+    return _mac(key, payload)
+
+
+def verify_message(key: bytes, job_id: str, batch_id: int, body: bytes, sig: str | None) -> None:
+    """Raise SignatureError unless `sig` signs `body` for this job id and batch id.
+
+    Pass the job the worker is serving (from its queue or job.json), not only the ids read
+    from the body: a message copied into another job's queue then fails as "signed for
+    another job".
+    """
+    where = f"batch {batch_id} of job {job_id}"
+    if not sig:
+        raise SignatureError(UNSIGNED, f"{where} is unsigned; only messages signed by the coordinator run")
+    if _same(sign_message(key, job_id, batch_id, body), sig):
+        return
+    claimed = _claimed_ids(body)
+    if claimed is not None and claimed != (job_id, batch_id):
+        if _same(sign_message(key, claimed[0], claimed[1], body), sig):
+            raise SignatureError(
+                OTHER_JOB, f"{where} carries a message signed for batch {claimed[1]} of job {claimed[0]}"
+            )
+    raise SignatureError(FORGED, f"{where} is forged: its signature does not match the fleet's signing key")
+
+
+def _claimed_ids(body: bytes) -> tuple[str, int] | None:
+    """The job and batch ids the body names, when it names them."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    job, batch = data.get("job_id"), data.get("batch_id")
+    if isinstance(job, str) and isinstance(batch, int) and not isinstance(batch, bool):
+        return job, batch
+    return None
+
+
+def snapshot_digest(folder: Path) -> str:
+    """sha256 over the folder's files: sorted relative POSIX paths and their contents.
+
+    Byte-compiled files (__pycache__, *.pyc) are skipped: Python writes them on import, so
+    they differ between the machine that snapshots and the ones that run.
+    """
+    if not folder.is_dir():
+        raise UsageError(f"code folder {folder} does not exist or is not a folder")
+    outer = hashlib.sha256(_SNAPSHOT_TAG)
+    for rel, path in sorted(_snapshot_files(folder)):
+        outer.update(_frame(rel.encode("utf-8"), _file_sha256(path)))
+    return outer.hexdigest()
+
+
+def _snapshot_files(folder: Path) -> Iterator[tuple[str, Path]]:
+    seen: set[str] = set()
+    # Directory symlinks are followed (an upload copies their contents); `seen` stops loops.
+    for current, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]
+        for name in files:
+            if name.endswith(_SKIP_SUFFIXES):
+                continue
+            path = Path(current, name)
+            yield path.relative_to(folder).as_posix(), path
+
+
+def _file_sha256(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def sign_snapshot(key: bytes, job_id: str, digest: str) -> str:
+    """Signature over a snapshot digest, bound to the job id."""
+    return _mac(key, _frame(_SNAPSHOT_TAG, job_id.encode(), digest.encode()))
+
+
+def verify_snapshot(key: bytes, job_id: str, digest: str, sig: str | None) -> None:
+    """Raise SignatureError unless `sig` signs `digest` for this job."""
+    if not sig:
+        raise SignatureError(
+            UNSIGNED,
+            f"code snapshot of job {job_id} is unsigned; only snapshots signed by the coordinator run",
+        )
+    if not _same(sign_snapshot(key, job_id, digest), sig):
+        raise SignatureError(
+            FORGED,
+            f"code snapshot of job {job_id} fails its signature check: it was changed, "
+            "or signed with another key or for another job",
+        )

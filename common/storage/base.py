@@ -1,0 +1,97 @@
+"""The storage interface; implementations are picked by URI scheme."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from common.errors import UsageError
+
+
+class StorageOptions(BaseModel):
+    """How to reach S3-compatible storage; None means boto3's own lookup (env, profile)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    path_style: bool | None = None
+    ca_bundle: str | None = None
+    profile: str | None = None
+
+
+class ObjectInfo(BaseModel):
+    """One listed object: its URI, its path relative to the listed root, its size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    uri: str
+    rel: str
+    size: int
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def join_uri(uri: str, *parts: str) -> str:
+    """Join path parts onto a local path or an s3:// URI with '/'."""
+    if is_remote(uri):
+        base = uri.rstrip("/")
+        tail = "/".join(p.strip("/") for p in parts if p)
+        return f"{base}/{tail}" if tail else base
+    return str(Path(uri, *parts))
+
+
+class Storage(ABC):
+    """Whole-object operations; writes are atomic (temp + rename, or one PUT)."""
+
+    @abstractmethod
+    def read_bytes(self, uri: str) -> bytes: ...
+
+    @abstractmethod
+    def read_range(self, uri: str, offset: int, length: int) -> bytes: ...
+
+    @abstractmethod
+    def write_bytes(self, uri: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def exists(self, uri: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, uri: str) -> int: ...
+
+    @abstractmethod
+    def list(self, uri: str) -> Iterator[ObjectInfo]:
+        """Every object below `uri`, recursively, in sorted order, streamed."""
+
+    @abstractmethod
+    def download(self, uri: str, dest: Path) -> None: ...
+
+    @abstractmethod
+    def upload(self, src: Path, uri: str) -> None: ...
+
+    @abstractmethod
+    def delete(self, uri: str) -> None:
+        """Delete an object, or everything below a prefix."""
+
+    @abstractmethod
+    def check_writable(self, uri: str) -> None:
+        """Raise StorageError with the reason when `uri` cannot be written."""
+
+
+def open_storage(uri: str, options: StorageOptions | None = None) -> Storage:
+    """The storage that serves `uri`."""
+    if is_remote(uri):
+        from common.storage.s3 import S3Storage
+
+        return S3Storage(options or StorageOptions())
+    if "://" in uri:
+        scheme = uri.split("://", 1)[0]
+        raise UsageError(f"unsupported location scheme {scheme!r} in {uri}", "use a local path or s3://bucket/prefix")
+    from common.storage.local import LocalStorage
+
+    return LocalStorage()

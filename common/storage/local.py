@@ -1,0 +1,99 @@
+"""Local file system storage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from common.errors import StorageError
+from common.storage.base import ObjectInfo, Storage
+
+
+def _walk_sorted(root: Path) -> Iterator[Path]:
+    """Files below root in sorted order, one directory in memory at a time."""
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=True):
+            yield from _walk_sorted(Path(entry.path))
+        elif entry.is_file(follow_symlinks=True):
+            yield Path(entry.path)
+
+
+class LocalStorage(Storage):
+    def read_bytes(self, uri: str) -> bytes:
+        try:
+            return Path(uri).read_bytes()
+        except OSError as exc:
+            raise StorageError(f"cannot read {uri}: {exc.strerror or exc}") from exc
+
+    def read_range(self, uri: str, offset: int, length: int) -> bytes:
+        try:
+            with open(uri, "rb") as handle:
+                handle.seek(offset)
+                return handle.read(length)
+        except OSError as exc:
+            raise StorageError(f"cannot read {uri}: {exc.strerror or exc}") from exc
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        path = Path(uri)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"cannot write {uri}: {exc.strerror or exc}") from exc
+
+    def exists(self, uri: str) -> bool:
+        return Path(uri).exists()
+
+    def size(self, uri: str) -> int:
+        try:
+            return Path(uri).stat().st_size
+        except OSError as exc:
+            raise StorageError(f"cannot stat {uri}: {exc.strerror or exc}") from exc
+
+    def list(self, uri: str) -> Iterator[ObjectInfo]:
+        root = Path(uri)
+        if root.is_file():
+            yield ObjectInfo(uri=str(root), rel=root.name, size=root.stat().st_size)
+            return
+        for path in _walk_sorted(root):
+            rel = path.relative_to(root).as_posix()
+            yield ObjectInfo(uri=str(path), rel=rel, size=path.stat().st_size)
+
+    def download(self, uri: str, dest: Path) -> None:
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(uri, dest)
+        except OSError as exc:
+            raise StorageError(f"cannot copy {uri}: {exc.strerror or exc}") from exc
+
+    def upload(self, src: Path, uri: str) -> None:
+        self.write_bytes(uri, src.read_bytes())
+
+    def delete(self, uri: str) -> None:
+        path = Path(uri)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    def check_writable(self, uri: str) -> None:
+        path = Path(uri)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".bf-probe-{uuid.uuid4().hex[:8]}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StorageError(
+                f"{uri} is not writable: {exc.strerror or exc}", "choose a folder you can write to"
+            ) from exc

@@ -1,0 +1,145 @@
+"""Follow a running job: fold reports and dead letters, decide when it ends and why."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from common.broker.base import Broker, Delivery, queue_names
+from common.messages import BatchMessage, BatchResult, JobConfig, JobEvent, decode_report
+from common.policy import is_stalled, threshold_breach
+from coordinator.tally import Tally
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Verdict:
+    state: str  # "succeeded" | "failed" | "cancelled"
+    reason: str | None = None
+
+
+class Follower:
+    """Consumes the job's reports and dead queues until the job is decided."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        job: JobConfig,
+        tally: Tally,
+        on_change: Callable[[Tally], None] | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> None:
+        self.broker = broker
+        self.job = job
+        self.tally = tally
+        self.on_change = on_change
+        self.cancelled = cancelled or threading.Event()
+        self.names = queue_names(job.job_id)
+        self.sink: queue.Queue[Delivery] = queue.Queue()
+        self._tags: list[str] = []
+
+    def follow(self) -> Verdict:
+        """Block until every batch is resolved, a threshold breaks, init fails, it stalls or is cancelled."""
+        self._tags = [self.broker.consume(name, 500, self.sink) for name in (self.names.reports, self.names.dead)]
+        try:
+            return self._loop()
+        finally:
+            for tag in self._tags:
+                self.broker.cancel(tag)
+
+    def _loop(self) -> Verdict:
+        settings = self.job.settings
+        stall = settings.stall_timeout()
+        last_tick = 0.0
+        while not self.tally.finished:
+            if self.cancelled.is_set():
+                return Verdict("cancelled", "cancelled by request")
+            try:
+                delivery = self.sink.get(timeout=0.2)
+            except queue.Empty:
+                delivery = None
+            verdict = self._handle(delivery) if delivery is not None else None
+            if verdict is not None:
+                return verdict
+            reason = threshold_breach(self.tally.counts(), settings)
+            if reason is not None:
+                return Verdict("failed", self._with_first_error(reason))
+            now = time.time()
+            if is_stalled(now, self.tally.last_progress, self.tally.busy(now, stall / 3 + 10), stall):
+                return Verdict("failed", self._stall_reason(stall))
+            if self.on_change is not None and now - last_tick >= 0.25:
+                last_tick = now
+                self.on_change(self.tally)
+        return Verdict("succeeded")
+
+    def _handle(self, delivery: Delivery) -> Verdict | None:
+        try:
+            if delivery.queue == self.names.dead:
+                self._dead(delivery)
+                return None
+            report = decode_report(delivery.body)
+        except (ValidationError, ValueError) as exc:
+            log.warning("ignored an unreadable report on %s: %s", delivery.queue, exc)
+            return None
+        finally:
+            self.broker.settle(delivery, "ack")
+        if isinstance(report, BatchResult):
+            self.tally.apply(report)
+            return None
+        return self._event(report)
+
+    def _event(self, event: JobEvent) -> Verdict | None:
+        if event.kind == "heartbeat":
+            busy = int(event.detail.partition("busy=")[2] or 0)
+            self.tally.heartbeat(event.node_id, busy)
+        elif event.kind == "init_failed":
+            first = event.detail.splitlines()[0] if event.detail else "unknown error"
+            return Verdict(
+                "failed",
+                f"init() failed on node {event.node_id} {self.job.settings.init_max_try} times: {first}",
+            )
+        else:
+            self.tally.heartbeat(event.node_id, 0)
+            log.info("node %s: %s %s", event.node_id, event.kind, event.detail)
+        return None
+
+    def _dead(self, delivery: Delivery) -> None:
+        """A batch the broker gave up on (delivery limit) or a worker refused."""
+        reason = delivery.reason or "dead-lettered"
+        try:
+            message = BatchMessage.model_validate_json(delivery.body)
+        except ValidationError:
+            log.error("a message on %s was dead-lettered and does not parse: %s", self.names.batches, reason)
+            return
+        if reason == "delivery_limit":
+            reason = (
+                f"out of tries after {self.job.settings.run_max_try} deliveries: "
+                "the worker process or node running it died or was lost each time"
+            )
+        result = BatchResult(
+            job_id=self.job.job_id, batch_id=message.batch_id, node_id="broker", attempt=self.job.settings.run_max_try,
+            outcome="failed", total=len(message.items), error=reason, error_type="DeadLettered", started=time.time(),
+        )  # fmt: skip
+        self.tally.apply(result)
+
+    def _with_first_error(self, reason: str) -> str:
+        for result in [*self.tally.failed.values(), *self.tally.committed.values()]:
+            if result.error:
+                return f"{reason}; first error, batch {result.batch_id}: {result.error.splitlines()[0]}"
+        return reason
+
+    def _stall_reason(self, stall: float) -> str:
+        pending = self.tally.batches_total - self.tally.done
+        if not self.tally.nodes:
+            return (
+                f"no progress for {stall:g}s and no worker has reported; {pending} mini-batches are waiting "
+                "(start workers with `batchfleet worker`, or raise progress_update_timeout)"
+            )
+        return f"no progress for {stall:g}s (progress_update_timeout); {pending} mini-batches never finished"

@@ -1,0 +1,153 @@
+"""Run one job: submit, follow, decide, merge, report. Embedded or against a fleet."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from common.broker.base import Broker
+from common.errors import StorageError, UsageError
+from common.messages import JobAnnouncement, JobConfig
+from common.storage import StorageOptions, join_uri, open_storage
+from coordinator.follow import Follower, Verdict
+from coordinator.joblogs import Summary, summarize
+from coordinator.merger import merge_output
+from coordinator.progress import Progress
+from coordinator.report import write_job_logs
+from coordinator.submit import job_area, new_job_id, publish_plan, snapshot_code, write_job, write_plan
+from coordinator.tally import Tally
+from worker.node import NodeConfig, WorkerNode
+
+if TYPE_CHECKING:
+    from common.spec import JobSpec, Resolved
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    store_uri: str
+    broker: Broker
+    embedded: bool = True
+    storage_options: StorageOptions = field(default_factory=StorageOptions)
+    progress: bool = True
+    node_id: str = "local"
+    work_root: Path | None = None
+    announce_every: float = 5.0
+
+
+def build_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> JobConfig:
+    """The resolved job; in fleet mode the code is snapshotted into the store."""
+    job_id = new_job_id(spec.name)
+    area = job_area(options.store_uri, job_id)
+    code_uri, digest = str(spec.code_dir), ""
+    if not options.embedded:
+        code_uri, digest = snapshot_code(spec.code_dir, area, options.storage_options)
+    return JobConfig(
+        job_id=job_id, name=spec.name, created_at=time.time(), code_uri=code_uri, code_hash=digest,
+        entry_script=spec.entry_script, args=resolved.args, inputs=resolved.inputs, input_data=spec.input_data,
+        outputs=resolved.outputs, output_data=spec.output_data, output_uri=resolved.output_uri, store_uri=area,
+        settings=resolved.settings, environment=spec.environment, environment_variables=spec.environment_variables,
+    )  # fmt: skip
+
+
+def check_output(job: JobConfig, options: StorageOptions) -> None:
+    try:
+        open_storage(job.output_uri, options).check_writable(job.output_uri)
+    except StorageError as exc:
+        raise UsageError(f"output {job.output_data}: {exc.message}", "pass a writable --output location") from exc
+
+
+class JobRun:
+    """One submitted job followed to its end."""
+
+    def __init__(self, job: JobConfig, options: RunOptions) -> None:
+        self.job = job
+        self.options = options
+        self.cancelled = threading.Event()
+        self.started = time.time()
+        self.overview: list[str] = []
+        self.node: WorkerNode | None = None
+        self._announcing = threading.Event()
+
+    def submit(self) -> tuple[Path, int, int]:
+        opts = self.options
+        check_output(self.job, opts.storage_options)
+        write_job(self.job, opts.storage_options)
+        manifest, batches, items = write_plan(self.job, opts.storage_options)
+        opts.broker.declare_job(self.job.job_id, self.job.settings.run_max_try)
+        publish_plan(opts.broker, self.job, manifest)
+        return manifest, batches, items
+
+    def start_workers(self) -> None:
+        opts = self.options
+        if opts.embedded:
+            work_root = opts.work_root or Path(tempfile.mkdtemp(prefix="bf-node-"))
+            self.node = WorkerNode(opts.broker, NodeConfig(node_id=opts.node_id, work_root=work_root))
+            self.node.start(listen=False)
+            self.node.serve(self.job)
+        else:
+            threading.Thread(target=self._announce_loop, name="bf-announce", daemon=True).start()
+
+    def _announce_loop(self) -> None:
+        uri = join_uri(self.job.store_uri, "job.json")
+        while not self._announcing.is_set():
+            body = JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state="active").model_dump_json()
+            try:
+                self.options.broker.announce(body.encode())
+            except Exception as exc:  # the broker reconnects; keep announcing
+                log.warning("could not announce job %s: %s", self.job.job_id, exc)
+            self._announcing.wait(self.options.announce_every)
+
+    def follow(self, tally: Tally) -> Verdict:
+        progress = Progress(tally.batches_total, self.started, enabled=self.options.progress, overview=self.overview)
+        follower = Follower(self.options.broker, self.job, tally, progress.update, self.cancelled)
+        try:
+            return follower.follow()
+        except KeyboardInterrupt:
+            return Verdict("cancelled", "interrupted (Ctrl-C)")
+        finally:
+            progress.close(tally)
+
+    def stop_workers(self) -> None:
+        self._announcing.set()
+        broker = self.options.broker
+        broker.purge(f"bf.{self.job.job_id}.batches")
+        uri = join_uri(self.job.store_uri, "job.json")
+        if self.node is not None:
+            self.node.stop()
+        else:
+            ended = JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state="ended")
+            broker.announce(ended.model_dump_json().encode())
+
+
+def run_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> Summary:
+    """Submit and follow a job to its end; returns its summary (state may be failed)."""
+    job = build_job(spec, resolved, options)
+    run = JobRun(job, options)
+    _, batches, items = run.submit()
+    log.info("job %s: %d mini-batches, %d items", job.job_id, batches, items)
+    tally = Tally(batches)
+    run.start_workers()
+    try:
+        verdict = run.follow(tally)
+    finally:
+        run.stop_workers()
+    summary = summarize(job, tally, verdict.state, verdict.reason, run.started, items)
+    if summary.state == "succeeded":
+        merged = merge_output(job, tally, options.storage_options)
+        if merged is not None:
+            summary.output, summary.rows = merged
+    write_job_logs(job, tally, summary, run.overview, options.storage_options)
+    return summary
+
+
+def default_store() -> str:
+    """BATCHFLEET_STORE, else .batchfleet/ in the current folder (absolute)."""
+    return os.environ.get("BATCHFLEET_STORE") or str(Path(".batchfleet").resolve())

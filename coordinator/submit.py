@@ -1,0 +1,103 @@
+"""Create a job's area in the store: job.json, code snapshot, plan; then publish the plan."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from common.broker.base import Broker, queue_names
+from common.messages import BatchMessage, JobConfig
+from common.storage import StorageOptions, is_remote, join_uri, open_storage
+from coordinator.planner import plan_batches
+
+log = logging.getLogger(__name__)
+
+PUBLISH_CHUNK = 2000
+
+
+def new_job_id(name: str) -> str:
+    """Readable, sortable and unique: <name>-<utc time>-<random>."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "job"
+    return f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+
+
+def job_area(store_uri: str, job_id: str) -> str:
+    return join_uri(store_uri, job_id)
+
+
+def snapshot_code(code_dir: Path, area: str, options: StorageOptions) -> tuple[str, str]:
+    """Copy the entry script's folder into the job area; return (code_uri, digest)."""
+    from common.signing import snapshot_digest
+
+    digest = snapshot_digest(code_dir)
+    code_uri = join_uri(area, "code")
+    storage = open_storage(code_uri, options)
+    for path in sorted(code_dir.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            storage.upload(path, join_uri(code_uri, path.relative_to(code_dir).as_posix()))
+    return code_uri, digest
+
+
+def write_job(job: JobConfig, options: StorageOptions) -> None:
+    storage = open_storage(job.store_uri, options)
+    storage.check_writable(job.store_uri)
+    storage.write_bytes(join_uri(job.store_uri, "job.json"), job.model_dump_json(indent=2).encode())
+
+
+def write_plan(job: JobConfig, options: StorageOptions) -> tuple[Path, int, int]:
+    """Stream the plan to a local manifest (one message per line) and into the store.
+
+    Returns (local manifest, batches, items).
+    """
+    local = Path(tempfile.mkdtemp(prefix="bf-plan-")) / "plan.jsonl"
+    batches = items = 0
+    with open(local, "w", encoding="utf-8") as out:
+        for message in plan_batches(job, options):
+            out.write(message.model_dump_json())
+            out.write("\n")
+            batches += 1
+            items += sum(item.rows or 1 for item in message.items) if message.items else 0
+    storage = open_storage(job.store_uri, options)
+    storage.upload(local, join_uri(job.store_uri, "plan.jsonl"))
+    return local, batches, items
+
+
+def read_plan(manifest: Path) -> Iterator[BatchMessage]:
+    with open(manifest, encoding="utf-8") as handle:
+        for line in handle:
+            yield BatchMessage.model_validate_json(line)
+
+
+def publish_plan(broker: Broker, job: JobConfig, manifest: Path, skip: set[int] | frozenset[int] = frozenset()) -> int:
+    """Publish every planned batch not in `skip`, in confirmed chunks; return how many."""
+    names = queue_names(job.job_id)
+    sent = 0
+    chunk: list[bytes] = []
+    with open(manifest, "rb") as handle:
+        for batch_id, line in enumerate(handle):
+            if batch_id in skip:
+                continue
+            chunk.append(line.rstrip(b"\n"))
+            if len(chunk) >= PUBLISH_CHUNK:
+                sent += broker.publish(names.batches, chunk)
+                chunk = []
+    if chunk:
+        sent += broker.publish(names.batches, chunk)
+    log.info("published %d mini-batches for %s", sent, job.job_id)
+    return sent
+
+
+def fetch_manifest(job: JobConfig, options: StorageOptions) -> Path:
+    """A local copy of the stored plan (for resume and coordinator restarts)."""
+    local = Path(tempfile.mkdtemp(prefix="bf-plan-")) / "plan.jsonl"
+    uri = join_uri(job.store_uri, "plan.jsonl")
+    if is_remote(uri):
+        open_storage(uri, options).download(uri, local)
+    else:
+        local.write_bytes(Path(uri).read_bytes())
+    return local

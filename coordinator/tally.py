@@ -1,0 +1,90 @@
+"""The coordinator's view of a job's batches: first commit wins, failures counted once."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from common.messages import BatchResult
+from common.policy import Counts
+
+
+@dataclass
+class NodeSeen:
+    batches: int = 0
+    failures: int = 0
+    busy: int = 0
+    last_seen: float = 0.0
+
+
+@dataclass
+class Tally:
+    """Folds worker reports into per-batch outcomes; duplicates never count twice."""
+
+    batches_total: int
+    committed: dict[int, BatchResult] = field(default_factory=dict)
+    failed: dict[int, BatchResult] = field(default_factory=dict)
+    tries: dict[int, int] = field(default_factory=dict)
+    records: list[BatchResult] = field(default_factory=list)
+    nodes: dict[str, NodeSeen] = field(default_factory=dict)
+    items_succeeded: int = 0
+    items_failed: int = 0
+    reused: int = 0
+    duplicates: int = 0
+    last_progress: float = field(default_factory=time.time)
+
+    def resolved(self, batch_id: int) -> bool:
+        return batch_id in self.committed or batch_id in self.failed
+
+    def apply(self, result: BatchResult) -> bool:
+        """Record one try; True when it resolved a batch for the first time."""
+        self.records.append(result)
+        self.tries[result.batch_id] = max(self.tries.get(result.batch_id, 0), result.attempt)
+        node = self.nodes.setdefault(result.node_id, NodeSeen())
+        node.last_seen = time.time()
+        if result.outcome == "retry":
+            node.failures += 1
+            return False
+        if self.resolved(result.batch_id):
+            self.duplicates += 1
+            return False
+        self.last_progress = time.time()
+        node.batches += 1
+        if result.outcome == "committed":
+            self.committed[result.batch_id] = result
+            self.items_succeeded += result.succeeded
+            self.items_failed += result.failed
+        else:
+            node.failures += 1
+            self.failed[result.batch_id] = result
+            self.items_failed += result.total
+        return True
+
+    def reuse(self, result: BatchResult) -> None:
+        """A batch committed by an earlier run of this job (resume)."""
+        if self.resolved(result.batch_id):
+            return
+        self.committed[result.batch_id] = result
+        self.items_succeeded += result.succeeded
+        self.items_failed += result.failed
+        self.reused += 1
+
+    def heartbeat(self, node_id: str, busy: int) -> None:
+        node = self.nodes.setdefault(node_id, NodeSeen())
+        node.busy = busy
+        node.last_seen = time.time()
+
+    def busy(self, now: float, window: float) -> bool:
+        """Some node said recently that it is running a batch."""
+        return any(n.busy > 0 and now - n.last_seen <= window for n in self.nodes.values())
+
+    @property
+    def done(self) -> int:
+        return len(self.committed) + len(self.failed)
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.batches_total
+
+    def counts(self) -> Counts:
+        return Counts(self.batches_total, len(self.failed), self.items_failed)

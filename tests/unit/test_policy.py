@@ -1,0 +1,66 @@
+"""Retry and threshold decisions, table-style, no broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.policy import Counts, init_gives_up, is_stalled, settle_for, threshold_breach
+from common.settings import RunSettings
+
+
+@pytest.mark.parametrize(
+    ("result", "attempt", "max_try", "expected"),
+    [
+        ("committed", 1, 3, ("ack", "committed")),
+        ("committed", 3, 3, ("ack", "committed")),
+        ("error", 1, 3, ("requeue", "retry")),
+        ("error", 2, 3, ("requeue", "retry")),
+        ("error", 3, 3, ("ack", "failed")),
+        ("error", 4, 3, ("ack", "failed")),
+        ("error", 1, 1, ("ack", "failed")),
+    ],
+)
+def test_settle_for(result, attempt, max_try, expected) -> None:
+    assert settle_for(result, attempt, max_try) == expected
+
+
+@pytest.mark.parametrize(
+    ("settings", "counts", "breached"),
+    [
+        ({}, Counts(10, 10, 100), None),
+        ({"error_threshold": 5}, Counts(10, 0, 5), None),
+        ({"error_threshold": 5}, Counts(10, 1, 6), "6 failed items exceed error_threshold=5"),
+        ({"error_threshold": 0}, Counts(10, 0, 1), "1 failed items exceed error_threshold=0"),
+        ({"allowed_failed_count": 2}, Counts(10, 2, 20), None),
+        ({"allowed_failed_count": 2}, Counts(10, 3, 30), "3 failed mini-batches exceed allowed_failed_count=2"),
+        ({"allowed_failed_percent": 20}, Counts(10, 2, 0), None),
+        ({"allowed_failed_percent": 20}, Counts(10, 3, 0), "allowed_failed_percent=20"),
+        ({"allowed_failed_percent": 0}, Counts(10, 1, 0), "allowed_failed_percent=0"),
+        ({"allowed_failed_percent": 100}, Counts(10, 10, 0), None),
+        ({"error_threshold": -1, "allowed_failed_count": -1}, Counts(5, 5, 50), None),
+    ],
+)
+def test_threshold_breach(settings, counts, breached) -> None:
+    reason = threshold_breach(counts, RunSettings(**settings))
+    if breached is None:
+        assert reason is None
+    else:
+        assert reason is not None and breached in reason
+
+
+@pytest.mark.parametrize(
+    ("now", "last", "busy", "timeout", "stalled"),
+    [(100, 0, False, 50, True), (100, 0, True, 50, False), (100, 60, False, 50, False), (100, 50, False, 50, False)],
+)
+def test_is_stalled(now, last, busy, timeout, stalled) -> None:
+    assert is_stalled(now, last, busy, timeout) is stalled
+
+
+@pytest.mark.parametrize(("failures", "max_try", "gives_up"), [(0, 3, False), (2, 3, False), (3, 3, True), (1, 1, True)])
+def test_init_gives_up(failures, max_try, gives_up) -> None:
+    assert init_gives_up(failures, max_try) is gives_up
+
+
+def test_stall_timeout_default_follows_azure_rule() -> None:
+    assert RunSettings(run_invocation_timeout=10, task_overhead_timeout=5).stall_timeout() == 45
+    assert RunSettings(progress_update_timeout=7).stall_timeout() == 7

@@ -1,0 +1,173 @@
+"""The worker runtime end to end on the in-memory broker: contract, retries, timeouts, crashes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.runtime_helpers import make_files, make_job, run_embedded, write_script
+
+OK_SCRIPT = """
+import os
+def init():
+    global seen
+    seen = 0
+def run(mini_batch):
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def lines(path: str) -> list[str]:
+    return Path(path).read_text().splitlines()
+
+
+def test_all_items_once_in_batch_order(tmp_path: Path) -> None:
+    make_files(tmp_path / "data", 25)
+    write_script(tmp_path / "code", OK_SCRIPT)
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=4)
+    verdict, tally, merged = run_embedded(job, tmp_path / "work")
+    assert verdict.state == "succeeded"
+    assert tally.batches_total == 7 and len(tally.committed) == 7
+    assert merged is not None
+    assert lines(merged[0]) == [f"f{i:05d}.txt" for i in range(25)]
+
+
+def test_context_argument_and_short_return(tmp_path: Path) -> None:
+    make_files(tmp_path / "data", 6)
+    write_script(
+        tmp_path / "code",
+        """
+        def run(mini_batch, mini_batch_context):
+            return [f"{mini_batch_context.minibatch_index}"] * (len(mini_batch) - 1)
+        """,
+    )
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=3)
+    verdict, tally, merged = run_embedded(job, tmp_path / "work")
+    assert verdict.state == "succeeded"
+    assert tally.items_succeeded == 4 and tally.items_failed == 2
+    assert merged is not None and lines(merged[0]) == ["0", "0", "1", "1"]
+
+
+def test_raise_uses_every_try_then_fails_batch(tmp_path: Path) -> None:
+    make_files(tmp_path / "data", 4)
+    write_script(
+        tmp_path / "code",
+        """
+        import os
+        def run(mini_batch):
+            if any(p.endswith("f00002.txt") for p in mini_batch):
+                raise ValueError("poison")
+            return mini_batch
+        """,
+    )
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=2, run_max_try=3)
+    verdict, tally, _ = run_embedded(job, tmp_path / "work")
+    assert verdict.state == "succeeded"  # thresholds ignore failures by default
+    assert list(tally.failed) == [1] and tally.tries[1] == 3
+    assert "ValueError: poison" in (tally.failed[1].error or "")
+    assert tally.items_failed == 2
+
+
+def test_threshold_stops_job(tmp_path: Path) -> None:
+    make_files(tmp_path / "data", 4)
+    write_script(tmp_path / "code", "def run(mini_batch):\n    raise RuntimeError('boom')\n")
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=1, run_max_try=1,
+                   allowed_failed_count=1)  # fmt: skip
+    verdict, tally, merged = run_embedded(job, tmp_path / "work")
+    assert verdict.state == "failed" and "allowed_failed_count=1" in (verdict.reason or "")
+    assert merged is None
+
+
+def test_timeout_kills_child_and_restarts(tmp_path: Path) -> None:
+    make_files(tmp_path / "data", 3)
+    write_script(
+        tmp_path / "code",
+        """
+        import time
+        def run(mini_batch):
+            if any(p.endswith("f00001.txt") for p in mini_batch):
+                time.sleep(60)
+            return mini_batch
+        """,
+    )
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=1, run_max_try=2,
+                   run_invocation_timeout=1)  # fmt: skip
+    verdict, tally, _ = run_embedded(job, tmp_path / "work")
+    assert verdict.state == "succeeded"
+    assert list(tally.failed) == [1] and "run_invocation_timeout" in (tally.failed[1].error or "")
+    assert sorted(tally.committed) == [0, 2]
+
+
+def test_child_crash_costs_a_try(tmp_path: Path) -> None:
+    make_files(tmp_path / "data", 3)
+    marker = tmp_path / "crashed-once"
+    write_script(
+        tmp_path / "code",
+        f"""
+        import os
+        def run(mini_batch):
+            if any(p.endswith("f00001.txt") for p in mini_batch) and not os.path.exists({str(marker)!r}):
+                open({str(marker)!r}, "w").close()
+                os._exit(3)
+            return mini_batch
+        """,
+    )
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=1)
+    verdict, tally, merged = run_embedded(job, tmp_path / "work")
+    assert verdict.state == "succeeded" and sorted(tally.committed) == [0, 1, 2]
+    assert tally.tries[1] == 2
+    assert merged is not None and len(lines(merged[0])) == 3
+
+
+def test_init_failure_fails_job_with_its_error(tmp_path: Path) -> None:
+    make_files(tmp_path / "data", 3)
+    write_script(tmp_path / "code", "def init():\n    raise OSError('model missing')\ndef run(b):\n    return b\n")
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", init_max_try=2)
+    verdict, _, _ = run_embedded(job, tmp_path / "work")
+    assert verdict.state == "failed"
+    assert "init() failed" in (verdict.reason or "") and "model missing" in (verdict.reason or "")
+
+
+@pytest.mark.parametrize("bad", ["None", "42", "'text'"])
+def test_bad_return_fails_the_try(tmp_path: Path, bad: str) -> None:
+    make_files(tmp_path / "data", 2)
+    write_script(tmp_path / "code", f"def run(mini_batch):\n    return {bad}\n")
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", run_max_try=1)
+    verdict, tally, _ = run_embedded(job, tmp_path / "work")
+    assert verdict.state == "succeeded" and list(tally.failed) == [0]
+    assert "return a list, tuple or pandas DataFrame" in (tally.failed[0].error or "")
+
+
+def test_user_modules_named_like_ours_still_work(tmp_path: Path) -> None:
+    make_files(tmp_path / "data", 2)
+    code = tmp_path / "code"
+    write_script(code, "def tag():\n    return 'user-common'\n", name="common.py")
+    write_script(code, "def tag():\n    return 'user-worker'\n", name="worker.py")
+    write_script(code, "import common, worker\ndef run(b):\n    return [common.tag() + worker.tag() for _ in b]\n")
+    job = make_job(tmp_path, code, tmp_path / "data")
+    verdict, _, merged = run_embedded(job, tmp_path / "work")
+    assert verdict.state == "succeeded"
+    assert merged is not None and set(lines(merged[0])) == {"user-commonuser-worker"}
+
+
+def test_user_logs_hold_prints_and_errors(tmp_path: Path) -> None:
+    make_files(tmp_path / "data", 2)
+    write_script(
+        tmp_path / "code",
+        """
+        from azureml_user.parallel_run import EntryScript
+        def run(mini_batch):
+            print("hello from run")
+            EntryScript().logger.info("logged %d", len(mini_batch))
+            raise KeyError("missing-key")
+        """,
+    )
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", run_max_try=1, process_count_per_node=1)
+    run_embedded(job, tmp_path / "work")
+    user = tmp_path / "out" / "logs" / "user"
+    stdout = (user / "stdout" / "n1" / "process001.stdout.txt").read_text()
+    assert "[n1 process001 batch=0] hello from run" in stdout
+    assert "logged 2" in (user / "entry_script_log" / "n1" / "process001.log.txt").read_text()
+    errors = (user / "error" / "n1" / "process001.txt").read_text()
+    assert "KeyError" in errors and "Traceback" in errors

@@ -1,0 +1,182 @@
+"""The child process: loads user code once, then runs mini-batches sent by its supervisor.
+
+Everything crossing the pipe is plain builtins, so nothing here depends on
+unpickling our classes after user code has taken over module names.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import sys
+import time
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from common.errors import BatchfleetError
+from common.messages import Item, JobConfig
+from common.rowformats import encode_part, is_dataframe, part_extension
+from common.storage import StorageOptions, join_uri, open_storage
+from worker.context import MiniBatchContext
+from worker.entry import EntryPoints, load_entry
+from worker.userlogs import UserLogs
+
+
+class ResultError(Exception):
+    """run() returned something that is not a list, tuple or DataFrame."""
+
+
+def count_rows(result: Any) -> int:
+    """Number of succeeded items a run() result stands for."""
+    if result is None:
+        raise ResultError(
+            "run() returned None; return a list, tuple or pandas DataFrame with one element per succeeded item"
+        )
+    if isinstance(result, (list, tuple)) or is_dataframe(result):
+        return len(result)
+    raise ResultError(
+        f"run() returned {type(result).__name__}; return a list, tuple or pandas DataFrame"
+    )
+
+
+def error_line(exc: BaseException) -> str:
+    if isinstance(exc, BatchfleetError):
+        return exc.line()
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Child:
+    """State of one child process."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.job = JobConfig.model_validate_json(spec["job"])
+        self.node_id: str = spec["node_id"]
+        self.process: str = spec["process"]
+        self.logs = UserLogs(Path(spec["log_root"]), self.node_id, self.process)
+        options = StorageOptions.model_validate(spec.get("storage_options") or {})
+        self.store = open_storage(self.job.store_uri, options)
+        self.options = options
+        self.entry: EntryPoints | None = None
+
+    def prepare(self) -> None:
+        """Environment, argv, logs; then load and init the user's code."""
+        os.environ["AZUREML_BI_OUTPUT_PATH"] = self.spec["output_dir"]
+        os.environ["BATCHFLEET_WORKING_DIR"] = self.spec["working_dir"]
+        os.environ["BATCHFLEET_LOG_DIR"] = str(Path(self.spec["log_root"]) / "user")
+        os.environ["BATCHFLEET_AGENT_NAME"] = self.process
+        os.environ["BATCHFLEET_NODE_ID"] = self.node_id
+        os.environ.update(self.job.environment_variables)
+        Path(self.spec["output_dir"]).mkdir(parents=True, exist_ok=True)
+        self.logs.install(self.job.settings.logging_level)
+        faulthandler.enable(file=sys.__stderr__ or sys.stderr)
+        code_dir = Path(self.spec["code_dir"])
+        os.chdir(code_dir)
+        sys.argv = [self.job.entry_script, *self.job.args, *self.spec.get("predefined_args", [])]
+        self.entry = load_entry(code_dir, self.job.entry_script)
+        if self.entry.init is not None:
+            self.entry.init()
+
+    def run_task(self, task: dict[str, Any], conn: Connection) -> dict[str, Any]:
+        """One try at one batch: run, then commit; every failure becomes an outcome."""
+        assert self.entry is not None
+        batch_id, attempt = task["batch_id"], task["attempt"]
+        self.logs.batch = batch_id
+        started = time.time()
+        outcome: dict[str, Any] = {"batch_id": batch_id, "started": started, "total": task["total"]}
+        try:
+            mini_batch = self.mini_batch(task)
+            if task.get("tabular"):
+                task["total"] = outcome["total"] = len(mini_batch)
+            context = MiniBatchContext(batch_id, task.get("partition") or {}, task.get("input", ""), attempt)
+            t0 = time.perf_counter()
+            result = self.entry.run(mini_batch, context) if self.entry.wants_context else self.entry.run(mini_batch)
+            outcome["run_seconds"] = time.perf_counter() - t0
+            rows = count_rows(result)
+        except BaseException as exc:  # user code may raise anything, SystemExit included
+            conn.send(("ran",))
+            return self.failed(outcome, exc, attempt)
+        conn.send(("ran",))
+        t1 = time.perf_counter()
+        try:
+            self.commit(outcome, task, result, rows)
+        except Exception as exc:
+            return self.failed(outcome, exc, attempt)
+        outcome["commit_seconds"] = time.perf_counter() - t1
+        self.logs.batch = None
+        return outcome
+
+    def mini_batch(self, task: dict[str, Any]) -> Any:
+        if task.get("tabular"):
+            from common.tabular import read_batch
+
+            items = [Item.model_validate(i) for i in task["items"]]
+            storage = open_storage(items[0].uri, self.options) if items else self.store
+            return read_batch(storage, items, task.get("partition"))
+        return list(task["paths"])
+
+    def commit(self, outcome: dict[str, Any], task: dict[str, Any], result: Any, rows: int) -> None:
+        """Part first, status record after: the record is what makes the batch committed."""
+        settings = self.job.settings
+        total = task["total"]
+        missing = task.get("missing", 0)
+        succeeded = min(rows, total - missing)
+        part = None
+        if settings.output_action == "append_row":
+            ext = part_extension(settings.append_row_format)
+            part = join_uri(self.job.store_uri, "parts", self.node_id, f"{task['batch_id']:09d}.{ext}")
+            self.store.write_bytes(part, encode_part(result, settings.append_row_format))
+        outcome.update(status="committed", succeeded=succeeded, failed=total - succeeded, part=part)
+        record = {
+            "batch_id": task["batch_id"], "part": part, "total": total, "succeeded": succeeded,
+            "failed": total - succeeded, "node_id": self.node_id, "process": self.process,
+            "attempt": task["attempt"], "at": time.time(), "error": task.get("missing_error"),
+        }  # fmt: skip
+        status = join_uri(self.job.store_uri, "status", f"{task['batch_id']:09d}.json")
+        self.store.write_bytes(status, json.dumps(record).encode())
+
+    def failed(self, outcome: dict[str, Any], exc: BaseException, attempt: int) -> dict[str, Any]:
+        line = error_line(exc)
+        tb = "".join(traceback.format_exception(exc))
+        self.logs.error(outcome["batch_id"], attempt, line, tb)
+        self.logs.batch = None
+        outcome.update(status="error", error=line, error_type=type(exc).__name__, traceback=tb)
+        return outcome
+
+    def shutdown(self) -> None:
+        if self.entry is not None and self.entry.shutdown is not None:
+            self.entry.shutdown()
+
+
+def child_main(conn: Connection, spec: dict[str, Any]) -> None:
+    """Spawn target: prepare, report ready or init failure, then serve tasks until told to stop."""
+    try:
+        child = Child(spec)
+    except BaseException as exc:
+        conn.send(("init_failed", error_line(exc), "".join(traceback.format_exception(exc))))
+        return
+    try:
+        child.prepare()
+    except BaseException as exc:
+        tb = "".join(traceback.format_exception(exc))
+        child.logs.error(None, None, error_line(exc), tb)
+        conn.send(("init_failed", error_line(exc), tb))
+        return
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # supervisor went away
+        if message[0] == "stop":
+            try:
+                child.shutdown()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            return
+        conn.send(("done", child.run_task(message[1], conn)))

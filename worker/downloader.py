@@ -1,0 +1,80 @@
+"""Smart download: only this mini-batch's objects, fetched concurrently into a per-batch folder."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.errors import BatchfleetError
+from common.messages import BatchMessage, InputBinding, Item
+from common.safepath import safe_join
+from common.storage import StorageOptions, is_remote, open_storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Fetched:
+    """Local view of one batch: paths for run(), items that could not be fetched."""
+
+    paths: list[str]
+    missing: int = 0
+    missing_error: str | None = None
+    folder: Path | None = None
+    seconds: float = 0.0
+    items: list[Item] = field(default_factory=list)
+
+    def cleanup(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Downloader:
+    """Fetches batches; one shared pool of connections for object downloads."""
+
+    def __init__(self, work_root: Path, options: StorageOptions, threads: int = 16) -> None:
+        self.work_root = work_root
+        self.options = options
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bf-download")
+
+    def needs_download(self, binding: InputBinding, message: BatchMessage) -> bool:
+        """True when fetching means network I/O (worth doing off the dispatcher thread)."""
+        return binding.kind == "files" and binding.mode == "download" and is_remote(binding.uri)
+
+    def fetch(self, job_id: str, binding: InputBinding, message: BatchMessage, attempt: int) -> Fetched:
+        start = time.perf_counter()
+        if binding.kind == "tabular":
+            fetched = Fetched(paths=[], items=list(message.items))
+        elif binding.mode == "direct" or not is_remote(binding.uri):
+            fetched = Fetched(paths=[item.uri for item in message.items])
+        else:
+            fetched = self._download(job_id, message, attempt)
+        fetched.seconds = time.perf_counter() - start
+        return fetched
+
+    def _download(self, job_id: str, message: BatchMessage, attempt: int) -> Fetched:
+        folder = self.work_root / job_id / "batches" / f"{message.batch_id:09d}-{attempt}"
+        folder.mkdir(parents=True, exist_ok=True)
+        storage = open_storage(message.items[0].uri, self.options)
+        targets = [safe_join(folder, item.name) for item in message.items]
+        futures = [
+            self._pool.submit(storage.download, item.uri, target)
+            for item, target in zip(message.items, targets, strict=True)
+        ]
+        paths, errors = [], []
+        for item, target, future in zip(message.items, targets, futures, strict=True):
+            try:
+                future.result()
+                paths.append(str(target))
+            except BatchfleetError as exc:
+                log.warning("batch %d: %s", message.batch_id, exc.line())
+                errors.append(f"{item.name}: {exc.line()}")
+        error = "; ".join(errors[:3]) + (f" (+{len(errors) - 3} more)" if len(errors) > 3 else "")
+        return Fetched(paths=paths, missing=len(errors), missing_error=error or None, folder=folder)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,285 @@
+"""A worker node: consumes mini-batches of every announced job and runs them in child pools.
+
+`_finish` is the one place that decides ack vs requeue vs fail; everything that runs
+a batch only records its outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from common.broker.base import Broker, Delivery, queue_names
+from common.errors import BatchfleetError
+from common.messages import BatchMessage, BatchResult, JobAnnouncement, JobConfig, JobEvent, encode_report
+from common.policy import settle_for
+from common.spec import predefined_args
+from common.storage import StorageOptions, open_storage
+from worker.downloader import Downloader, Fetched
+from worker.layout import NodeLayout, node_layout
+from worker.pool import ChildPool, PoolConfig, Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeConfig:
+    node_id: str
+    work_root: Path
+    processes: int | None = None
+    storage_options: StorageOptions | None = None
+    heartbeat_interval: float = 5.0
+    commit_timeout: float = 300.0
+
+
+class JobRuntime:
+    """Everything one node holds for one job."""
+
+    def __init__(self, job: JobConfig, layout: NodeLayout, pool: ChildPool, processes: int) -> None:
+        self.job = job
+        self.layout = layout
+        self.pool = pool
+        self.processes = processes
+        self.names = queue_names(job.job_id)
+        self.consumer_tag: str | None = None
+        self.fetchers = ThreadPoolExecutor(max_workers=processes + 1, thread_name_prefix="bf-fetch")
+        self.ended = False
+
+
+class WorkerNode:
+    """Serves jobs from a broker until stopped."""
+
+    def __init__(self, broker: Broker, config: NodeConfig) -> None:
+        self.broker = broker
+        self.config = config
+        self.options = config.storage_options or StorageOptions()
+        self.downloader = Downloader(config.work_root, self.options)
+        self.sink: queue.Queue[Delivery] = queue.Queue()
+        self._jobs: dict[str, JobRuntime] = {}
+        self._by_queue: dict[str, JobRuntime] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # lifecycle
+
+    def start(self, listen: bool = True) -> None:
+        """Start dispatching; with `listen`, also serve jobs announced on the broker."""
+        if listen:
+            self.broker.subscribe_announcements(self.sink)
+        for target, name in ((self._dispatch_loop, "bf-dispatch"), (self._heartbeat_loop, "bf-heartbeat")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop taking work; children finish or are killed; unsettled work returns to the broker."""
+        self._stopping.set()
+        for job_id in list(self._jobs):
+            self.end(job_id, grace)
+        for thread in self._threads:
+            thread.join(timeout=grace)
+        self.downloader.close()
+
+    @property
+    def jobs(self) -> list[str]:
+        return list(self._jobs)
+
+    # jobs
+
+    def serve(self, job: JobConfig) -> None:
+        """Start a child pool and a consumer for a job (idempotent)."""
+        with self._lock:
+            if job.job_id in self._jobs or self._stopping.is_set():
+                return
+            processes = self.config.processes or job.settings.processes()
+            layout = node_layout(job, self.config.work_root)
+            for folder in (layout.log_root, layout.output_dir, layout.working_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+            runtime = JobRuntime(job, layout, None, processes)  # type: ignore[arg-type]
+            runtime.pool = ChildPool(self._pool_config(runtime))
+            self._jobs[job.job_id] = runtime
+            self._by_queue[runtime.names.batches] = runtime
+        runtime.pool.start()
+        runtime.consumer_tag = self.broker.consume(runtime.names.batches, max(2, 2 * processes), self.sink)
+        self._event(runtime, "node_started", f"processes={processes} pid={os.getpid()}")
+        log.info("serving job %s with %d processes", job.job_id, processes)
+
+    def end(self, job_id: str, grace: float = 10.0) -> None:
+        """Stop serving a job: cancel its consumer, shut its children down."""
+        with self._lock:
+            runtime = self._jobs.pop(job_id, None)
+            if runtime is None:
+                return
+            self._by_queue.pop(runtime.names.batches, None)
+            runtime.ended = True
+        if runtime.consumer_tag is not None:
+            self.broker.cancel(runtime.consumer_tag)
+        runtime.pool.stop(grace)
+        runtime.fetchers.shutdown(wait=False, cancel_futures=True)
+        self._event(runtime, "node_stopped", "")
+        log.info("stopped serving job %s", job_id)
+
+    def _pool_config(self, runtime: JobRuntime) -> PoolConfig:
+        job = runtime.job
+        return PoolConfig(
+            processes=runtime.processes,
+            run_timeout=job.settings.run_invocation_timeout,
+            commit_timeout=self.config.commit_timeout,
+            init_max_try=job.settings.init_max_try,
+            spec_for=lambda process: self._child_spec(runtime, process),
+            on_outcome=lambda task, outcome, process: self._finish(runtime, task, outcome, process),
+            on_init_failed=lambda line, tb: self._init_failed(runtime, line, tb),
+        )
+
+    def _child_spec(self, runtime: JobRuntime, process: str) -> dict[str, Any]:
+        job, layout = runtime.job, runtime.layout
+        return {
+            "job": job.model_dump_json(),
+            "node_id": self.config.node_id,
+            "process": process,
+            "log_root": str(layout.log_root),
+            "output_dir": str(layout.output_dir),
+            "working_dir": str(layout.working_dir),
+            "code_dir": str(layout.code_dir),
+            "storage_options": self.options.model_dump(),
+            "predefined_args": predefined_args(job.settings, job.entry_script, job.input_data),
+        }
+
+    # dispatch
+
+    def _dispatch_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                delivery = self.sink.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                if delivery.queue == "announce":
+                    self._on_announcement(delivery.body)
+                else:
+                    self._on_delivery(delivery)
+            except Exception:
+                log.exception("dispatch failed for a message on %s", delivery.queue)
+
+    def _on_announcement(self, body: bytes) -> None:
+        try:
+            announcement = JobAnnouncement.model_validate_json(body)
+        except ValidationError as exc:
+            log.warning("ignored an unreadable job announcement: %s", exc.errors()[0]["msg"])
+            return
+        if announcement.state == "ended":
+            threading.Thread(target=self.end, args=(announcement.job_id,), daemon=True).start()
+            return
+        if announcement.job_id in self._jobs:
+            return
+        try:
+            job = self._load_job(announcement)
+        except BatchfleetError as exc:
+            log.error("cannot serve job %s: %s", announcement.job_id, exc.line())
+            return
+        self.serve(job)
+
+    def _load_job(self, announcement: JobAnnouncement) -> JobConfig:
+        storage = open_storage(announcement.job_uri, self.options)
+        try:
+            return JobConfig.model_validate_json(storage.read_bytes(announcement.job_uri))
+        except ValidationError as exc:
+            raise BatchfleetError(f"job file {announcement.job_uri} is not valid: {exc.errors()[0]['msg']}") from exc
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        runtime = self._by_queue.get(delivery.queue)
+        if runtime is None:
+            return  # its consumer was cancelled; the broker has already taken the message back
+        try:
+            message = BatchMessage.model_validate_json(delivery.body)
+        except ValidationError as exc:
+            reason = f"unparseable batch message: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}"
+            log.error("dead-lettering a message on %s: %s", delivery.queue, reason)
+            self.broker.settle(delivery, "dead", reason)
+            return
+        if message.job_id != runtime.job.job_id:
+            self.broker.settle(delivery, "dead", f"message for job {message.job_id} on {delivery.queue}")
+            return
+        binding = runtime.job.inputs[message.input or runtime.job.input_data[0]]
+        if self.downloader.needs_download(binding, message):
+            runtime.fetchers.submit(self._fetch_and_submit, runtime, delivery, message)
+        else:
+            self._fetch_and_submit(runtime, delivery, message)
+
+    def _fetch_and_submit(self, runtime: JobRuntime, delivery: Delivery, message: BatchMessage) -> None:
+        binding = runtime.job.inputs[message.input or runtime.job.input_data[0]]
+        fetched: Fetched = self.downloader.fetch(runtime.job.job_id, binding, message, delivery.attempt)
+        payload = {
+            "batch_id": message.batch_id,
+            "attempt": delivery.attempt,
+            "total": sum(item.rows or 0 for item in message.items) if binding.kind == "tabular" else len(message.items),
+            "paths": fetched.paths,
+            "tabular": binding.kind == "tabular",
+            "items": [item.model_dump() for item in fetched.items],
+            "partition": message.partition,
+            "input": binding.name,
+            "missing": fetched.missing,
+            "missing_error": fetched.missing_error,
+        }
+        task = Task(message.batch_id, delivery.attempt, payload, delivery, fetched.seconds, cleanup=fetched.cleanup)
+        runtime.pool.submit(task)
+
+    # outcomes: the one place that settles deliveries
+
+    def _finish(self, runtime: JobRuntime, task: Task, outcome: dict[str, Any], process: str) -> None:
+        kind = "committed" if outcome.get("status") == "committed" else "error"
+        action, reported = settle_for(kind, task.attempt, runtime.job.settings.run_max_try)
+        total = outcome.get("total", task.payload["total"])
+        failed = outcome.get("failed", total) if kind == "committed" else total
+        error = outcome.get("error") or (task.payload.get("missing_error") if failed else None)
+        report = BatchResult(
+            job_id=runtime.job.job_id, batch_id=task.batch_id, node_id=self.config.node_id,
+            process=process, attempt=task.attempt, outcome=reported, total=total,
+            succeeded=outcome.get("succeeded", 0) if kind == "committed" else 0, failed=failed,
+            started=outcome.get("started", task.received), download_seconds=task.download_seconds,
+            run_seconds=outcome.get("run_seconds", 0.0), commit_seconds=outcome.get("commit_seconds", 0.0),
+            seconds=time.time() - task.received, part=outcome.get("part"), error=error,
+            error_type=outcome.get("error_type"), traceback=outcome.get("traceback"),
+        )  # fmt: skip
+        try:
+            self.broker.publish(runtime.names.reports, [encode_report(report)])
+            self.broker.settle(task.delivery, action)
+        except BatchfleetError as exc:
+            # The broker takes the delivery back on its own; the batch runs again.
+            log.warning("could not report batch %d of %s: %s", task.batch_id, runtime.job.job_id, exc.line())
+        finally:
+            if task.cleanup is not None:
+                task.cleanup()
+
+    def _init_failed(self, runtime: JobRuntime, line: str, tb: str) -> None:
+        log.error("job %s: init() failed %d times; giving up on this node: %s",
+                  runtime.job.job_id, runtime.job.settings.init_max_try, line)  # fmt: skip
+        self._event(runtime, "init_failed", f"{line}\n{tb}".strip())
+        with self._lock:
+            self._by_queue.pop(runtime.names.batches, None)
+        if runtime.consumer_tag is not None:
+            self.broker.cancel(runtime.consumer_tag)  # unsettled deliveries go back to the queue
+        runtime.pool.drain()
+
+    def _event(self, runtime: JobRuntime, kind: str, detail: str) -> None:
+        event = JobEvent(job_id=runtime.job.job_id, node_id=self.config.node_id, kind=kind, detail=detail,
+                         at=time.time())  # type: ignore[arg-type]  # fmt: skip
+        try:
+            self.broker.publish(runtime.names.reports, [encode_report(event)])
+        except BatchfleetError as exc:
+            log.warning("could not send %s for job %s: %s", kind, runtime.job.job_id, exc.line())
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stopping.wait(self.config.heartbeat_interval):
+            for runtime in list(self._jobs.values()):
+                self._event(runtime, "heartbeat", f"busy={runtime.pool.busy}")

@@ -1,0 +1,236 @@
+"""Child processes for one job on one node: spawn, feed, time out, restart.
+
+One supervising thread per child; user code only ever runs in the children,
+so a hung or crashed run() costs that child, never the node.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from common.policy import init_gives_up
+from worker.child import child_main
+
+log = logging.getLogger(__name__)
+
+Outcome = dict[str, Any]
+
+
+@dataclass
+class Task:
+    """One try at one batch, ready to run (inputs already local)."""
+
+    batch_id: int
+    attempt: int
+    payload: dict[str, Any]
+    delivery: Any = None
+    download_seconds: float = 0.0
+    received: float = field(default_factory=time.time)
+    cleanup: Callable[[], None] | None = None
+
+
+@dataclass
+class PoolConfig:
+    processes: int
+    run_timeout: float
+    commit_timeout: float
+    init_max_try: int
+    spec_for: Callable[[str], dict[str, Any]]
+    on_outcome: Callable[[Task, Outcome, str], None]
+    on_init_failed: Callable[[str, str], None]
+
+
+class _Slot:
+    """A supervised child process slot."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.process: BaseProcess | None = None
+        self.conn: Connection | None = None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+        if self.process is not None:
+            self.process.join(timeout=10)
+        if self.conn is not None:
+            self.conn.close()
+        self.process = None
+        self.conn = None
+
+
+class ChildPool:
+    """Runs tasks on `processes` spawned children."""
+
+    def __init__(self, config: PoolConfig) -> None:
+        self.config = config
+        self.tasks: queue.Queue[Task | None] = queue.Queue()
+        self._ctx = multiprocessing.get_context("spawn")
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._init_failures = 0
+        self._gave_up = False
+        self._busy = 0
+        self._slots = [_Slot(f"process{i + 1:03d}") for i in range(config.processes)]
+        self._threads = [
+            threading.Thread(target=self._supervise, args=(slot,), name=f"bf-{slot.name}", daemon=True)
+            for slot in self._slots
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, task: Task) -> None:
+        self.tasks.put(task)
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    @property
+    def gave_up(self) -> bool:
+        return self._gave_up
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Ask children to shut down (shutdown() runs), then kill what is left."""
+        self._stopping.set()
+        for _ in self._threads:
+            self.tasks.put(None)
+        deadline = time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(timeout=max(deadline - time.monotonic(), 0.1))
+        for slot in self._slots:
+            slot.kill()
+
+    def drain(self) -> list[Task]:
+        """Tasks not yet handed to a child (to give back to the broker)."""
+        left = []
+        while True:
+            try:
+                task = self.tasks.get_nowait()
+            except queue.Empty:
+                return left
+            if task is not None:
+                left.append(task)
+
+    def _supervise(self, slot: _Slot) -> None:
+        while not self._stopping.is_set():
+            if slot.process is None and not self._start_child(slot):
+                if self._gave_up:
+                    return
+                continue
+            task = self.tasks.get()
+            if task is None:
+                break
+            with self._lock:
+                self._busy += 1
+            try:
+                outcome = self._run(slot, task)
+            finally:
+                with self._lock:
+                    self._busy -= 1
+            self.config.on_outcome(task, outcome, slot.name)
+        self._stop_child(slot)
+
+    def _start_child(self, slot: _Slot) -> bool:
+        """Spawn and wait for init; count failures; False when init failed."""
+        parent, child = self._ctx.Pipe()
+        spec = self.config.spec_for(slot.name)
+        process = self._ctx.Process(target=child_main, args=(child, spec), name=f"batchfleet-{slot.name}")
+        process.start()
+        child.close()
+        slot.process, slot.conn = process, parent
+        message = self._wait_ready(slot)
+        if message is not None and message[0] == "ready":
+            log.debug("%s ready (pid %s)", slot.name, message[1])
+            return True
+        line, tb = (message[1], message[2]) if message else (self._death(slot), "")
+        slot.kill()
+        self._count_init_failure(slot.name, line, tb)
+        return False
+
+    def _wait_ready(self, slot: _Slot) -> tuple[Any, ...] | None:
+        assert slot.conn is not None
+        while not self._stopping.is_set():
+            try:
+                if slot.conn.poll(0.5):
+                    return slot.conn.recv()  # type: ignore[no-any-return]
+            except (EOFError, OSError):
+                return None
+            if slot.process is not None and not slot.process.is_alive() and not slot.conn.poll(0):
+                return None
+        return ("stopping", "node is stopping", "")
+
+    def _count_init_failure(self, name: str, line: str, tb: str) -> None:
+        if self._stopping.is_set():
+            return
+        with self._lock:
+            self._init_failures += 1
+            give_up = init_gives_up(self._init_failures, self.config.init_max_try) and not self._gave_up
+            if give_up:
+                self._gave_up = True
+        log.warning("%s: init failed (%d of %d): %s", name, self._init_failures, self.config.init_max_try, line)
+        if give_up:
+            self._stopping.set()
+            self.config.on_init_failed(line, tb)
+        else:
+            time.sleep(min(0.5 * self._init_failures, 5))
+
+    def _run(self, slot: _Slot, task: Task) -> Outcome:
+        """Send the task; enforce run_invocation_timeout by killing the child."""
+        assert slot.conn is not None
+        base: Outcome = {"batch_id": task.batch_id, "started": time.time(), "total": task.payload["total"]}
+        try:
+            slot.conn.send(("run", task.payload))
+            if not slot.conn.poll(self.config.run_timeout):
+                slot.kill()
+                return self._error(
+                    base, "TimeoutError",
+                    f"run() exceeded run_invocation_timeout={self.config.run_timeout:g}s; "
+                    "the process was killed and restarted",
+                )  # fmt: skip
+            message = slot.conn.recv()
+            if message[0] == "ran" and slot.conn.poll(self.config.commit_timeout):
+                message = slot.conn.recv()
+            if message[0] == "done":
+                return message[1]  # type: ignore[no-any-return]
+            slot.kill()
+            return self._error(base, "TimeoutError", "committing the batch's results timed out")
+        except (EOFError, OSError, BrokenPipeError):
+            reason = self._death(slot)
+            slot.kill()
+            return self._error(base, "ProcessDied", reason)
+
+    @staticmethod
+    def _error(base: Outcome, kind: str, line: str) -> Outcome:
+        return {**base, "status": "error", "error": f"{kind}: {line}", "error_type": kind, "traceback": ""}
+
+    @staticmethod
+    def _death(slot: _Slot) -> str:
+        if slot.process is None:
+            return "the process exited"
+        slot.process.join(timeout=5)
+        code = slot.process.exitcode
+        if code is not None and code < 0:
+            return f"the process was killed by signal {-code} (crash, OOM kill or kill -9)"
+        return f"the process exited with code {code} during run()"
+
+    def _stop_child(self, slot: _Slot) -> None:
+        if slot.conn is None or slot.process is None:
+            return
+        try:
+            slot.conn.send(("stop",))
+            slot.process.join(timeout=10)
+        except (EOFError, OSError):
+            pass
+        slot.kill()

@@ -1,0 +1,106 @@
+"""Per-process user logs in the Azure ML layout, written so nothing is lost on a kill."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from azureml_user.parallel_run import ENTRY_LOGGER
+
+
+class TaggedStream(io.TextIOBase):
+    """A text stream that prefixes each line with node, process and batch, and flushes per line."""
+
+    def __init__(self, raw: TextIO, tag: Callable[[], str]) -> None:
+        self._raw = raw
+        self._tag = tag
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        data = self._partial + text
+        lines = data.split("\n")
+        self._partial = lines.pop()
+        if lines:
+            tag = self._tag()
+            self._raw.write("".join(f"{tag} {line}\n" for line in lines))
+            self._raw.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            self._raw.write(f"{self._tag()} {self._partial}")
+            self._partial = ""
+        self._raw.flush()
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+
+class UserLogs:
+    """Opens logs/user/{stdout,stderr,entry_script_log,error}/<node>/<process>.* for one child."""
+
+    def __init__(self, log_root: Path, node_id: str, process: str) -> None:
+        self.node_id = node_id
+        self.process = process
+        self.batch: int | None = None
+        user = log_root / "user"
+        self.paths = {
+            "stdout": user / "stdout" / node_id / f"{process}.stdout.txt",
+            "stderr": user / "stderr" / node_id / f"{process}.stderr.txt",
+            "entry": user / "entry_script_log" / node_id / f"{process}.log.txt",
+            "error": user / "error" / node_id / f"{process}.txt",
+        }
+        for path in self.paths.values():
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def tag(self) -> str:
+        batch = "-" if self.batch is None else str(self.batch)
+        return f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{self.node_id} {self.process} batch={batch}]"
+
+    def install(self, level: str) -> None:
+        """Point fds 1/2, sys.stdout/err and the entry-script logger at the log files."""
+        out = open(self.paths["stdout"], "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        err = open(self.paths["stderr"], "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        # Native code and faulthandler write to the raw descriptors.
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        sys.stdout = TaggedStream(out, self.tag)
+        sys.stderr = TaggedStream(err, self.tag)
+        handler = logging.FileHandler(self.paths["entry"], encoding="utf-8")
+        handler.setFormatter(_BatchFormatter(self))
+        logger = logging.getLogger(ENTRY_LOGGER)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+        root = logging.getLogger()
+        root.handlers[:] = [handler]
+        root.setLevel(level)
+
+    def error(self, batch: int | None, attempt: int | None, line: str, traceback_text: str) -> None:
+        """Append one error with its traceback to this process's error file."""
+        where = "init" if batch is None else f"batch {batch} attempt {attempt}"
+        with open(self.paths["error"], "a", encoding="utf-8") as handle:
+            handle.write(f"{self.tag()} {where}: {line}\n{traceback_text}\n")
+
+
+class _BatchFormatter(logging.Formatter):
+    def __init__(self, logs: UserLogs) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        self._logs = logs
+
+    def format(self, record: logging.LogRecord) -> str:
+        batch = "-" if self._logs.batch is None else str(self._logs.batch)
+        return f"[{self._logs.node_id} {self._logs.process} batch={batch}] {super().format(record)}"
