@@ -193,6 +193,8 @@ def render_args(template: str, values: Mapping[tuple[str, str], str], where: str
             )
         return values[(group, name)]
 
+    # `${{ inputs.x }}` may hold spaces; make each placeholder one word before splitting.
+    template = _PLACEHOLDER.sub(lambda m: _word(*_group_name(m)), template)
     tokens = split_args(_OPTIONAL_GROUP.sub(keep_group, template), where, "args")
     return [_PLACEHOLDER.sub(fill, token) for token in tokens]
 
@@ -212,6 +214,10 @@ def settings_in_args(tokens: list[str]) -> dict[str, object]:
         if not _PLACEHOLDER.search(value):
             found[name] = flag_value(name, value)
     return found
+
+
+def _word(group: str, name: str) -> str:
+    return "${{" + f"{group}.{name}" + "}}"
 
 
 def _group_name(match: re.Match[str]) -> tuple[str, str]:

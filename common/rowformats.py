@@ -5,7 +5,8 @@ separated without header or index. For csv, parquet and jsonl every part is Parq
 DataFrame keeps its column types until the merge; a list result becomes one string column named
 ``result``. Merging streams one part at a time. Parts must share column names; for Parquet output
 they must share types too, except that a column that is all null in a later part (pandas stores
-it as type null) is cast to the first part's type.
+it as type null) is cast to the first part's type, and numbers, texts or timestamps that differ
+only in width (int vs float from pandas' gaps) are cast safely; a lossy cast is an error.
 """
 
 from __future__ import annotations
@@ -146,15 +147,35 @@ def _conform(table: Any, reference: Any, fmt: RowFormat, label: str) -> Any:
     for field in reference:
         column = table.column(field.name)
         if column.type != field.type:
-            if column.type != pa.null():
-                raise RowFormatError(
-                    f"{label} returned column {field.name!r} as {column.type}, "
-                    f"but earlier batches returned {field.type}",
-                    "return the same column types from every run()",
-                )
-            column = column.cast(field.type)
+            column = _cast(column, field, label)
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=reference)
+
+
+def _family(kind: Any) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return "number"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "text"
+    if pa.types.is_timestamp(kind):
+        return "time"
+    return str(kind)
+
+
+def _cast(column: Any, field: Any, label: str) -> Any:
+    """Cast drift that pandas causes between batches (int vs float with gaps, all-null columns), safely."""
+    import pyarrow as pa
+
+    problem = f"{label} returned column {field.name!r} as {column.type}, earlier batches {field.type}"
+    hint = "return the same column types from every run()"
+    if column.type != pa.null() and _family(column.type) != _family(field.type):
+        raise RowFormatError(problem, hint)
+    try:
+        return column.cast(field.type, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise RowFormatError(f"{problem}: {_short(exc)}", hint) from exc
 
 
 class _TableWriter:

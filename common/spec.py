@@ -147,7 +147,7 @@ def _from_component(doc: dict[str, Any], path: Path) -> JobSpec:
         outputs=outputs,
         input_data=[_ref(s, "inputs", inputs, where, "parallel.input_data") for s in sources],
         output_data=_ref(raw.parallel.output_data, "outputs", outputs, where, "parallel.output_data"),
-        environment={"reference": raw.environment} if isinstance(raw.environment, str) else raw.environment,
+        environment=_environment(raw.environment),
         settings=_settings(
             where, "parallel.args", raw.parallel.args, keyed, {key: f"run_settings.{key}" for key in keyed}
         ),
@@ -179,9 +179,7 @@ def _from_v2(doc: dict[str, Any], path: Path) -> JobSpec:
         outputs=outputs,
         input_data=[_ref(raw.input_data, "inputs", inputs, where, "input_data")],
         output_data=output_data,
-        environment={"reference": task.environment}
-        if isinstance(task.environment, str)
-        else task.environment,
+        environment=_environment(task.environment),
         environment_variables=variables,
         settings=_settings(where, "task.program_arguments", task.program_arguments, keyed, rename),
     )
@@ -316,6 +314,11 @@ def _entry(code_dir: Path, entry: str, where: str, field: str) -> str:
     return relative.as_posix()
 
 
+def _environment(value: dict[str, Any] | str | None) -> dict[str, Any] | None:
+    """Recorded as written; a named environment (`azureml:env@latest`) as {"reference": name}."""
+    return {"reference": value} if isinstance(value, str) else value
+
+
 def _env_text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -326,7 +329,10 @@ def _env_text(value: object) -> str:
 
 
 def resolve(
-    spec: JobSpec, inputs: dict[str, Binding], outputs: dict[str, Binding], overrides: dict[str, object]
+    spec: JobSpec,
+    inputs: Mapping[str, Binding],
+    outputs: Mapping[str, Binding],
+    overrides: Mapping[str, object],
 ) -> Resolved:
     """Bind the spec's ports to locations, settle settings (spec, then overrides), render args."""
     _check_known(inputs, spec.inputs, "input")
@@ -430,4 +436,4 @@ def _check_batch_size(settings: RunSettings, batched: list[InputBinding]) -> Non
         try:
             settings.bytes_per_batch() if binding.kind == "tabular" else settings.files_per_batch()
         except ValueError as exc:
-            raise UsageError(f"setting mini_batch_size: {exc} (input '{binding.name}')") from None
+            raise UsageError(f"input '{binding.name}': {exc}") from None

@@ -34,8 +34,9 @@ def describe(
 ) -> str:
     """One line naming the field path and the problem.
 
-    `where` prefixes the line: a file name gives "spec.yaml: a.b: problem", a plain
-    word gives "setting a.b: problem". `model` (found from the error's title when
+    `where` prefixes the line: a file name gives "spec.yaml: a.b: problem" and
+    "spec.yaml: unknown field 'a.x'", a plain word gives "setting a.b: problem" and
+    "unknown setting 'x'". `model` (found from the error's title when
     omitted) lets an unknown field list the allowed names; `rename` shows a first
     path part under another name (a v2 YAML key for one of our settings).
     """
@@ -54,13 +55,20 @@ def describe_errors(
     """describe() for an already extracted error list."""
     if not errors:
         return f"{where}: invalid value"
+    # A misspelt key shows up twice, as unknown and as missing: the unknown one says what to fix.
+    rank = {"extra_forbidden": 0, "missing": 2}
+    errors = sorted(errors, key=lambda err: rank.get(err["type"], 1))
     walks = [_walk(model, err["loc"], err["type"] == "extra_forbidden", rename or {}) for err in errors]
     first, (shown, owner) = errors[0], walks[0]
     path = _join(shown)
+    # A plain word names the kind of thing ("unknown setting 'x'"); a file name is a prefix.
+    field = f"{where} '{path}'" if where.isidentifier() else f"{where}: field '{path}'"
     if first["type"] == "extra_forbidden":
-        line = f"{where}: unknown field '{path}'; check the spelling{_suggest(shown[-1], owner)}"
+        unknown = f"unknown {where}" if where.isidentifier() else f"{where}: unknown field"
+        suggestion = _suggest(str(first["loc"][-1]), owner)
+        line = f"{unknown} '{path}'; check the spelling{suggestion}"
     elif first["type"] == "missing":
-        line = f"{where}: missing required field '{path}'"
+        line = f"{field} is required"
     else:
         sep = " " if where.isidentifier() else ": "
         line = f"{where}{sep}{path}: {problem(first)}" if path else f"{where}: {problem(first)}"
@@ -82,7 +90,7 @@ def problem(err: ErrorDetails) -> str:
     bounds |= {"less_than_equal": ("at most", "le"), "less_than": ("less than", "lt")}
     if kind in bounds:
         words, key = bounds[kind]
-        return f"must be {words} {ctx.get(key)}, got {got}"
+        return f"must be {words} {_show(ctx.get(key))}, got {got}"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')}, got {got}"
     simple = {
@@ -108,6 +116,8 @@ def _show(value: object) -> str:
         return "a list"
     if value is None:
         return "nothing"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -181,10 +191,11 @@ def _step(tp: Any, part: int | str) -> Any:
 def _as_model(tp: Any) -> type[BaseModel] | None:
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return tp
-    for member in typing.get_args(tp):
-        found = _as_model(member) if typing.get_origin(tp) in (typing.Union, types.UnionType) else None
-        if found is not None:
-            return found
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        for member in typing.get_args(tp):
+            found = _as_model(member)
+            if found is not None:
+                return found
     return None
 
 
@@ -264,7 +275,7 @@ AzureMode = Literal["download", "direct", "ro_mount", "rw_mount", "upload", "eva
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class RawPort(_Section):

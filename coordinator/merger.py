@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from common.messages import JobConfig
+from common.parts import PartReader
 from common.rowformats import merge_parts
 from common.storage import StorageOptions, is_remote, join_uri, open_storage
 from coordinator.tally import Tally
@@ -21,7 +23,13 @@ def merge_output(job: JobConfig, tally: Tally, options: StorageOptions) -> tuple
         return None
     store = open_storage(job.store_uri, options)
     parts = [tally.committed[b].part for b in sorted(tally.committed)]
-    readers = [(lambda uri=uri: store.read_bytes(uri)) for uri in parts if uri]
+    with PartReader(store) as reader:
+        readers = [(lambda ref=ref: reader.read(ref)) for ref in parts if ref]
+        return _merge(job, readers, options)
+
+
+def _merge(job: JobConfig, readers: list[Callable[[], bytes]], options: StorageOptions) -> tuple[str, int]:
+    settings = job.settings
     dest_uri = join_uri(job.output_uri, settings.append_row_file_name)
     if not is_remote(dest_uri):
         rows = merge_parts(readers, settings.append_row_format, Path(dest_uri))

@@ -7,8 +7,10 @@ import logging
 import time
 
 from common.messages import JobConfig
-from common.storage import StorageOptions, join_uri, open_storage
+from common.perf import PerfSample, write_perf_csv
+from common.storage import StorageOptions, is_remote, join_uri, open_storage
 from coordinator.joblogs import Summary, attempts_csv, job_result_text, processed_batches_csv
+from coordinator.renderer import ReportRenderer
 from coordinator.tally import Tally
 
 log = logging.getLogger(__name__)
@@ -20,8 +22,9 @@ def write_state(job: JobConfig, state: dict[str, object], options: StorageOption
     storage.write_bytes(join_uri(job.store_uri, "state.json"), json.dumps(state, indent=2).encode())
 
 
-def write_job_logs(job: JobConfig, tally: Tally, summary: Summary, overview: list[str], options: StorageOptions) -> None:
-    """logs/ under the output location, in the Azure ML layout, plus the HTML report."""
+def write_job_logs(job: JobConfig, tally: Tally, summary: Summary, overview: list[str],
+                   options: StorageOptions) -> None:  # fmt: skip
+    """logs/ under the output location, in the Azure ML layout (the HTML report is written apart)."""
     logs = join_uri(job.output_uri, "logs")
     out = open_storage(logs, options)
     stamp = time.strftime("%Y%m%d%H", time.localtime(summary.started))
@@ -30,15 +33,31 @@ def write_job_logs(job: JobConfig, tally: Tally, summary: Summary, overview: lis
     report_dir = join_uri(logs, "sys", "job_report")
     out.write_bytes(join_uri(report_dir, "processed_mini-batches.csv"), processed_batches_csv(tally))
     out.write_bytes(join_uri(report_dir, "attempts.csv"), attempts_csv(tally))
-    write_html(job, tally, summary, options)
     write_state(job, summary.as_dict(), options)
 
 
-def write_html(job: JobConfig, tally: Tally, summary: Summary, options: StorageOptions) -> None:
-    try:
-        from coordinator.report_html import render_report
-    except ImportError:  # pragma: no cover - the report module ships with the package
+def write_perf(job: JobConfig, node_id: str, samples: list[PerfSample], options: StorageOptions) -> None:
+    """logs/sys/perf/<node>/node_resource_usage.csv, like Azure ML's."""
+    if not samples:
         return
-    html = render_report(job, tally.records, summary.as_dict(), [])
+    uri = join_uri(job.output_uri, "logs", "sys", "perf", node_id, "node_resource_usage.csv")
+    if is_remote(uri):
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = write_perf_csv(samples, Path(tmp) / "node_resource_usage.csv")
+            open_storage(uri, options).upload(local, uri)
+    else:
+        from pathlib import Path
+
+        write_perf_csv(samples, Path(uri))
+
+
+def write_html(job: JobConfig, html: str, options: StorageOptions) -> str:
     uri = join_uri(job.output_uri, "logs", "report.html")
     open_storage(uri, options).write_bytes(uri, html.encode("utf-8"))
+    return uri
+
+
+__all__ = ["ReportRenderer", "write_html", "write_job_logs", "write_perf", "write_state"]

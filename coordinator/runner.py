@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 from common.broker.base import Broker
 from common.errors import StorageError, UsageError
 from common.messages import JobAnnouncement, JobConfig
+from common.perf import PerfSampler
 from common.storage import StorageOptions, join_uri, open_storage
 from coordinator.follow import Follower, Verdict
 from coordinator.joblogs import Summary, summarize
 from coordinator.merger import merge_output
 from coordinator.progress import Progress
-from coordinator.report import write_job_logs
+from coordinator.report import ReportRenderer, write_html, write_job_logs, write_perf
 from coordinator.submit import job_area, new_job_id, publish_plan, snapshot_code, write_job, write_plan
 from coordinator.tally import Tally
 from worker.node import NodeConfig, WorkerNode
@@ -133,18 +134,31 @@ def run_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> Summary:
     run = JobRun(job, options)
     _, batches, items = run.submit()
     log.info("job %s: %d mini-batches, %d items", job.job_id, batches, items)
-    tally = Tally(batches)
+    return finish_job(run, Tally(batches), items)
+
+
+def finish_job(run: JobRun, tally: Tally, items: int) -> Summary:
+    """Follow to the end, then merge, report and record the state."""
+    job, options = run.job, run.options
+    renderer = ReportRenderer()
+    sampler = PerfSampler(options.node_id if options.embedded else "coordinator").start()
     run.start_workers()
     try:
         verdict = run.follow(tally)
     finally:
+        log.info("job %s: decided after %.2fs; stopping workers", job.job_id, time.time() - run.started)
         run.stop_workers()
+    perf = sampler.stop()
     summary = summarize(job, tally, verdict.state, verdict.reason, run.started, items)
+    renderer.request(job, tally.records, summary.as_dict(), perf)
     if summary.state == "succeeded":
         merged = merge_output(job, tally, options.storage_options)
         if merged is not None:
             summary.output, summary.rows = merged
     write_job_logs(job, tally, summary, run.overview, options.storage_options)
+    write_perf(job, sampler.node_id, perf, options.storage_options)
+    write_html(job, renderer.result(), options.storage_options)
+    log.info("job %s: finished after %.2fs", job.job_id, time.time() - run.started)
     return summary
 
 

@@ -7,7 +7,6 @@ unpickling our classes after user code has taken over module names.
 from __future__ import annotations
 
 import faulthandler
-import json
 import os
 import sys
 import time
@@ -18,7 +17,8 @@ from typing import Any
 
 from common.errors import BatchfleetError
 from common.messages import Item, JobConfig
-from common.rowformats import encode_part, is_dataframe, part_extension
+from common.parts import PartWriter
+from common.rowformats import encode_part, is_dataframe
 from common.storage import StorageOptions, join_uri, open_storage
 from worker.context import MiniBatchContext
 from worker.entry import EntryPoints, load_entry
@@ -61,6 +61,7 @@ class Child:
         options = StorageOptions.model_validate(spec.get("storage_options") or {})
         self.store = open_storage(self.job.store_uri, options)
         self.options = options
+        self.parts = PartWriter(self.store, join_uri(self.job.store_uri, "parts", self.node_id), self.process)
         self.entry: EntryPoints | None = None
 
     def prepare(self) -> None:
@@ -120,24 +121,15 @@ class Child:
         return list(task["paths"])
 
     def commit(self, outcome: dict[str, Any], task: dict[str, Any], result: Any, rows: int) -> None:
-        """Part first, status record after: the record is what makes the batch committed."""
+        """One frame per batch: rows and counts together, so the commit is a single write."""
         settings = self.job.settings
         total = task["total"]
-        missing = task.get("missing", 0)
-        succeeded = min(rows, total - missing)
-        part = None
+        succeeded = min(rows, total - task.get("missing", 0))
+        data = b""
         if settings.output_action == "append_row":
-            ext = part_extension(settings.append_row_format)
-            part = join_uri(self.job.store_uri, "parts", self.node_id, f"{task['batch_id']:09d}.{ext}")
-            self.store.write_bytes(part, encode_part(result, settings.append_row_format))
+            data = encode_part(result, settings.append_row_format)
+        part = self.parts.commit(task["batch_id"], task["attempt"], succeeded, total - succeeded, data)
         outcome.update(status="committed", succeeded=succeeded, failed=total - succeeded, part=part)
-        record = {
-            "batch_id": task["batch_id"], "part": part, "total": total, "succeeded": succeeded,
-            "failed": total - succeeded, "node_id": self.node_id, "process": self.process,
-            "attempt": task["attempt"], "at": time.time(), "error": task.get("missing_error"),
-        }  # fmt: skip
-        status = join_uri(self.job.store_uri, "status", f"{task['batch_id']:09d}.json")
-        self.store.write_bytes(status, json.dumps(record).encode())
 
     def failed(self, outcome: dict[str, Any], exc: BaseException, attempt: int) -> dict[str, Any]:
         line = error_line(exc)

@@ -248,7 +248,8 @@ class WorkerNode:
             succeeded=outcome.get("succeeded", 0) if kind == "committed" else 0, failed=failed,
             started=outcome.get("started", task.received), download_seconds=task.download_seconds,
             run_seconds=outcome.get("run_seconds", 0.0), commit_seconds=outcome.get("commit_seconds", 0.0),
-            seconds=time.time() - task.received, part=outcome.get("part"), error=error,
+            seconds=task.download_seconds + time.time() - outcome.get("started", task.received),
+            part=outcome.get("part"), error=error,
             error_type=outcome.get("error_type"), traceback=outcome.get("traceback"),
         )  # fmt: skip
         try:

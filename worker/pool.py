@@ -11,6 +11,7 @@ import multiprocessing
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -35,6 +36,7 @@ class Task:
     delivery: Any = None
     download_seconds: float = 0.0
     received: float = field(default_factory=time.time)
+    sent: float = 0.0
     cleanup: Callable[[], None] | None = None
 
 
@@ -71,8 +73,9 @@ class _Slot:
 class ChildPool:
     """Runs tasks on `processes` spawned children."""
 
-    def __init__(self, config: PoolConfig) -> None:
+    def __init__(self, config: PoolConfig, depth: int = 2) -> None:
         self.config = config
+        self.depth = depth
         self.tasks: queue.Queue[Task | None] = queue.Queue()
         self._ctx = multiprocessing.get_context("spawn")
         self._stopping = threading.Event()
@@ -124,23 +127,72 @@ class ChildPool:
                 left.append(task)
 
     def _supervise(self, slot: _Slot) -> None:
-        while not self._stopping.is_set():
-            if slot.process is None and not self._start_child(slot):
-                if self._gave_up:
-                    return
-                continue
-            task = self.tasks.get()
-            if task is None:
+        """Keep up to `depth` tasks in the child's pipe so it never waits on a round trip."""
+        inflight: deque[Task] = deque()
+        resend: deque[Task] = deque()
+        while True:
+            if slot.process is None:
+                if self._stopping.is_set():
+                    break
+                if not self._start_child(slot):
+                    if self._gave_up:
+                        break
+                    continue
+                resend.extendleft(reversed(inflight))
+                inflight.clear()
+            if not self._fill(slot, inflight, resend):
                 break
-            with self._lock:
-                self._busy += 1
-            try:
-                outcome = self._run(slot, task)
-            finally:
-                with self._lock:
-                    self._busy -= 1
-            self.config.on_outcome(task, outcome, slot.name)
+            self._await_head(slot, inflight, resend)
+        for task in (*inflight, *resend):
+            self.tasks.put(task)  # never started: another slot, or drain(), takes it
         self._stop_child(slot)
+
+    def _fill(self, slot: _Slot, inflight: deque[Task], resend: deque[Task]) -> bool:
+        """Send tasks until `depth` are in flight; False when told to stop with nothing in flight."""
+        assert slot.conn is not None
+        while len(inflight) < self.depth:
+            if self._stopping.is_set():
+                return bool(inflight)
+            if resend:
+                task: Task | None = resend.popleft()
+            else:
+                try:
+                    task = self.tasks.get(block=not inflight)
+                except queue.Empty:
+                    return True
+            if task is None:
+                self._stopping.set()
+                return bool(inflight)
+            try:
+                slot.conn.send(("run", task.payload))
+            except (OSError, ValueError):
+                resend.appendleft(task)
+                if not inflight:  # died while idle: nothing to charge
+                    slot.kill()
+                return True  # otherwise _await_head sees the death and charges the running head
+            task.sent = time.monotonic()
+            inflight.append(task)
+        return True
+
+    def _await_head(self, slot: _Slot, inflight: deque[Task], resend: deque[Task]) -> None:
+        """Wait for the oldest task in flight; kill the child when it overruns."""
+        if not inflight or slot.conn is None:
+            return
+        head = inflight[0]
+        with self._lock:
+            self._busy += 1
+        try:
+            outcome = self._result(slot, head)
+        finally:
+            with self._lock:
+                self._busy -= 1
+        inflight.popleft()
+        if slot.process is None:  # killed or died: the rest never started
+            resend.extend(inflight)
+            inflight.clear()
+        elif inflight:
+            inflight[0].sent = time.monotonic()
+        self.config.on_outcome(head, outcome, slot.name)
 
     def _start_child(self, slot: _Slot) -> bool:
         """Spawn and wait for init; count failures; False when init failed."""
@@ -186,13 +238,13 @@ class ChildPool:
         else:
             time.sleep(min(0.5 * self._init_failures, 5))
 
-    def _run(self, slot: _Slot, task: Task) -> Outcome:
-        """Send the task; enforce run_invocation_timeout by killing the child."""
+    def _result(self, slot: _Slot, task: Task) -> Outcome:
+        """The head task's outcome; run_invocation_timeout is enforced by killing the child."""
         assert slot.conn is not None
         base: Outcome = {"batch_id": task.batch_id, "started": time.time(), "total": task.payload["total"]}
         try:
-            slot.conn.send(("run", task.payload))
-            if not slot.conn.poll(self.config.run_timeout):
+            remaining = task.sent + self.config.run_timeout - time.monotonic()
+            if not slot.conn.poll(max(remaining, 0)):
                 slot.kill()
                 return self._error(
                     base, "TimeoutError",
@@ -206,7 +258,7 @@ class ChildPool:
                 return message[1]  # type: ignore[no-any-return]
             slot.kill()
             return self._error(base, "TimeoutError", "committing the batch's results timed out")
-        except (EOFError, OSError, BrokenPipeError):
+        except (EOFError, OSError):
             reason = self._death(slot)
             slot.kill()
             return self._error(base, "ProcessDied", reason)

@@ -64,6 +64,13 @@ def _steps(ch: Channel, op: Op, steps: list[Step], result: Callable[[Any], Any])
     step(0, None)
 
 
+def _delete_step(ch: Channel, name: str) -> Step:
+    def step(callback: Callable[[Any], None]) -> None:
+        ch.queue_delete(name, callback=callback)
+
+    return step
+
+
 def _dead_queue_of(queue_name: str) -> str | None:
     """The dead queue of a job's batches queue; None for queues without one."""
     prefix, suffix = "bf.", ".batches"
@@ -133,7 +140,7 @@ class RabbitBroker(Broker):
 
         def start(op: Op) -> None:
             def body(ch: Channel) -> None:
-                steps: list[Step] = [partial(ch.queue_delete, name) for name in names]
+                steps: list[Step] = [_delete_step(ch, name) for name in names]
                 _steps(ch, op, steps, lambda _f: None)
 
             self._pub.temp_channel(op, f"deleting the queues of job {job_id}", body)

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 10.0
+CONNECTION_FORCED = 320  # broker shutting down: a restart, not our fault
+MAX_OP_TRIES = 5
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,8 @@ def connection_parameters(
                 f"cannot load TLS files for {endpoint.where}: {exc}", "check the CA/cert/key paths"
             ) from None
         params.ssl_options = pika.SSLOptions(context, server_hostname=endpoint.host)
-    params.heartbeat = heartbeat
+    if "heartbeat=" not in urlsplit(url).query:  # a heartbeat in the URL wins
+        params.heartbeat = heartbeat
     params.connection_attempts = 1
     params.retry_delay = 0
     params.socket_timeout = connect_timeout
@@ -191,6 +194,7 @@ class Op:
     def __init__(self, start: Callable[[Op], None]) -> None:
         self.start = start
         self.abandoned = False
+        self.tries = 0
         self._done = threading.Event()
         self._value: Any = None
         self._error: BaseException | None = None
@@ -328,8 +332,17 @@ class AmqpLink:
         def closed(_ch: Channel, reason: BaseException) -> None:
             if op.done or op.abandoned:
                 return
-            if isinstance(reason, pex.ChannelClosedByBroker):
-                op.fail(channel_error(reason, what, self.endpoint))
+            op.tries += 1
+            if isinstance(reason, pex.ChannelClosedByBroker | pex.ConnectionClosedByBroker) and (
+                getattr(reason, "reply_code", 0) != CONNECTION_FORCED
+            ):
+                op.fail(
+                    channel_error(reason, what, self.endpoint)
+                )  # our request was refused: retrying won't help
+            elif op.tries > MAX_OP_TRIES:
+                op.fail(
+                    BrokerError(f"{what}: the connection to {self.endpoint.where} dropped {op.tries} times")
+                )
             else:
                 self._parked.append(op)
 
@@ -380,6 +393,9 @@ class AmqpLink:
             self.run(op)
 
     def _open_failed(self, _conn: pika.SelectConnection, exc: BaseException) -> None:
+        if self._closing:
+            self._ioloop.stop()  # close() aborted a connection that was still opening
+            return
         error = connect_error(exc, self.endpoint)
         if not self._ever_connected:
             self._first.fail(error)

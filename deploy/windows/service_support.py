@@ -269,11 +269,8 @@ def supervise(
         log.info("worker started: pid %s, node %s", proc.pid, settings.node_id)
         code = _wait_exit_or_stop(proc, stop_requested, poll_interval)
         if code is None:
-            log.info(
-                "stop requested; worker pid %s %s",
-                proc.pid,
-                stop_child(proc, settings.stop_timeout, interrupt, settings.kill_wait),
-            )
+            outcome = stop_child(proc, settings.stop_timeout, interrupt, settings.kill_wait)
+            log.info("stop requested; worker pid %s %s", proc.pid, outcome)
             return 0
         if code == 0:
             log.info("worker exited with code 0; the service stops too")

@@ -1,0 +1,296 @@
+"""S3 and S3-compatible storage (MinIO, moto) over boto3: streamed listing, one-PUT writes, 1-line errors."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, NoReturn, TypeVar
+
+import boto3
+import botocore.exceptions as bex
+from botocore.config import Config
+
+from common.errors import StorageError, UsageError
+from common.storage.base import ObjectInfo, Storage, StorageOptions
+
+T = TypeVar("T")
+
+DELETE_BATCH = 1000  # the DeleteObjects limit
+LIST_PAGE_SIZE = 1000  # keys per ListObjectsV2 page: the most S3 returns
+ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+DENIED_CODES = {
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "Forbidden",
+    "403",
+}
+GONE_CODES = {"NoSuchKey", "NotFound", "404"}
+UNREACHABLE = (
+    bex.EndpointConnectionError,
+    bex.ConnectTimeoutError,
+    bex.ConnectionClosedError,
+    bex.ReadTimeoutError,
+)
+
+
+class ObjectGone(StorageError):
+    """The object does not exist (any more)."""
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """s3://bucket/key -> (bucket, key); the key may be empty."""
+    if not uri.startswith("s3://"):
+        raise UsageError(f"{uri} is not an s3:// URI", "use s3://bucket/prefix")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise UsageError(f"{uri} names no bucket", "use s3://bucket/prefix")
+    return bucket, key
+
+
+class S3Storage(Storage):
+    """One boto3 client per process, created on first use (clients are thread safe, sessions are not)."""
+
+    def __init__(
+        self,
+        options: StorageOptions,
+        *,
+        max_attempts: int = 8,
+        connect_timeout: float = 5,
+        read_timeout: float = 60,
+    ) -> None:
+        self._options = options
+        self._max_attempts = max_attempts
+        self._timeouts = (connect_timeout, read_timeout)
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._pid = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_client=None, _pid=0, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # client
+
+    def _s3(self) -> Any:
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                self._client = self._new_client()
+                self._pid = os.getpid()
+            return self._client
+
+    def _new_client(self) -> Any:
+        opts = self._options
+        try:
+            session = boto3.session.Session(profile_name=opts.profile, region_name=opts.region)
+        except bex.ProfileNotFound:
+            raise StorageError(
+                f"AWS profile {opts.profile!r} not found", "check ~/.aws/config or the profile setting"
+            ) from None
+        config = Config(
+            retries={"mode": "standard", "max_attempts": self._max_attempts},
+            s3={"addressing_style": self._addressing_style()},
+            connect_timeout=self._timeouts[0],
+            read_timeout=self._timeouts[1],
+            max_pool_connections=32,
+        )
+        verify: str | None = opts.ca_bundle or None
+        # endpoint_url None lets boto3 resolve AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / config files itself
+        return session.client("s3", endpoint_url=opts.endpoint_url, verify=verify, config=config)
+
+    def _addressing_style(self) -> Literal["auto", "virtual", "path"]:
+        """Path style for custom endpoints (MinIO rarely has wildcard DNS), else boto3's choice."""
+        if self._options.path_style is not None:
+            return "path" if self._options.path_style else "virtual"
+        custom = self._options.endpoint_url or any(os.environ.get(name) for name in ENDPOINT_ENV)
+        return "path" if custom else "auto"
+
+    def _call(self, uri: str, action: str, fn: Callable[[Any], T]) -> T:
+        client = self._s3()
+        try:
+            return fn(client)
+        except (bex.BotoCoreError, bex.ClientError) as exc:
+            self._raise(exc, uri, action, client)
+
+    def _raise(self, exc: Exception, uri: str, action: str, client: Any) -> NoReturn:
+        bucket, key = split_uri(uri)
+        if isinstance(exc, bex.ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "NoSuchBucket" or (
+                code in GONE_CODES and key and not self._bucket_exists(client, bucket)
+            ):
+                raise StorageError(f"bucket {bucket} does not exist", "create it or fix the URI") from None
+            if code in DENIED_CODES or status == 403:
+                raise StorageError(f"access denied to {uri} ({code})", "check credentials/policy") from None
+            if code in GONE_CODES or status == 404:
+                raise ObjectGone(
+                    f"{uri} is gone (no such object)", "it was deleted or never written; check the path"
+                ) from None
+            text = " ".join(str(error.get("Message", "")).split())[:200]
+            raise StorageError(f"cannot {action} {uri}: {code} {text}".rstrip()) from None
+        if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
+            raise StorageError(
+                "no AWS credentials found",
+                "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile (AWS_PROFILE)",
+            ) from None
+        if isinstance(exc, UNREACHABLE):
+            raise StorageError(
+                f"cannot reach S3 endpoint {client.meta.endpoint_url} ({type(exc).__name__}) for {uri}",
+                "check the endpoint URL and that the service is up",
+            ) from None
+        if isinstance(exc, bex.SSLError):
+            raise StorageError(
+                f"TLS verification failed for S3 endpoint {client.meta.endpoint_url}",
+                "set the CA bundle (ca_bundle) or fix the endpoint certificate",
+            ) from None
+        raise StorageError(f"cannot {action} {uri}: {type(exc).__name__}: {exc}") from None
+
+    @staticmethod
+    def _bucket_exists(client: Any, bucket: str) -> bool:
+        """HEAD answers a bare 404 for a missing bucket too; ask once to tell which it was."""
+        try:
+            client.head_bucket(Bucket=bucket)
+        except bex.ClientError as exc:
+            return str(exc.response.get("Error", {}).get("Code")) not in {"404", "NoSuchBucket", "NotFound"}
+        except bex.BotoCoreError:
+            return True
+        return True
+
+    # reads
+
+    def read_bytes(self, uri: str) -> bytes:
+        bucket, key = split_uri(uri)
+        return self._call(uri, "read", lambda c: c.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    def read_range(self, uri: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        bucket, key = split_uri(uri)
+        client = self._s3()
+        try:
+            response = client.get_object(
+                Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}"
+            )
+            return bytes(response["Body"].read())
+        except bex.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b""  # past the end, as a local read would be
+            self._raise(exc, uri, "read", client)
+        except bex.BotoCoreError as exc:
+            self._raise(exc, uri, "read", client)
+
+    def exists(self, uri: str) -> bool:
+        try:
+            self._head(uri)
+        except ObjectGone:
+            return False
+        return True
+
+    def size(self, uri: str) -> int:
+        return int(self._head(uri)["ContentLength"])
+
+    def _head(self, uri: str) -> dict[str, Any]:
+        bucket, key = split_uri(uri)
+        return self._call(uri, "read", lambda c: c.head_object(Bucket=bucket, Key=key))
+
+    def list(self, uri: str) -> Iterator[ObjectInfo]:
+        """Objects below uri in key order, one page in memory; a URI naming one object lists it."""
+        bucket, key = split_uri(uri)
+        if key and not key.endswith("/"):
+            try:
+                head = self._head(uri)
+            except ObjectGone:
+                pass  # not an object: a prefix
+            else:
+                yield ObjectInfo(uri=uri, rel=key.rsplit("/", 1)[-1], size=int(head["ContentLength"]))
+                return
+        prefix = f"{key.rstrip('/')}/" if key.strip("/") else ""
+        for page in self._pages(uri, bucket, prefix):
+            for item in page.get("Contents", []):
+                name = item["Key"]
+                if name.endswith("/"):
+                    continue  # folder markers made by consoles
+                yield ObjectInfo(uri=f"s3://{bucket}/{name}", rel=name[len(prefix) :], size=int(item["Size"]))
+
+    def _pages(self, uri: str, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+        client = self._s3()
+        paginator = client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE}
+        )
+        try:
+            yield from pages
+        except (bex.BotoCoreError, bex.ClientError) as exc:
+            self._raise(exc, uri, "list", client)
+
+    def download(self, uri: str, dest: Path) -> None:
+        bucket, key = split_uri(uri)
+        part = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self._call(uri, "download", lambda c: c.download_file(bucket, key, str(part)))
+            os.replace(part, dest)
+        except OSError as exc:
+            raise StorageError(f"cannot write {dest}: {exc.strerror or exc}") from None
+        finally:
+            part.unlink(missing_ok=True)
+
+    # writes
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        bucket, key = split_uri(uri)
+        self._call(uri, "write", lambda c: c.put_object(Bucket=bucket, Key=key, Body=data))
+
+    def upload(self, src: Path, uri: str) -> None:
+        bucket, key = split_uri(uri)
+        if not src.is_file():
+            raise StorageError(f"cannot upload {src}: not a file")
+        self._call(uri, "write", lambda c: c.upload_file(str(src), bucket, key))
+
+    def delete(self, uri: str) -> None:
+        """Delete the object and everything below it as a prefix, in batches of 1000."""
+        bucket, key = split_uri(uri)
+        if not key.strip("/"):
+            raise StorageError(f"refusing to delete everything in bucket {bucket}", "name a prefix below it")
+        if not key.endswith("/"):
+            self._call(uri, "delete", lambda c: c.delete_object(Bucket=bucket, Key=key))
+        batch: list[dict[str, str]] = []
+        for page in self._pages(uri, bucket, f"{key.rstrip('/')}/"):
+            batch.extend({"Key": item["Key"]} for item in page.get("Contents", []))
+            while len(batch) >= DELETE_BATCH:
+                self._delete_batch(uri, bucket, batch[:DELETE_BATCH])
+                del batch[:DELETE_BATCH]
+        if batch:
+            self._delete_batch(uri, bucket, batch)
+
+    def _delete_batch(self, uri: str, bucket: str, keys: Sequence[dict[str, str]]) -> None:
+        result = self._call(
+            uri,
+            "delete",
+            lambda c: c.delete_objects(Bucket=bucket, Delete={"Objects": [*keys], "Quiet": True}),
+        )
+        errors = result.get("Errors") or []
+        if errors:
+            first = errors[0]
+            raise StorageError(
+                f"cannot delete {len(errors)} object(s) below {uri}: "
+                f"s3://{bucket}/{first.get('Key')} {first.get('Code')}",
+                "check the bucket policy allows s3:DeleteObject",
+            )
+
+    def check_writable(self, uri: str) -> None:
+        probe = f"{uri.rstrip('/')}/.bf-probe-{uuid.uuid4().hex[:8]}"
+        self.write_bytes(probe, b"")
+        bucket, key = split_uri(probe)
+        self._call(probe, "delete", lambda c: c.delete_object(Bucket=bucket, Key=key))
