@@ -53,3 +53,7 @@ class BrokerError(BatchfleetError):
 
 class JobFailed(BatchfleetError):
     """The job ran and failed: a threshold was exceeded, init failed, or it stalled."""
+
+
+class BadDataError(BatchfleetError):
+    """An input file cannot be parsed; the batch's items count as failed, the worker goes on."""

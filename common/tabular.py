@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from common.errors import BatchfleetError, InputError, UsageError
+from common.errors import BadDataError, BatchfleetError, InputError, UsageError
 from common.messages import InputBinding, Item
 from common.partitions import BatchPlan, check_keys, group_by_values, partition_files
 from common.settings import RunSettings
@@ -56,10 +56,6 @@ _EXTENSIONS: dict[str, Format] = {
 _WINDOW = 4 * 1024  # first read at a cut point; lines are usually far shorter
 _TAIL = 64 * 1024
 _MERGE_GAP = 1024 * 1024
-
-
-class BadDataError(BatchfleetError):
-    """An input file cannot be parsed; the batch's items count as failed."""
 
 
 def detect_format(name: str) -> Format | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -11,15 +10,10 @@ from common.perf import PerfSample, write_perf_csv
 from common.storage import StorageOptions, is_remote, join_uri, open_storage
 from coordinator.joblogs import Summary, attempts_csv, job_result_text, processed_batches_csv
 from coordinator.renderer import ReportRenderer
+from coordinator.state import snapshot, write_snapshot
 from coordinator.tally import Tally
 
 log = logging.getLogger(__name__)
-
-
-def write_state(job: JobConfig, state: dict[str, object], options: StorageOptions) -> None:
-    """The job's state record in the store, read by `batchfleet status`."""
-    storage = open_storage(job.store_uri, options)
-    storage.write_bytes(join_uri(job.store_uri, "state.json"), json.dumps(state, indent=2).encode())
 
 
 def write_job_logs(job: JobConfig, tally: Tally, summary: Summary, overview: list[str],
@@ -33,7 +27,8 @@ def write_job_logs(job: JobConfig, tally: Tally, summary: Summary, overview: lis
     report_dir = join_uri(logs, "sys", "job_report")
     out.write_bytes(join_uri(report_dir, "processed_mini-batches.csv"), processed_batches_csv(tally))
     out.write_bytes(join_uri(report_dir, "attempts.csv"), attempts_csv(tally))
-    write_state(job, summary.as_dict(), options)
+    final = snapshot(job, tally, summary.started, summary.state, summary.reason) | summary.as_dict()
+    write_snapshot(job, final, options)
 
 
 def write_perf(job: JobConfig, node_id: str, samples: list[PerfSample], options: StorageOptions) -> None:
@@ -60,4 +55,4 @@ def write_html(job: JobConfig, html: str, options: StorageOptions) -> str:
     return uri
 
 
-__all__ = ["ReportRenderer", "write_html", "write_job_logs", "write_perf", "write_state"]
+__all__ = ["ReportRenderer", "write_html", "write_job_logs", "write_perf"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.broker.base import Broker
-from common.errors import StorageError, UsageError
+from common.errors import BatchfleetError, StorageError, UsageError
 from common.messages import JobAnnouncement, JobConfig
 from common.perf import PerfSampler
 from common.storage import StorageOptions, join_uri, open_storage
@@ -22,6 +22,7 @@ from coordinator.merger import merge_output
 from coordinator.progress import Progress
 from coordinator.report import ReportRenderer, write_html, write_job_logs, write_perf
 from coordinator.submit import job_area, new_job_id, publish_plan, snapshot_code, write_job, write_plan
+from coordinator.state import cancel_requested, snapshot, write_snapshot
 from coordinator.tally import Tally
 from worker.node import NodeConfig, WorkerNode
 
@@ -108,13 +109,32 @@ class JobRun:
 
     def follow(self, tally: Tally) -> Verdict:
         progress = Progress(tally.batches_total, self.started, enabled=self.options.progress, overview=self.overview)
-        follower = Follower(self.options.broker, self.job, tally, progress.update, self.cancelled)
+        last_write = [0.0]
+
+        def on_change(current: Tally) -> None:
+            progress.update(current)
+            now = time.time()
+            if now - last_write[0] >= 2.0:
+                last_write[0] = now
+                self._checkpoint(current)
+
+        follower = Follower(self.options.broker, self.job, tally, on_change, self.cancelled)
         try:
             return follower.follow()
         except KeyboardInterrupt:
             return Verdict("cancelled", "interrupted (Ctrl-C)")
         finally:
             progress.close(tally)
+
+    def _checkpoint(self, tally: Tally) -> None:
+        """Live state for `status`; and a cancel request from `batchfleet cancel`."""
+        opts = self.options.storage_options
+        try:
+            write_snapshot(self.job, snapshot(self.job, tally, self.started, "running"), opts)
+            if cancel_requested(self.job, opts):
+                self.cancelled.set()
+        except BatchfleetError as exc:
+            log.warning("could not update the state of %s: %s", self.job.job_id, exc.line())
 
     def stop_workers(self) -> None:
         self._announcing.set()

@@ -15,7 +15,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from common.errors import BatchfleetError
+from common.errors import BadDataError, BatchfleetError
 from common.messages import Item, JobConfig
 from common.parts import PartWriter
 from common.rowformats import encode_part, is_dataframe
@@ -91,6 +91,9 @@ class Child:
         outcome: dict[str, Any] = {"batch_id": batch_id, "started": started, "total": task["total"]}
         try:
             mini_batch = self.mini_batch(task)
+        except BadDataError as exc:
+            return self.bad_data(outcome, task, exc, conn)
+        try:
             if task.get("tabular"):
                 task["total"] = outcome["total"] = len(mini_batch)
             context = MiniBatchContext(batch_id, task.get("partition") or {}, task.get("input", ""), attempt)
@@ -108,6 +111,18 @@ class Child:
         except Exception as exc:
             return self.failed(outcome, exc, attempt)
         outcome["commit_seconds"] = time.perf_counter() - t1
+        self.logs.batch = None
+        return outcome
+
+    def bad_data(self, outcome: dict[str, Any], task: dict[str, Any], exc: BadDataError,
+                 conn: Connection) -> dict[str, Any]:  # fmt: skip
+        """Unreadable input: its items failed, which a retry would not change; commit that."""
+        conn.send(("ran",))
+        self.logs.error(task["batch_id"], task["attempt"], exc.line(), "")
+        total = task["total"] or max(len(task.get("items") or []), 1)
+        part = self.parts.commit(task["batch_id"], task["attempt"], 0, total, b"")
+        outcome.update(status="committed", total=total, succeeded=0, failed=total, part=part,
+                       error=exc.line(), error_type="BadDataError")  # fmt: skip
         self.logs.batch = None
         return outcome
 

@@ -337,6 +337,9 @@ class RabbitBroker(Broker):
             return  # _sub_up re-opens every registered consumer after the reconnect
 
         def opened(ch: Channel) -> None:
+            if not self._registered(spec):
+                ch.close()  # cancelled while the channel was opening
+                return
             session = _Session(ch)
             spec.session = session
             ch.add_on_close_callback(lambda _ch, reason: self._consumer_closed(spec, session, reason))
@@ -408,9 +411,7 @@ class RabbitBroker(Broker):
         with session.lock:
             session.alive = False
             session.unsettled.clear()
-        with self._lock:
-            registered = self._consumers.get(spec.tag) is spec
-        if not registered or not isinstance(reason, pex.ChannelClosedByBroker):
+        if not self._registered(spec) or not isinstance(reason, pex.ChannelClosedByBroker):
             return  # cancelled by us, or the connection went: _sub_up re-opens it
         error = channel_error(reason, f"consuming from {spec.queue_name}", self._endpoint)
         if spec.waiter is not None or reason.reply_code == 404:
@@ -425,7 +426,16 @@ class RabbitBroker(Broker):
         # e.g. consumer_timeout: the broker requeued what we held; start over on a fresh channel
         log.warning("%s; re-opening the consumer", error.line())
         if self._sub is not None:
-            self._sub.later(CONSUMER_REOPEN_DELAY, lambda: self._open_consumer(spec))
+            self._sub.later(CONSUMER_REOPEN_DELAY, lambda: self._reopen(spec, session))
+
+    def _reopen(self, spec: _Consumer, dead: _Session) -> None:
+        """Re-open unless cancelled or already re-opened by a reconnect in the meantime."""
+        if spec.session is dead and self._registered(spec):
+            self._open_consumer(spec)
+
+    def _registered(self, spec: _Consumer) -> bool:
+        with self._lock:
+            return self._consumers.get(spec.tag) is spec
 
     def _broker_cancelled(self, spec: _Consumer, ch: Channel) -> None:
         """The queue was deleted (job ended): drop the consumer."""
@@ -449,6 +459,7 @@ class RabbitBroker(Broker):
             self._closed = True
             sub, self._sub = self._sub, None
             self._consumers.clear()
+        self._publisher.abort(BrokerError(f"the broker connection to {self._endpoint.where} was closed"))
         if sub is not None:
             sub.close()
         self._pub.close()

@@ -88,8 +88,17 @@ class Publisher:
         self._unsent: deque[Outgoing] = deque()
         self._pending: OrderedDict[int, Outgoing] = OrderedDict()
         self._persistent = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
+        self._live: set[PublishOp] = set()
+        self._live_lock = threading.Lock()
 
     # caller side
+
+    def abort(self, error: BrokerError) -> None:
+        """Fail every publish() still waiting (the broker is being closed)."""
+        with self._live_lock:
+            live = list(self._live)
+        for op in live:
+            op.set_error(error)
 
     def publish(
         self,
@@ -108,6 +117,8 @@ class Publisher:
             props = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent, headers=headers)
         link = self._link()
         items = iter(bodies)
+        with self._live_lock:
+            self._live.add(op)
         try:
             while chunk := list(islice(items, CHUNK)):
                 op.wait_in_flight(WINDOW - len(chunk), self._stall, self._endpoint)
@@ -117,6 +128,8 @@ class Publisher:
             op.wait_in_flight(0, self._stall, self._endpoint)
         finally:
             op.abandoned = op.abandoned or op.confirmed < op.sent
+            with self._live_lock:
+                self._live.discard(op)
         return op.sent
 
     # I/O thread

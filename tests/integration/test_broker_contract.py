@@ -418,8 +418,9 @@ def test_settle_from_a_slow_thread_while_heartbeats_flow(rabbitmq: Any) -> None:
         broker.close()
 
 
-def test_node_restart_mid_consume_loses_nothing(rabbitmq: Any) -> None:
-    """Stop the node while a consumer works and a publisher waits; every message ends up acked."""
+@pytest.mark.parametrize("outage", ["stop", "kill"])
+def test_node_restart_mid_consume_loses_nothing(rabbitmq: Any, outage: str) -> None:
+    """Stop (or crash) the node while a consumer works and a publisher waits; every message ends up acked."""
     if not getattr(rabbitmq, "restartable", False):
         rabbitmq.restart()  # skips (or fails under CI) with the reason
     broker = RabbitBroker(rabbitmq.url, heartbeat=5)
@@ -446,7 +447,7 @@ def test_node_restart_mid_consume_loses_nothing(rabbitmq: Any) -> None:
     worker.start()
     try:
         eventually(lambda: len(acked) >= 30, True)
-        rabbitmq.stop()
+        getattr(rabbitmq, outage)()
         late = threading.Thread(target=broker.publish, args=(names.batches, sorted(expected)[100:]))
         late.start()  # waits through the outage, returns once the new connection confirmed all
         rabbitmq.start()
@@ -456,7 +457,7 @@ def test_node_restart_mid_consume_loses_nothing(rabbitmq: Any) -> None:
         eventually(lambda: broker.depth(names.batches), 0)
         time.sleep(1)
         assert quiet(sink)
-        print(f"\n{len(expected)} messages acked; {len(acked) - len(expected)} redelivered after the restart")
+        print(f"\n{outage}: {len(expected)} messages acked, {len(acked) - len(expected)} redelivered")
     finally:
         stop.set()
         worker.join()
