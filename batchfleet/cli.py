@@ -35,7 +35,10 @@ def _setup_logging(level: str | None) -> None:
     handler.addFilter(RedactingFilter(secret_values_from_env(os.environ)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel((level or os.environ.get("BATCHFLEET_LOG_LEVEL") or "WARNING").upper())
+    chosen = (level or os.environ.get("BATCHFLEET_LOG_LEVEL") or "WARNING").upper()
+    root.setLevel(chosen)
+    # pika logs every failed connection attempt at ERROR; we report those ourselves in one line.
+    logging.getLogger("pika").setLevel(logging.DEBUG if chosen == "DEBUG" else logging.CRITICAL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,6 +44,7 @@ class JobConfig(Strict):
     settings: RunSettings
     environment: dict[str, Any] | None = None
     environment_variables: dict[str, str] = Field(default_factory=dict)
+    code_sig: str | None = Field(default=None, description="HMAC of the snapshot digest, when jobs are signed.")
 
 
 class Item(Strict):
@@ -114,7 +115,7 @@ class JobEvent(Strict):
     v: Literal[1] = WIRE_VERSION
     job_id: str
     node_id: str
-    kind: Literal["init_failed", "node_started", "node_stopped", "heartbeat"]
+    kind: Literal["init_failed", "refused", "node_started", "node_stopped", "heartbeat"]
     detail: str = ""
     at: float = 0.0
 

@@ -105,6 +105,8 @@ class Follower:
                 "failed",
                 f"init() failed on node {event.node_id} {self.job.settings.init_max_try} times: {first}",
             )
+        elif event.kind == "refused":
+            return Verdict("failed", f"node {event.node_id} refused the job: {event.detail}")
         else:
             self.tally.heartbeat(event.node_id, 0)
             log.info("node %s: %s %s", event.node_id, event.kind, event.detail)

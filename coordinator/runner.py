@@ -25,6 +25,7 @@ from coordinator.submit import job_area, new_job_id, publish_plan, snapshot_code
 from coordinator.state import cancel_requested, snapshot, write_snapshot
 from coordinator.tally import Tally
 from worker.node import NodeConfig, WorkerNode
+from worker.security import sign_job
 
 if TYPE_CHECKING:
     from common.spec import JobSpec, Resolved
@@ -42,6 +43,7 @@ class RunOptions:
     node_id: str = "local"
     work_root: Path | None = None
     announce_every: float = 5.0
+    signing_key: bytes | None = None
 
 
 def build_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> JobConfig:
@@ -51,12 +53,13 @@ def build_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> JobConf
     code_uri, digest = str(spec.code_dir), ""
     if not options.embedded:
         code_uri, digest = snapshot_code(spec.code_dir, area, options.storage_options)
-    return JobConfig(
+    job = JobConfig(
         job_id=job_id, name=spec.name, created_at=time.time(), code_uri=code_uri, code_hash=digest,
         entry_script=spec.entry_script, args=resolved.args, inputs=resolved.inputs, input_data=spec.input_data,
         outputs=resolved.outputs, output_data=spec.output_data, output_uri=resolved.output_uri, store_uri=area,
         settings=resolved.settings, environment=spec.environment, environment_variables=spec.environment_variables,
     )  # fmt: skip
+    return sign_job(options.signing_key, job) if options.signing_key else job
 
 
 def check_output(job: JobConfig, options: StorageOptions) -> None:
@@ -82,7 +85,7 @@ class JobRun:
         opts = self.options
         check_output(self.job, opts.storage_options)
         write_job(self.job, opts.storage_options)
-        manifest, batches, items = write_plan(self.job, opts.storage_options)
+        manifest, batches, items = write_plan(self.job, opts.storage_options, opts.signing_key)
         opts.broker.declare_job(self.job.job_id, self.job.settings.run_max_try)
         publish_plan(opts.broker, self.job, manifest)
         return manifest, batches, items
@@ -91,7 +94,9 @@ class JobRun:
         opts = self.options
         if opts.embedded:
             work_root = opts.work_root or Path(tempfile.mkdtemp(prefix="bf-node-"))
-            self.node = WorkerNode(opts.broker, NodeConfig(node_id=opts.node_id, work_root=work_root))
+            config = NodeConfig(node_id=opts.node_id, work_root=work_root, sample_perf=False,
+                                signing_key=opts.signing_key)  # fmt: skip
+            self.node = WorkerNode(opts.broker, config)
             self.node.start(listen=False)
             self.node.serve(self.job)
         else:

@@ -14,6 +14,7 @@ from common.broker.base import Broker, queue_names
 from common.messages import BatchMessage, JobConfig
 from common.storage import StorageOptions, is_remote, join_uri, open_storage
 from coordinator.planner import plan_batches
+from worker.security import sign_batch
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def write_job(job: JobConfig, options: StorageOptions) -> None:
     storage.write_bytes(join_uri(job.store_uri, "job.json"), job.model_dump_json(indent=2).encode())
 
 
-def write_plan(job: JobConfig, options: StorageOptions) -> tuple[Path, int, int]:
+def write_plan(job: JobConfig, options: StorageOptions, key: bytes | None = None) -> tuple[Path, int, int]:
     """Stream the plan to a local manifest (one message per line) and into the store.
 
     Returns (local manifest, batches, items).
@@ -58,6 +59,8 @@ def write_plan(job: JobConfig, options: StorageOptions) -> tuple[Path, int, int]
     batches = items = 0
     with open(local, "w", encoding="utf-8") as out:
         for message in plan_batches(job, options):
+            if key is not None:
+                message = sign_batch(key, message)
             out.write(message.model_dump_json())
             out.write("\n")
             batches += 1

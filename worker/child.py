@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import signal
 import sys
 import time
 import traceback
@@ -161,6 +162,10 @@ class Child:
 
 def child_main(conn: Connection, spec: dict[str, Any]) -> None:
     """Spawn target: prepare, report ready or init failure, then serve tasks until told to stop."""
+    # Ctrl-C / CTRL_BREAK reach the whole process group; the supervisor decides when children stop.
+    for name in ("SIGINT", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     try:
         child = Child(spec)
     except BaseException as exc:

@@ -24,7 +24,12 @@ from common.messages import BatchMessage, BatchResult, JobAnnouncement, JobConfi
 from common.policy import settle_for
 from common.spec import predefined_args
 from common.storage import StorageOptions, open_storage
+from common.perf import PerfSampler, write_perf_csv
+from common.storage import join_uri
 from worker.downloader import Downloader, Fetched
+from worker.outputs import OutputSync, upload_tree
+from worker.security import check_job_signature, verify_batch
+from worker.snapshot import fetch_code
 from worker.layout import NodeLayout, node_layout
 from worker.pool import ChildPool, PoolConfig, Task
 
@@ -39,6 +44,8 @@ class NodeConfig:
     storage_options: StorageOptions | None = None
     heartbeat_interval: float = 5.0
     commit_timeout: float = 300.0
+    signing_key: bytes | None = None
+    sample_perf: bool = True
 
 
 class JobRuntime:
@@ -51,6 +58,8 @@ class JobRuntime:
         self.processes = processes
         self.names = queue_names(job.job_id)
         self.consumer_tag: str | None = None
+        self.outputs: OutputSync | None = None
+        self.sampler: PerfSampler | None = None
         self.fetchers = ThreadPoolExecutor(max_workers=processes + 1, thread_name_prefix="bf-fetch")
         self.ended = False
 
@@ -65,6 +74,7 @@ class WorkerNode:
         self.downloader = Downloader(config.work_root, self.options)
         self.sink: queue.Queue[Delivery] = queue.Queue()
         self._jobs: dict[str, JobRuntime] = {}
+        self._refused: set[str] = set()
         self._by_queue: dict[str, JobRuntime] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -90,6 +100,12 @@ class WorkerNode:
             thread.join(timeout=grace)
         self.downloader.close()
 
+    def kill_now(self) -> None:
+        """Kill every child at once (second stop signal); the broker takes unsettled work back."""
+        self._stopping.set()
+        for runtime in list(self._jobs.values()):
+            runtime.pool.kill_all()
+
     @property
     def jobs(self) -> list[str]:
         return list(self._jobs)
@@ -99,13 +115,13 @@ class WorkerNode:
     def serve(self, job: JobConfig) -> None:
         """Start a child pool and a consumer for a job (idempotent)."""
         with self._lock:
-            if job.job_id in self._jobs or self._stopping.is_set():
+            if job.job_id in self._jobs or job.job_id in self._refused or self._stopping.is_set():
                 return
             processes = self.config.processes or job.settings.processes()
             layout = node_layout(job, self.config.work_root)
-            for folder in (layout.log_root, layout.output_dir, layout.working_dir):
-                folder.mkdir(parents=True, exist_ok=True)
             runtime = JobRuntime(job, layout, None, processes)  # type: ignore[arg-type]
+            if not self._prepare(runtime):
+                return
             runtime.pool = ChildPool(self._pool_config(runtime))
             self._jobs[job.job_id] = runtime
             self._by_queue[runtime.names.batches] = runtime
@@ -114,20 +130,56 @@ class WorkerNode:
         self._event(runtime, "node_started", f"processes={processes} pid={os.getpid()}")
         log.info("serving job %s with %d processes", job.job_id, processes)
 
+    def _prepare(self, runtime: JobRuntime) -> bool:
+        """Folders, code snapshot and output sync; a refused job is reported once."""
+        job, layout = runtime.job, runtime.layout
+        try:
+            for folder in (layout.log_root, layout.output_dir, layout.working_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+            check_job_signature(job, self.config.signing_key)
+            fetch_code(job, layout.code_dir, self.options)
+        except BatchfleetError as exc:
+            self._refused.add(job.job_id)
+            log.error("refusing job %s: %s", job.job_id, exc.line())
+            self._event(runtime, "refused", exc.line())
+            return False
+        if not layout.output_is_local:
+            runtime.outputs = OutputSync(layout.output_dir, job.output_uri, self.options)
+        if self.config.sample_perf:
+            runtime.sampler = PerfSampler(self.config.node_id).start()
+        return True
+
     def end(self, job_id: str, grace: float = 10.0) -> None:
-        """Stop serving a job: cancel its consumer, shut its children down."""
+        """Stop serving a job: running batches finish within `grace`, the rest go back to the queue."""
         with self._lock:
             runtime = self._jobs.pop(job_id, None)
             if runtime is None:
                 return
             self._by_queue.pop(runtime.names.batches, None)
             runtime.ended = True
+        runtime.pool.stop(grace)
         if runtime.consumer_tag is not None:
             self.broker.cancel(runtime.consumer_tag)
-        runtime.pool.stop(grace)
         runtime.fetchers.shutdown(wait=False, cancel_futures=True)
+        self._flush_logs(runtime)
         self._event(runtime, "node_stopped", "")
         log.info("stopped serving job %s", job_id)
+
+    def _flush_logs(self, runtime: JobRuntime) -> None:
+        """Per-node perf CSV, and staged logs and outputs, to the job's output location."""
+        layout, job = runtime.layout, runtime.job
+        try:
+            if runtime.sampler is not None:
+                samples = runtime.sampler.stop()
+                if samples:
+                    perf = layout.log_root / "sys" / "perf" / self.config.node_id / "node_resource_usage.csv"
+                    write_perf_csv(samples, perf)
+            if runtime.outputs is not None:
+                runtime.outputs.push()
+            if not layout.logs_are_local:
+                upload_tree(layout.log_root, join_uri(job.output_uri, "logs"), self.options)
+        except BatchfleetError as exc:
+            log.warning("could not upload logs of job %s: %s", job.job_id, exc.line())
 
     def _pool_config(self, runtime: JobRuntime) -> PoolConfig:
         job = runtime.job
@@ -210,6 +262,13 @@ class WorkerNode:
         if message.job_id != runtime.job.job_id:
             self.broker.settle(delivery, "dead", f"message for job {message.job_id} on {delivery.queue}")
             return
+        if self.config.signing_key is not None:
+            try:
+                verify_batch(self.config.signing_key, runtime.job.job_id, message)
+            except BatchfleetError as exc:
+                log.error("dead-lettering batch %d of %s: %s", message.batch_id, runtime.job.job_id, exc.line())
+                self.broker.settle(delivery, "dead", exc.line())
+                return
         binding = runtime.job.inputs[message.input or runtime.job.input_data[0]]
         if self.downloader.needs_download(binding, message):
             runtime.fetchers.submit(self._fetch_and_submit, runtime, delivery, message)
@@ -253,6 +312,8 @@ class WorkerNode:
             error_type=outcome.get("error_type"), traceback=outcome.get("traceback"),
         )  # fmt: skip
         try:
+            if runtime.outputs is not None and kind == "committed":
+                runtime.outputs.push()  # user files land before the batch counts as done
             self.broker.publish(runtime.names.reports, [encode_report(report)])
             self.broker.settle(task.delivery, action)
         except BatchfleetError as exc:

@@ -115,6 +115,11 @@ class ChildPool:
         for slot in self._slots:
             slot.kill()
 
+    def kill_all(self) -> None:
+        self._stopping.set()
+        for slot in self._slots:
+            slot.kill()
+
     def drain(self) -> list[Task]:
         """Tasks not yet handed to a child (to give back to the broker)."""
         left = []

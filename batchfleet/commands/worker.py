@@ -1,0 +1,69 @@
+"""`batchfleet worker`: a long-running generic worker node."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+from batchfleet.commands.common import add_connection_flags, add_log_flag, open_broker_from, storage_options
+from common.errors import BatchfleetError, UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    worker = sub.add_parser("worker", help="serve jobs from a broker until stopped (SIGTERM drains)")
+    add_connection_flags(worker)
+    worker.add_argument("--processes", type=int, default=None, help="child processes per job (default: job's)")
+    worker.add_argument("--node-id", default=None, help="this node's name (default <host>-<pid>)")
+    worker.add_argument("--work-dir", type=Path, default=None, help="local scratch (default: system temp)")
+    worker.add_argument("--grace", type=float, default=30.0, help="seconds to finish running batches on stop")
+    worker.add_argument("--signing-key-file", type=Path, default=None, help="HMAC key; refuse unsigned jobs")
+    worker.add_argument("--check", action="store_true", help="exit 0 if broker (and store) are reachable, else 1")
+    add_log_flag(worker)
+    worker.set_defaults(handler=cmd_worker)
+
+
+def cmd_worker(ns: argparse.Namespace) -> int:
+    from common.signing import load_key
+    from worker.node import NodeConfig
+    from worker.service import serve_forever
+
+    if ns.processes is not None and ns.processes < 1:
+        raise UsageError(f"--processes must be at least 1, got {ns.processes}")
+    if ns.check:
+        return check(ns)
+    if not (ns.broker or os.environ.get("BATCHFLEET_BROKER")):
+        raise UsageError("a worker needs a broker", "pass --broker amqp://... or set BATCHFLEET_BROKER")
+    node_id = ns.node_id or os.environ.get("BATCHFLEET_NODE_ID") or f"{socket.gethostname()}-{os.getpid()}"
+    work = ns.work_dir or Path(tempfile.gettempdir()) / f"batchfleet-{node_id}"
+    config = NodeConfig(
+        node_id=node_id, work_root=work, processes=ns.processes, storage_options=storage_options(ns),
+        signing_key=load_key(ns.signing_key_file, os.environ),
+    )  # fmt: skip
+    broker = open_broker_from(ns)
+    try:
+        return serve_forever(broker, config, ns.grace)
+    finally:
+        broker.close()
+
+
+def check(ns: argparse.Namespace) -> int:
+    """Health check for service managers and load balancers."""
+    from common.broker.factory import redact_url
+    from common.storage import open_storage
+
+    url = ns.broker or os.environ.get("BATCHFLEET_BROKER")
+    store = ns.store or os.environ.get("BATCHFLEET_STORE")
+    try:
+        if not url:
+            raise UsageError("no broker to check", "pass --broker or set BATCHFLEET_BROKER")
+        open_broker_from(ns).close()
+        if store:
+            open_storage(store, storage_options(ns)).check_writable(store)
+    except BatchfleetError as exc:
+        print(f"batchfleet: unhealthy: {exc.line()}")
+        return 1
+    print(f"ok: broker {redact_url(url)} reachable" + (f"; store {store} writable" if store else ""))
+    return 0

@@ -1,0 +1,39 @@
+"""Refuse unsigned or forged work when the fleet has a signing key."""
+
+from __future__ import annotations
+
+import hashlib
+
+from common.messages import BatchMessage, JobConfig
+from common.signing import SignatureError, canonical_body, sign_snapshot, verify_message, verify_snapshot
+
+
+def job_digest(job: JobConfig) -> str:
+    """What a job's signature covers: the whole resolved job (code hash, args, settings)."""
+    return hashlib.sha256(canonical_body(job.model_dump(mode="json", exclude={"code_sig"}))).hexdigest()
+
+
+def sign_job(key: bytes, job: JobConfig) -> JobConfig:
+    return job.model_copy(update={"code_sig": sign_snapshot(key, job.job_id, job_digest(job))})
+
+
+def check_job_signature(job: JobConfig, key: bytes | None) -> None:
+    """With a key, the job file must be signed by it (its code hash is part of what is signed)."""
+    if key is None:
+        return
+    if not job.code_hash:
+        raise SignatureError("unsigned", f"job {job.job_id} has no code snapshot hash; it was not submitted signed")
+    verify_snapshot(key, job.job_id, job_digest(job), job.code_sig)
+
+
+def sign_batch(key: bytes, message: BatchMessage) -> BatchMessage:
+    from common.signing import sign_message
+
+    body = canonical_body(message.model_dump(mode="json", exclude={"sig"}))
+    return message.model_copy(update={"sig": sign_message(key, message.job_id, message.batch_id, body)})
+
+
+def verify_batch(key: bytes, job_id: str, message: BatchMessage) -> None:
+    """Raise SignatureError unless the message was signed for this job and batch."""
+    body = canonical_body(message.model_dump(mode="json", exclude={"sig"}))
+    verify_message(key, job_id, message.batch_id, body, message.sig)
