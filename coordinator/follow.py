@@ -35,12 +35,14 @@ class Follower:
         tally: Tally,
         on_change: Callable[[Tally], None] | None = None,
         cancelled: threading.Event | None = None,
+        on_failed: Callable[[BatchResult], None] | None = None,
     ) -> None:
         self.broker = broker
         self.job = job
         self.tally = tally
         self.on_change = on_change
         self.cancelled = cancelled or threading.Event()
+        self.on_failed = on_failed
         self.names = queue_names(job.job_id)
         self.sink: queue.Queue[Delivery] = queue.Queue()
         self._tags: list[str] = []
@@ -91,7 +93,7 @@ class Follower:
         finally:
             self.broker.settle(delivery, "ack")
         if isinstance(report, BatchResult):
-            self.tally.apply(report)
+            self._apply(report)
             return None
         return self._event(report)
 
@@ -129,7 +131,11 @@ class Follower:
             job_id=self.job.job_id, batch_id=message.batch_id, node_id="broker", attempt=self.job.settings.run_max_try,
             outcome="failed", total=len(message.items), error=reason, error_type="DeadLettered", started=time.time(),
         )  # fmt: skip
-        self.tally.apply(result)
+        self._apply(result)
+
+    def _apply(self, result: BatchResult) -> None:
+        if self.tally.apply(result) and result.outcome == "failed" and self.on_failed is not None:
+            self.on_failed(result)
 
     def _with_first_error(self, reason: str) -> str:
         for result in [*self.tally.failed.values(), *self.tally.committed.values()]:
@@ -145,3 +151,28 @@ class Follower:
                 "(start workers with `batchfleet worker`, or raise progress_update_timeout)"
             )
         return f"no progress for {stall:g}s (progress_update_timeout); {pending} mini-batches never finished"
+
+
+def await_nodes_stopped(broker: Broker, job: JobConfig, nodes: set[str], timeout: float) -> set[str]:
+    """Wait until each node has reported node_stopped (its logs are uploaded); return the silent ones."""
+    names = queue_names(job.job_id)
+    sink: queue.Queue[Delivery] = queue.Queue()
+    tag = broker.consume(names.reports, 500, sink)
+    waiting = set(nodes)
+    deadline = time.monotonic() + timeout
+    try:
+        while waiting and time.monotonic() < deadline:
+            try:
+                delivery = sink.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            broker.settle(delivery, "ack")
+            try:
+                report = decode_report(delivery.body)
+            except (ValidationError, ValueError):
+                continue
+            if isinstance(report, JobEvent) and report.kind == "node_stopped":
+                waiting.discard(report.node_id)
+    finally:
+        broker.cancel(tag)
+    return waiting

@@ -11,17 +11,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common.broker.base import Broker
+from common.broker.base import Broker, queue_names
 from common.errors import BatchfleetError, StorageError, UsageError
-from common.messages import JobAnnouncement, JobConfig
+from common.messages import BatchResult, JobAnnouncement, JobConfig
 from common.perf import PerfSampler
 from common.storage import StorageOptions, join_uri, open_storage
-from coordinator.follow import Follower, Verdict
+from coordinator.follow import Follower, Verdict, await_nodes_stopped
 from coordinator.joblogs import Summary, summarize
 from coordinator.merger import merge_output
 from coordinator.progress import Progress
 from coordinator.report import ReportRenderer, write_html, write_job_logs, write_perf
-from coordinator.submit import job_area, new_job_id, publish_plan, snapshot_code, write_job, write_plan
+from coordinator.submit import (
+    job_area,
+    mark_published,
+    new_job_id,
+    publish_plan,
+    snapshot_code,
+    write_job,
+    write_plan,
+)
 from coordinator.state import cancel_requested, snapshot, write_snapshot
 from coordinator.tally import Tally
 from worker.node import NodeConfig, WorkerNode
@@ -44,6 +52,7 @@ class RunOptions:
     work_root: Path | None = None
     announce_every: float = 5.0
     signing_key: bytes | None = None
+    node_wait: float = 30.0
 
 
 def build_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> JobConfig:
@@ -88,6 +97,7 @@ class JobRun:
         manifest, batches, items = write_plan(self.job, opts.storage_options, opts.signing_key)
         opts.broker.declare_job(self.job.job_id, self.job.settings.run_max_try)
         publish_plan(opts.broker, self.job, manifest)
+        mark_published(self.job, opts.storage_options)
         return manifest, batches, items
 
     def start_workers(self) -> None:
@@ -123,13 +133,21 @@ class JobRun:
                 last_write[0] = now
                 self._checkpoint(current)
 
-        follower = Follower(self.options.broker, self.job, tally, on_change, self.cancelled)
+        follower = Follower(self.options.broker, self.job, tally, on_change, self.cancelled, self._record_failure)
         try:
             return follower.follow()
         except KeyboardInterrupt:
             return Verdict("cancelled", "interrupted (Ctrl-C)")
         finally:
             progress.close(tally)
+
+    def _record_failure(self, result: BatchResult) -> None:
+        """Failed batches are kept in the store so a restarted coordinator does not wait for them."""
+        uri = join_uri(self.job.store_uri, "failed", f"{result.batch_id:09d}.json")
+        try:
+            open_storage(uri, self.options.storage_options).write_bytes(uri, result.model_dump_json().encode())
+        except BatchfleetError as exc:
+            log.warning("could not record failed batch %d: %s", result.batch_id, exc.line())
 
     def _checkpoint(self, tally: Tally) -> None:
         """Live state for `status`; and a cancel request from `batchfleet cancel`."""
@@ -141,16 +159,22 @@ class JobRun:
         except BatchfleetError as exc:
             log.warning("could not update the state of %s: %s", self.job.job_id, exc.line())
 
-    def stop_workers(self) -> None:
+    def stop_workers(self, tally: Tally) -> None:
+        """Tell every worker the job ended; wait (bounded) until they have uploaded their logs."""
         self._announcing.set()
         broker = self.options.broker
-        broker.purge(f"bf.{self.job.job_id}.batches")
-        uri = join_uri(self.job.store_uri, "job.json")
+        names = queue_names(self.job.job_id)
+        broker.purge(names.batches)
         if self.node is not None:
             self.node.stop()
-        else:
-            ended = JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state="ended")
-            broker.announce(ended.model_dump_json().encode())
+            return
+        uri = join_uri(self.job.store_uri, "job.json")
+        ended = JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state="ended")
+        broker.announce(ended.model_dump_json().encode())
+        silent = await_nodes_stopped(broker, self.job, set(tally.nodes) - {"broker"}, self.options.node_wait)
+        if silent:
+            log.warning("job %s: no goodbye from %s; their logs may be incomplete", self.job.job_id, sorted(silent))
+        broker.delete_job(self.job.job_id)
 
 
 def run_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> Summary:
@@ -172,7 +196,7 @@ def finish_job(run: JobRun, tally: Tally, items: int) -> Summary:
         verdict = run.follow(tally)
     finally:
         log.info("job %s: decided after %.2fs; stopping workers", job.job_id, time.time() - run.started)
-        run.stop_workers()
+        run.stop_workers(tally)
     perf = sampler.stop()
     summary = summarize(job, tally, verdict.state, verdict.reason, run.started, items)
     renderer.request(job, tally.records, summary.as_dict(), perf)

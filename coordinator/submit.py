@@ -104,3 +104,23 @@ def fetch_manifest(job: JobConfig, options: StorageOptions) -> Path:
     else:
         local.write_bytes(Path(uri).read_bytes())
     return local
+
+
+def mark_published(job: JobConfig, options: StorageOptions) -> None:
+    """Every planned batch is on the queue: a restarted coordinator must not publish again."""
+    uri = join_uri(job.store_uri, "published")
+    open_storage(uri, options).write_bytes(uri, b"1")
+
+
+def was_published(job: JobConfig, options: StorageOptions) -> bool:
+    uri = join_uri(job.store_uri, "published")
+    return open_storage(uri, options).exists(uri)
+
+
+def plan_size(manifest: Path) -> tuple[int, int]:
+    """(batches, items) of a stored plan."""
+    batches = items = 0
+    for message in read_plan(manifest):
+        batches += 1
+        items += sum(item.rows or 1 for item in message.items)
+    return batches, items

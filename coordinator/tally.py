@@ -60,14 +60,15 @@ class Tally:
             self.items_failed += result.total
         return True
 
-    def reuse(self, result: BatchResult) -> None:
-        """A batch committed by an earlier run of this job (resume)."""
+    def reuse(self, result: BatchResult, counted_as_reused: bool = True) -> None:
+        """A batch already committed in the store (resume, or a restarted coordinator)."""
         if self.resolved(result.batch_id):
             return
         self.committed[result.batch_id] = result
         self.items_succeeded += result.succeeded
         self.items_failed += result.failed
-        self.reused += 1
+        if counted_as_reused:
+            self.reused += 1
 
     def heartbeat(self, node_id: str, busy: int) -> None:
         node = self.nodes.setdefault(node_id, NodeSeen())

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 from batchfleet.commands.common import (
@@ -13,6 +17,7 @@ from batchfleet.commands.common import (
     storage_options,
     store_uri,
 )
+from common.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,9 +28,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_connection_flags(run)
     run.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     run.add_argument("--detach", action="store_true", help="fleet mode: submit, follow in the background")
+    run.add_argument("--resume", default=None, metavar="JOB", help="resume JOB instead of starting a new job")
+    run.add_argument("--signing-key-file", type=Path, default=None, help="HMAC key to sign the job with")
     add_setting_flags(run)
     add_log_flag(run)
     run.set_defaults(handler=cmd_run)
+    for name, text in (("resume", "re-run only the unfinished mini-batches of a failed, cancelled or stopped job"),
+                       ("follow", "follow a running job (again): use after a coordinator was stopped or killed")):
+        attach = sub.add_parser(name, help=text)
+        attach.add_argument("job_id", help="the job id printed by `batchfleet run`")
+        add_connection_flags(attach)
+        attach.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
+        add_log_flag(attach)
+        attach.set_defaults(handler=cmd_attach, resume=name == "resume")
     validate = sub.add_parser("validate", help="check a spec (and bindings, if given) without running")
     add_spec_flags(validate)
     add_setting_flags(validate)
@@ -61,20 +76,74 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(ns: argparse.Namespace) -> int:
-    from common.errors import JobFailed
-    from coordinator.runner import RunOptions, run_job
+def run_options(ns: argparse.Namespace, broker):  # type: ignore[no-untyped-def]
+    from common.signing import load_key
+    from coordinator.runner import RunOptions
 
-    spec, resolved = resolve_from(ns)
-    broker = open_broker_from(ns)
-    options = RunOptions(
+    return RunOptions(
         store_uri=store_uri(ns), broker=broker, embedded=broker_url(ns) is None,
         storage_options=storage_options(ns), progress=not ns.no_progress,
+        signing_key=load_key(getattr(ns, "signing_key_file", None), os.environ),
     )  # fmt: skip
+
+
+def cmd_attach(ns: argparse.Namespace) -> int:
+    from coordinator.attach import attach
+
+    broker = open_broker_from(ns)
     try:
+        summary = attach(ns.job_id, run_options(ns, broker), resume=ns.resume)
+    finally:
+        broker.close()
+    return report(summary, summary.output or "the output location")
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    from coordinator.runner import JobRun, build_job, run_job
+
+    if ns.resume:
+        ns.job_id = ns.resume
+        return cmd_attach(argparse.Namespace(**{**vars(ns), "resume": True}))
+    spec, resolved = resolve_from(ns)
+    if ns.detach and broker_url(ns) is None:
+        raise UsageError("--detach needs a fleet", "pass --broker amqp://... (or set BATCHFLEET_BROKER)")
+    broker = open_broker_from(ns)
+    options = run_options(ns, broker)
+    try:
+        if ns.detach:
+            job = build_job(spec, resolved, options)
+            JobRun(job, options).submit()
+            log_path = spawn_follower(job.job_id, ns)
+            print(f"{job.job_id}")
+            print(f"submitted; following in the background (log: {log_path}); see `batchfleet status {job.job_id}`",
+                  file=sys.stderr)  # fmt: skip
+            return 0
         summary = run_job(spec, resolved, options)
     finally:
         broker.close()
+    return report(summary, resolved.output_uri)
+
+
+def spawn_follower(job_id: str, ns: argparse.Namespace) -> Path:
+    """A detached `batchfleet follow JOB`; the broker URL travels in the environment, not argv."""
+    log_path = Path(tempfile.gettempdir()) / f"batchfleet-{job_id}.log"
+    env = {**os.environ, "BATCHFLEET_BROKER": broker_url(ns) or "", "BATCHFLEET_STORE": store_uri(ns)}
+    if ns.s3_endpoint_url:
+        env["BATCHFLEET_S3_ENDPOINT_URL"] = ns.s3_endpoint_url
+    flags: dict[str, object] = {"start_new_session": True}
+    if os.name == "nt":
+        flags = {"creationflags": subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
+    with open(log_path, "ab") as log:
+        subprocess.Popen(
+            [sys.executable, "-m", "batchfleet", "follow", job_id, "--no-progress"],
+            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, **flags,  # type: ignore[call-overload]
+        )  # fmt: skip
+    return log_path
+
+
+def report(summary, output: str) -> int:  # type: ignore[no-untyped-def]
+    from common.errors import JobFailed
+
     where = f"; output {summary.output} ({summary.rows} rows)" if summary.output else ""
     print(
         f"job {summary.job_id} {summary.state}: {summary.batches_committed}/{summary.batches_total} mini-batches, "
@@ -82,5 +151,5 @@ def cmd_run(ns: argparse.Namespace) -> int:
     )
     if summary.state != "succeeded":
         raise JobFailed(f"job {summary.job_id} {summary.state}: {summary.reason}",
-                        f"see {resolved.output_uri}/logs/job_result.txt")  # fmt: skip
+                        f"see {output}/logs/job_result.txt")  # fmt: skip
     return 0

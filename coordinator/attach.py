@@ -1,0 +1,89 @@
+"""Carry on with a job already in the store: after a coordinator restart, or to resume it."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from pydantic import ValidationError
+
+from common.errors import UsageError
+from common.messages import BatchResult, JobConfig
+from common.parts import scan_parts
+from common.storage import StorageOptions, join_uri, open_storage
+from coordinator.joblogs import Summary
+from coordinator.runner import JobRun, RunOptions, finish_job
+from coordinator.submit import fetch_manifest, mark_published, plan_size, publish_plan, was_published
+from coordinator.tally import Tally
+
+log = logging.getLogger(__name__)
+
+
+def load_job(store_uri: str, job_id: str, options: StorageOptions) -> JobConfig:
+    uri = join_uri(store_uri, job_id, "job.json")
+    storage = open_storage(uri, options)
+    if not storage.exists(uri):
+        raise UsageError(f"no job {job_id} in store {store_uri}", "check the job id, --store or $BATCHFLEET_STORE")
+    try:
+        return JobConfig.model_validate_json(storage.read_bytes(uri))
+    except ValidationError as exc:
+        raise UsageError(f"{uri} is not a batchfleet job file: {exc.errors()[0]['msg']}") from exc
+
+
+def committed_in_store(job: JobConfig, options: StorageOptions) -> dict[int, BatchResult]:
+    """The first complete part of each batch, as results (what resume reuses)."""
+    storage = open_storage(job.store_uri, options)
+    found: dict[int, BatchResult] = {}
+    for record in scan_parts(storage, join_uri(job.store_uri, "parts")):
+        if record.batch_id not in found:
+            node = record.ref.replace("\\", "/").split("/parts/", 1)[-1].split("/", 1)[0]
+            found[record.batch_id] = BatchResult(
+                job_id=job.job_id, batch_id=record.batch_id, node_id=node, attempt=record.attempt,
+                outcome="committed", total=record.succeeded + record.failed, succeeded=record.succeeded,
+                failed=record.failed, part=record.ref,
+            )  # fmt: skip
+    return found
+
+
+def failed_in_store(job: JobConfig, options: StorageOptions) -> list[BatchResult]:
+    storage = open_storage(job.store_uri, options)
+    results = []
+    for info in storage.list(join_uri(job.store_uri, "failed")):
+        try:
+            results.append(BatchResult.model_validate(json.loads(storage.read_bytes(info.uri))))
+        except (ValidationError, ValueError):
+            log.warning("ignored unreadable failure record %s", info.uri)
+    return results
+
+
+def attach(job_id: str, options: RunOptions, resume: bool) -> Summary:
+    """Follow (or, with resume, re-run the unfinished part of) a stored job to its end."""
+    job = load_job(options.store_uri, job_id, options.storage_options)
+    manifest = fetch_manifest(job, options.storage_options)
+    batches, items = plan_size(manifest)
+    tally = Tally(batches)
+    committed = committed_in_store(job, options.storage_options)
+    for result in committed.values():
+        tally.reuse(result, counted_as_reused=resume)
+    if not resume:
+        for result in failed_in_store(job, options.storage_options):
+            tally.apply(result)
+    run = JobRun(job, options)
+    broker = options.broker
+    broker.declare_job(job.job_id, job.settings.run_max_try)
+    if resume:
+        broker.purge(f"bf.{job.job_id}.batches")
+    if resume or not was_published(job, options.storage_options):
+        skip = set(tally.committed) | set(tally.failed)
+        sent = publish_plan(broker, job, manifest, skip)
+        mark_published(job, options.storage_options)
+        log.info("job %s: %d mini-batches published, %d reused", job.job_id, sent, len(committed))
+    _clear_cancel(job, options.storage_options)
+    return finish_job(run, tally, items)
+
+
+def _clear_cancel(job: JobConfig, options: StorageOptions) -> None:
+    uri = join_uri(job.store_uri, "cancel.json")
+    storage = open_storage(uri, options)
+    if storage.exists(uri):
+        storage.delete(uri)
