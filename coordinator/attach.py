@@ -87,3 +87,19 @@ def _clear_cancel(job: JobConfig, options: StorageOptions) -> None:
     storage = open_storage(uri, options)
     if storage.exists(uri):
         storage.delete(uri)
+
+
+def run_stored(job_id: str, options: RunOptions) -> Summary:
+    """Run a submitted job (plan and publish it), or carry on with it if that was already done."""
+    from coordinator.runner import JobRun
+
+    job = load_job(options.store_uri, job_id, options.storage_options)
+    if was_published(job, options.storage_options):
+        return attach(job_id, options, resume=False)
+    if options.signing_key is not None:
+        from worker.security import check_job_signature
+
+        check_job_signature(job, options.signing_key)
+    run = JobRun(job, options)
+    _, batches, items = run.submit()
+    return finish_job(run, Tally(batches), items)

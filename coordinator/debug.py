@@ -89,8 +89,9 @@ def debug_job(spec: JobSpec, resolved: Resolved, root: Path) -> JobConfig:
     job_id = new_job_id(spec.name)
     return JobConfig(
         job_id=job_id, name=spec.name, created_at=time.time(), code_uri=str(spec.code_dir),
-        entry_script=spec.entry_script, args=resolved.args, inputs=resolved.inputs, input_data=spec.input_data,
-        outputs=resolved.outputs, output_data=spec.output_data, output_uri=resolved.output_uri,
+        entry_script=spec.entry_script, args=resolved.args, inputs=resolved.inputs,
+        input_data=spec.input_data, outputs=resolved.outputs, output_data=spec.output_data,
+        output_uri=resolved.output_uri,
         store_uri=str(root / "store" / job_id), settings=resolved.settings, environment=spec.environment,
         environment_variables=spec.environment_variables,
     )  # fmt: skip
@@ -161,10 +162,16 @@ def user_process(job: JobConfig, folders: Folders) -> Iterator[None]:
     saved_env = dict(os.environ)
     saved_modules = {n: m for n, m in sys.modules.items() if n.split(".", 1)[0] in OWN_PACKAGES}
     entry_logger, root_logger = logging.getLogger(ENTRY_LOGGER), logging.getLogger()
-    saved_logging = (list(entry_logger.handlers), entry_logger.level, entry_logger.propagate, root_logger.level)
+    saved_logging = (
+        list(entry_logger.handlers),
+        entry_logger.level,
+        entry_logger.propagate,
+        root_logger.level,
+    )
     os.environ.update({
         "AZUREML_BI_OUTPUT_PATH": str(folders.output_dir), "BATCHFLEET_WORKING_DIR": str(folders.working_dir),
-        "BATCHFLEET_LOG_DIR": str(folders.log_dir), "BATCHFLEET_AGENT_NAME": PROCESS, "BATCHFLEET_NODE_ID": NODE_ID,
+        "BATCHFLEET_LOG_DIR": str(folders.log_dir), "BATCHFLEET_AGENT_NAME": PROCESS,
+        "BATCHFLEET_NODE_ID": NODE_ID,
     })  # fmt: skip
     os.environ.update(job.environment_variables)
     # EntryScript().logger goes to the terminal here, not to logs/user/.
@@ -263,7 +270,8 @@ def print_batch(loaded: Loaded, out: TextIO) -> None:
 def print_rows(result: Any, rows: int, out: TextIO) -> None:
     shown = min(rows, SHOWN_ROWS)
     more = f", first {shown} shown" if rows > shown else ""
-    out.write(f"\nrun() returned {type(result).__name__} with {rows} rows{more}:\n")
+    noun = "row" if rows == 1 else "rows"
+    out.write(f"\nrun() returned {type(result).__name__} with {rows} {noun}{more}:\n")
     if is_dataframe(result):
         if rows:
             out.write(result.head(SHOWN_ROWS).to_string() + "\n")
@@ -276,9 +284,13 @@ def print_counts(loaded: Loaded, rows: int, out: TextIO) -> None:
     """Counts as worker.child commits them: rows stand for succeeded items, capped by the batch."""
     total = loaded.total
     succeeded = min(rows, total - loaded.missing)
-    out.write(f"as the worker counts it: {succeeded} succeeded, {total - succeeded} failed of {total} items\n")
+    out.write(
+        f"as the worker counts it: {succeeded} succeeded, {total - succeeded} failed of {total} items\n"
+    )
     if rows > total:
-        out.write(f"  note: run() returned {rows} rows for {total} items; counts are capped at the batch size\n")
+        out.write(
+            f"  note: run() returned {rows} rows for {total} items; counts are capped at the batch size\n"
+        )
 
 
 def print_outputs(job: JobConfig, result: Any, folders: Folders, out: TextIO) -> bool:
@@ -289,7 +301,8 @@ def print_outputs(job: JobConfig, result: Any, folders: Folders, out: TextIO) ->
     if settings.output_action == "append_row":
         merged = join_uri(job.output_uri, settings.append_row_file_name)
         try:
-            size = f"{len(encode_part(result, settings.append_row_format))} bytes as {settings.append_row_format}"
+            fmt = settings.append_row_format
+            size = f"{len(encode_part(result, fmt))} bytes as {fmt}"
         except Exception as exc:  # the commit would fail the same way
             size, ok = f"cannot be written: {error_line(exc)}", False
         out.write(f"  append_row: this batch's rows ({size}) would be merged into {merged}\n")

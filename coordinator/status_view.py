@@ -36,7 +36,7 @@ def scrub(value: Any, secrets: Iterable[str]) -> Any:
 
 def span(seconds: float) -> str:
     """A short human duration: 42s, 3m 05s, 2h 10m."""
-    seconds = max(int(round(seconds)), 0)
+    seconds = max(round(seconds), 0)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
@@ -151,14 +151,19 @@ def errors_table(state: dict[str, Any]) -> Table | None:
     if not groups:
         return None
     table = Table(title="errors (first of each group)", title_justify="left", show_lines=True)
-    table.add_column("count", justify="right")
+    # Counted per try: a batch retried three times with the same error counts three times.
+    table.add_column("times", justify="right")
     table.add_column("error")
     table.add_column("batches")
     for group in groups:
-        ids = [str(i) for i in group.get("batch_ids", [])]
-        shown = ", ".join(ids[:SHOWN_BATCH_IDS]) + (f" +{len(ids) - SHOWN_BATCH_IDS}" if len(ids) > SHOWN_BATCH_IDS else "")
-        error = Text(f"{group.get('error_type', 'Error')}: ", style="bold")
-        error.append(str(group.get("message", "")))
+        ids = list(dict.fromkeys(str(i) for i in group.get("batch_ids", [])))
+        shown = ", ".join(ids[:SHOWN_BATCH_IDS]) + (
+            f" +{len(ids) - SHOWN_BATCH_IDS}" if len(ids) > SHOWN_BATCH_IDS else ""
+        )
+        kind, message = str(group.get("error_type") or "Error"), str(group.get("message", ""))
+        # The message is usually error_line()'s "Type: text" already.
+        error = Text(message if message.startswith(f"{kind}:") else f"{kind}: {message}")
+        error.stylize("bold", 0, len(kind))
         at = where_raised(str(group.get("traceback") or ""))
         if at:
             error.append(f"\nat {at}", style="dim")

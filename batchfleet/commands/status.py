@@ -41,7 +41,9 @@ def _job_id(text: str) -> str:
     from common.errors import UsageError
 
     if not _JOB_ID.fullmatch(text) or ".." in text:
-        raise UsageError(f"'{text}' is not a job id", "job ids look like name-20240101-120000-ab12; see `batchfleet list`")
+        raise UsageError(
+            f"'{text}' is not a job id", "job ids look like name-20240101-120000-ab12; see `batchfleet list`"
+        )
     return text
 
 
@@ -143,7 +145,9 @@ def cmd_cancel(ns: argparse.Namespace) -> int:
     store, options = store_uri(ns), storage_options(ns)
     if not job_exists(store, job_id, options):
         shown = scrub_text(store)
-        raise UsageError(f"no job {job_id} in store {shown}", "check the job id, --store or $BATCHFLEET_STORE")
+        raise UsageError(
+            f"no job {job_id} in store {shown}", "check the job id, --store or $BATCHFLEET_STORE"
+        )
     state: dict[str, Any] = {}
     try:
         state = read_state(store, job_id, options)

@@ -1,0 +1,547 @@
+"""Tabular and partitioned inputs end to end through `batchfleet run` (embedded, subprocess)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.cli_helpers import Result, batchfleet
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+SUMMARY = re.compile(r"(\d+)/(\d+) mini-batches, (\d+) items succeeded, (\d+) failed")
+
+COMPONENT = """\
+$schema: https://componentsdk.azureedge.net/jsonschema/ParallelComponent.json
+name: test.tabular
+version: 0.0.1
+type: ParallelComponent
+inputs:
+  data:
+    type: {input_type}
+outputs:
+  scored:
+    type: path
+parallel:
+  input_data: inputs.data
+  output_data: outputs.scored
+  entry: entry.py
+"""
+
+# Refuses anything but a DataFrame, so a test passes only if run() really got one.
+IDENTITY = """\
+import pandas as pd
+
+def run(mini_batch):
+    if not isinstance(mini_batch, pd.DataFrame):
+        raise TypeError(f"expected a DataFrame, got {type(mini_batch).__name__}")
+    return mini_batch
+"""
+
+SCORES = """\
+import pandas as pd
+
+def run(mini_batch):
+    return pd.DataFrame({
+        "id": mini_batch["id"],
+        "score": mini_batch["x"] * 1e-12,
+        "label": "row" + mini_batch["id"].astype(str),
+        "ok": mini_batch["id"] % 2 == 0,
+    })
+"""
+
+CONTEXT_ROWS = """\
+import pandas as pd
+
+def run(mini_batch, mini_batch_context):
+    return pd.DataFrame({
+        "id": mini_batch["id"],
+        "region": mini_batch["region"].astype(str),
+        "kind": mini_batch["kind"].astype(str),
+        "batch": mini_batch_context.minibatch_index,
+        "key": "|".join(f"{k}={v}" for k, v in sorted(mini_batch_context.partition_key_value.items())),
+    })
+"""
+
+CONTEXT_FILES = """\
+import json, os
+
+def run(mini_batch, mini_batch_context):
+    key = json.dumps(mini_batch_context.partition_key_value, sort_keys=True)
+    return [f"{mini_batch_context.minibatch_index}|{key}|{len(mini_batch)}|{os.path.basename(p)}"
+            for p in mini_batch]
+"""
+
+# The seed's partitioned layout (ParallelComponent.txt).
+SEED = [
+    "country1/state1/file1.txt", "country1/state1/file2.txt", "country1/state2/file1.txt",
+    "country1/state2/file2.txt", "country1/state3/file1.txt", "country1/state4/file1.txt",
+    "country2/state1/file1.txt", "country2/state2/file1.txt", "country2/state3/file1.txt",
+    "country2/state3/file2.txt",
+]  # fmt: skip
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def component(root: Path, entry: str, input_type: str = "path") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "entry.py").write_text(textwrap.dedent(entry))
+    spec = root / "component.yaml"
+    spec.write_text(COMPONENT.format(input_type=input_type))
+    return spec
+
+
+def run_job(tmp_path: Path, entry: str, data: str | Path, *flags: str, input_type: str = "path") -> Result:
+    spec = component(tmp_path / "code", entry, input_type)
+    return batchfleet(
+        "run", spec, "--input", f"data={data}", "--output", f"scored={tmp_path / 'out'}",
+        "--store", tmp_path / "store", "--no-progress", "--process_count_per_node", "2", *flags,
+    )  # fmt: skip
+
+
+def summary(result: Result) -> tuple[int, int, int, int]:
+    """(batches committed, batches total, items succeeded, items failed) from the closing line."""
+    match = SUMMARY.search(result.stdout)
+    assert match, result.stdout + result.stderr
+    committed, total, succeeded, failed = map(int, match.groups())
+    return committed, total, succeeded, failed
+
+
+def assert_ok(result: Result) -> tuple[int, int, int, int]:
+    assert result.code == 0, result.stderr + result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    return summary(result)
+
+
+def assert_one_line(result: Result, code: int, *needles: str) -> str:
+    assert result.code == code, result.stderr + result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(result.error_lines) == 1, result.stderr
+    line = result.error_lines[0]
+    for needle in needles:
+        assert needle.lower() in line.lower(), line
+    return line
+
+
+def source_frame(rows: int = 3000) -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    return pd.DataFrame(
+        {
+            "id": np.arange(rows, dtype="int64"),
+            "x": rng.random(rows),
+            "name": [f"name-{i:05d}" for i in range(rows)],
+        }
+    )
+
+
+def write_parquet(frame: pd.DataFrame, path: Path, row_group_rows: int = 100) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=row_group_rows)
+    return path
+
+
+def write_jsonl(frame: pd.DataFrame, path: Path) -> Path:
+    # json.dumps keeps every float digit, unlike DataFrame.to_json's default precision.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for record in frame.to_dict(orient="records"):
+            handle.write(json.dumps({k: v.item() if hasattr(v, "item") else v for k, v in record.items()}) + "\n")
+    return path
+
+
+def merged(tmp_path: Path, name: str = "parallel_run_step.txt") -> Path:
+    path = tmp_path / "out" / name
+    assert path.is_file(), f"no merged output at {path}"
+    return path
+
+
+def batch_report(tmp_path: Path) -> list[dict[str, str]]:
+    report = tmp_path / "out" / "logs" / "sys" / "job_report" / "processed_mini-batches.csv"
+    with report.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+# --- splitting: every row exactly once, in order ---------------------------------------------------
+
+
+def test_parquet_split_into_many_batches(tmp_path: Path) -> None:
+    frame = source_frame()
+    data = write_parquet(frame, tmp_path / "data" / "table.parquet")
+    groups = pq.ParquetFile(data).num_row_groups
+    result = run_job(tmp_path, IDENTITY, f"{data}:tabular", "--mini_batch_size", "4KB",
+                     "--set", "append_row_format=parquet")  # fmt: skip
+    committed, total, succeeded, failed = assert_ok(result)
+    assert total == committed >= 10  # one 3000-row file cut at row groups
+    assert total <= groups
+    assert (succeeded, failed) == (len(frame), 0)
+    pd.testing.assert_frame_equal(pd.read_parquet(merged(tmp_path)), frame)
+
+
+def test_parquet_folder_of_files_in_order(tmp_path: Path) -> None:
+    frame = source_frame(2400)
+    for index in range(3):
+        write_parquet(frame.iloc[index * 800 : (index + 1) * 800], tmp_path / "data" / f"part{index}.parquet")
+    result = run_job(tmp_path, IDENTITY, f"{tmp_path / 'data'}:tabular", "--mini_batch_size", "8KB",
+                     "--set", "append_row_format=parquet")  # fmt: skip
+    committed, total, succeeded, _ = assert_ok(result)
+    assert total == committed >= 6 and succeeded == len(frame)
+    pd.testing.assert_frame_equal(pd.read_parquet(merged(tmp_path)), frame)
+
+
+def test_csv_input_split_at_lines(tmp_path: Path) -> None:
+    frame = source_frame()
+    data = tmp_path / "data" / "table.csv"
+    data.parent.mkdir(parents=True)
+    frame.to_csv(data, index=False)
+    result = run_job(tmp_path, IDENTITY, f"{data}:tabular", "--mini_batch_size", "4KB",
+                     "--set", "append_row_format=parquet")  # fmt: skip
+    committed, total, succeeded, _ = assert_ok(result)
+    assert total == committed >= data.stat().st_size // (4 * 1024)
+    assert succeeded == len(frame)
+    pd.testing.assert_frame_equal(pd.read_parquet(merged(tmp_path)), frame)
+
+
+def test_jsonl_input_split_at_lines(tmp_path: Path) -> None:
+    frame = source_frame()
+    data = write_jsonl(frame, tmp_path / "data" / "table.jsonl")
+    result = run_job(tmp_path, IDENTITY, f"{data}:tabular", "--mini_batch_size", "4KB",
+                     "--set", "append_row_format=parquet")  # fmt: skip
+    committed, total, succeeded, _ = assert_ok(result)
+    assert total == committed >= data.stat().st_size // (4 * 1024)
+    assert succeeded == len(frame)
+    pd.testing.assert_frame_equal(pd.read_parquet(merged(tmp_path)), frame)
+
+
+def test_table_port_type_makes_an_input_tabular(tmp_path: Path) -> None:
+    frame = source_frame(500)
+    data = write_parquet(frame, tmp_path / "data" / "table.parquet")
+    result = run_job(tmp_path, IDENTITY, data, "--set", "append_row_format=parquet", input_type="mltable")
+    _, total, succeeded, _ = assert_ok(result)
+    assert total == 1 and succeeded == 500  # the default 1MB holds the whole table
+    pd.testing.assert_frame_equal(pd.read_parquet(merged(tmp_path)), frame)
+
+
+# --- append_row formats -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scored(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """A Parquet input cut into several batches, and the rows SCORES returns for it."""
+    frame = source_frame(1200)
+    data = write_parquet(frame, tmp_path / "data" / "table.parquet")
+    expected = pd.DataFrame(
+        {
+            "id": frame["id"],
+            "score": frame["x"] * 1e-12,
+            "label": "row" + frame["id"].astype(str),
+            "ok": frame["id"] % 2 == 0,
+        }
+    )
+    return data, expected
+
+
+def run_format(tmp_path: Path, data: Path, fmt: str) -> Path:
+    result = run_job(tmp_path, SCORES, f"{data}:tabular", "--mini_batch_size", "4KB",
+                     "--set", f"append_row_format={fmt}")  # fmt: skip
+    _, total, succeeded, _ = assert_ok(result)
+    assert total >= 4 and succeeded == 1200
+    return merged(tmp_path)
+
+
+def test_append_row_text_is_azure_ml_style(tmp_path: Path, scored: tuple[Path, pd.DataFrame]) -> None:
+    data, expected = scored
+    lines = run_format(tmp_path, data, "text").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(expected)  # no header
+    for line, row in zip(lines[:50], expected.itertuples(index=False), strict=False):
+        fields = line.split(" ")
+        assert fields[0] == str(row.id) and fields[2] == row.label and fields[3] == str(row.ok)
+        assert float(fields[1]) == pytest.approx(row.score, rel=1e-12)
+    assert [int(line.split(" ", 1)[0]) for line in lines] == list(expected["id"])
+
+
+def test_append_row_csv_has_one_header(tmp_path: Path, scored: tuple[Path, pd.DataFrame]) -> None:
+    data, expected = scored
+    path = run_format(tmp_path, data, "csv")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "id,score,label,ok"
+    assert sum(1 for line in lines if line == lines[0]) == 1
+    pd.testing.assert_frame_equal(pd.read_csv(path), expected)
+
+
+def test_append_row_parquet_keeps_the_schema(tmp_path: Path, scored: tuple[Path, pd.DataFrame]) -> None:
+    data, expected = scored
+    path = run_format(tmp_path, data, "parquet")
+    schema = pq.read_schema(path)
+    assert {name: str(schema.field(name).type) for name in schema.names} == {
+        "id": "int64", "score": "double", "label": "string", "ok": "bool",
+    }  # fmt: skip
+    pd.testing.assert_frame_equal(pd.read_parquet(path), expected)
+
+
+def test_append_row_jsonl_keeps_values(tmp_path: Path, scored: tuple[Path, pd.DataFrame]) -> None:
+    data, expected = scored
+    path = run_format(tmp_path, data, "jsonl")
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in records] == list(expected["id"])
+    assert [r["label"] for r in records] == list(expected["label"])
+    assert [r["ok"] for r in records] == list(expected["ok"])
+    # Scores are about 1e-12: a writer that rounds to a fixed number of decimals loses them all.
+    np.testing.assert_allclose([r["score"] for r in records], expected["score"], rtol=1e-9, atol=0)
+
+
+# --- partitions -------------------------------------------------------------------------------------
+
+
+def seed_files(root: Path, hive: bool = False) -> Path:
+    for rel in SEED:
+        country, state, name = rel.split("/")
+        folder = root / (f"country={country}/state={state}" if hive else f"{country}/{state}")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(f"{rel}\n")
+    return root
+
+
+def partition_lines(tmp_path: Path) -> list[tuple[int, dict[str, str], int, str]]:
+    found = []
+    for line in merged(tmp_path).read_text(encoding="utf-8").splitlines():
+        index, key, count, name = line.split("|")
+        found.append((int(index), json.loads(key), int(count), name))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("keys", "batches", "sizes"),
+    [("[country]", 2, [6, 4]), ("[country,state]", 7, [2, 2, 1, 1, 1, 1, 2])],
+    ids=["country", "country-state"],
+)
+def test_seed_layout_partitions(tmp_path: Path, keys: str, batches: int, sizes: list[int]) -> None:
+    data = seed_files(tmp_path / "data")
+    result = run_job(tmp_path, CONTEXT_FILES, data, "--set", f"partition_keys={keys}",
+                     "--partition_layout", "{country}/{state}/*", "--mini_batch_size", "1")  # fmt: skip
+    committed, total, succeeded, failed = assert_ok(result)
+    assert (committed, total, succeeded, failed) == (batches, batches, 10, 0)
+    lines = partition_lines(tmp_path)
+    assert len(lines) == 10
+    by_batch: dict[int, tuple[dict[str, str], int]] = {}
+    for index, key, count, _ in lines:
+        assert by_batch.setdefault(index, (key, count)) == (key, count)
+    assert sorted(by_batch) == list(range(batches))
+    assert [by_batch[i][1] for i in range(batches)] == sizes
+    wanted = keys.strip("[]").split(",")
+    assert all(list(key) == wanted for key, _ in by_batch.values())
+    assert by_batch[0][0]["country"] == "country1" and by_batch[batches - 1][0]["country"] == "country2"
+
+
+def test_partition_layout_given_with_set(tmp_path: Path) -> None:
+    # The quoted layout as a shell passes it on: --set partition_layout='{country}/{state}/*'.
+    data = seed_files(tmp_path / "data")
+    result = run_job(tmp_path, CONTEXT_FILES, data, "--set", "partition_keys=[country,state]",
+                     "--set", "partition_layout={country}/{state}/*")  # fmt: skip
+    _, total, succeeded, _ = assert_ok(result)
+    assert (total, succeeded) == (7, 10)
+
+
+def test_hive_style_partitions(tmp_path: Path) -> None:
+    data = seed_files(tmp_path / "data", hive=True)
+    result = run_job(tmp_path, CONTEXT_FILES, data, "--set", "partition_keys=[country,state]")
+    _, total, succeeded, _ = assert_ok(result)
+    assert (total, succeeded) == (7, 10)
+    keys = {json.dumps(key, sort_keys=True) for _, key, _, _ in partition_lines(tmp_path)}
+    assert json.dumps({"country": "country2", "state": "state3"}, sort_keys=True) in keys
+    assert len(keys) == 7
+
+
+def region_table(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    rows = 1500
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(rows, dtype="int64"),
+            "region": np.array(["north", "south", "east"])[np.arange(rows) % 3],
+            "kind": np.array(["a", "b"])[(np.arange(rows) // 7) % 2],
+            "x": np.linspace(0, 1, rows),
+        }
+    )
+    return write_parquet(frame, tmp_path / "data" / "table.parquet", row_group_rows=200), frame
+
+
+@pytest.mark.parametrize(("keys", "combos"), [(["region"], 3), (["region", "kind"], 6)], ids=["one", "two"])
+def test_column_partitions_of_a_table(tmp_path: Path, keys: list[str], combos: int) -> None:
+    data, frame = region_table(tmp_path)
+    result = run_job(tmp_path, CONTEXT_ROWS, f"{data}:tabular", "--set", f"partition_keys=[{','.join(keys)}]",
+                     "--set", "append_row_format=parquet", "--mini_batch_size", "2KB")  # fmt: skip
+    committed, total, succeeded, failed = assert_ok(result)
+    assert (committed, total, succeeded, failed) == (combos, combos, len(frame), 0)
+    out = pd.read_parquet(merged(tmp_path))
+    assert sorted(out["id"]) == list(frame["id"])  # every row exactly once
+    own = out.apply(lambda row: "|".join(f"{k}={row[k]}" for k in sorted(keys)), axis=1)
+    assert (own == out["key"]).all()  # each batch holds only its own partition's rows
+    assert out.groupby("batch")["key"].nunique().eq(1).all()
+    assert out["batch"].nunique() == combos
+
+
+# --- the examples, with their README commands --------------------------------------------------------
+
+
+def prepare(example: str, out: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / example / "prepare.py"), "--out", str(out)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def tabular_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("score_tabular")
+    prepare("score_tabular", out)
+    return out
+
+
+@pytest.mark.parametrize(("table", "fmt", "name", "batches"), [
+    ("parquet", "csv", "scores.csv", 9), ("csv", "parquet", "scores.parquet", 8)])  # fmt: skip
+def test_example_score_tabular(tmp_path: Path, tabular_data: Path, table: str, fmt: str, name: str,
+                               batches: int) -> None:  # fmt: skip
+    result = batchfleet(
+        "run", EXAMPLES / "score_tabular" / "component.yaml",
+        "--input", f"rows_to_score={tabular_data / table}",
+        "--input", f"trained_model={tabular_data / 'model' / 'model.pkl'}",
+        "--output", f"scored_rows={tmp_path / 'out'}", "--store", tmp_path / "store", "--no-progress",
+        "--set", f"append_row_format={fmt}", "--set", f"append_row_file_name={name}",
+    )  # fmt: skip
+    committed, total, succeeded, failed = assert_ok(result)
+    assert (committed, total, succeeded, failed) == (batches, batches, 569, 0)
+    path = merged(tmp_path, name)
+    out = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
+    assert list(out.columns) == ["id", "prediction", "probability"]
+    assert list(out["id"]) == list(range(569))
+    truth = pd.read_csv(tabular_data / "csv" / "breast_cancer.csv")["target"]
+    assert (out["prediction"] == truth).mean() >= 0.95
+    assert out["probability"].between(0.5, 1.0).all()
+
+
+@pytest.fixture(scope="module")
+def partitioned_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("partitioned")
+    prepare("partitioned", out)
+    return out
+
+
+@pytest.mark.parametrize("layout", ["plain", "hive"])
+def test_example_partitioned(tmp_path: Path, partitioned_data: Path, layout: str) -> None:
+    flags = ["--set", "partition_layout={country}/{state}/*"] if layout == "plain" else []
+    result = batchfleet(
+        "run", EXAMPLES / "partitioned" / "component.yaml",
+        "--input", f"readings={partitioned_data / layout}", "--output", f"counts={tmp_path / 'out'}",
+        "--store", tmp_path / "store", "--no-progress", "--set", "partition_keys=[country,state]", *flags,
+    )  # fmt: skip
+    committed, total, succeeded, failed = assert_ok(result)
+    assert (committed, total, succeeded, failed) == (7, 7, 10, 0)
+    lines = merged(tmp_path).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 10
+    summaries = list(dict.fromkeys(line.rsplit(" ", 1)[0] for line in lines))
+    assert len(summaries) == 7
+    assert summaries[0].startswith("country=country1 state=state1 files=2 lines=")
+    assert summaries[-1].startswith("country=country2 state=state3 files=2 lines=")
+
+
+# --- bad input: one clear line, no traceback -----------------------------------------------------------
+
+
+def good_and_bad(tmp_path: Path, bad_name: str, bad: bytes) -> Path:
+    folder = tmp_path / "data"
+    write_parquet(source_frame(400), folder / "a_good.parquet")
+    (folder / bad_name).write_bytes(bad)
+    return folder
+
+
+def truncated_parquet(tmp_path: Path) -> bytes:
+    whole = write_parquet(source_frame(2000), tmp_path / "whole" / "t.parquet").read_bytes()
+    return whole[: len(whole) * 2 // 3]
+
+
+@pytest.mark.parametrize("case", ["corrupt", "truncated"])
+def test_unreadable_parquet_fails_its_items(tmp_path: Path, case: str) -> None:
+    bad = b"this is not a parquet file\n" * 50 if case == "corrupt" else truncated_parquet(tmp_path)
+    data = good_and_bad(tmp_path, "b_bad.parquet", bad)
+    result = run_job(tmp_path, IDENTITY, f"{data}:tabular", "--error_threshold", "0")
+    assert_one_line(result, 1, "b_bad.parquet")
+    _, _, succeeded, failed = summary(result)
+    assert succeeded == 400 and failed >= 1
+    rows = {row["batch_id"]: row for row in batch_report(tmp_path)}
+    assert int(rows["1"]["failed"]) >= 1 and "b_bad.parquet" in rows["1"]["error"]
+
+
+def test_unreadable_parquet_is_counted_when_tolerated(tmp_path: Path) -> None:
+    data = good_and_bad(tmp_path, "b_bad.parquet", b"PAR1 not really")
+    result = run_job(tmp_path, IDENTITY, f"{data}:tabular", "--set", "append_row_format=parquet")
+    _, total, succeeded, failed = assert_ok(result)
+    assert (total, succeeded) == (2, 400) and failed >= 1
+    assert len(pd.read_parquet(merged(tmp_path))) == 400
+
+
+def test_ragged_csv_fails_its_items(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    lines = ["id,x,name"] + [f"{i},{i / 10},n{i}" for i in range(300)]
+    lines[200] += ",extra"
+    (folder / "ragged.csv").write_text("\n".join(lines) + "\n")
+    result = run_job(tmp_path, IDENTITY, f"{folder}:tabular", "--mini_batch_size", "1KB",
+                     "--error_threshold", "0")  # fmt: skip
+    assert_one_line(result, 1, "ragged.csv")
+    _, _, _, failed = summary(result)
+    assert failed >= 1
+    errors = [row for row in batch_report(tmp_path) if row["error"]]
+    assert errors and all("ragged.csv" in row["error"] for row in errors)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_mixed_schemas_refused_before_start(tmp_path: Path, fmt: str) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    one, two = source_frame(50), source_frame(50).rename(columns={"name": "title"})
+    if fmt == "parquet":
+        write_parquet(one, folder / "a.parquet")
+        write_parquet(two, folder / "b.parquet")
+    else:
+        one.to_csv(folder / "a.csv", index=False)
+        two.to_csv(folder / "b.csv", index=False)
+    result = run_job(tmp_path, IDENTITY, f"{folder}:tabular")
+    assert_one_line(result, 2, "mixed schemas", f"b.{fmt}")
+    assert not (tmp_path / "out" / "parallel_run_step.txt").exists()
+
+
+def test_partition_key_not_in_layout(tmp_path: Path) -> None:
+    data = seed_files(tmp_path / "data")
+    result = run_job(tmp_path, CONTEXT_FILES, data, "--set", "partition_keys=[city]",
+                     "--partition_layout", "{country}/{state}/*")  # fmt: skip
+    assert_one_line(result, 2, "'city'", "partition_layout")
+
+
+def test_partition_key_not_a_hive_folder(tmp_path: Path) -> None:
+    data = seed_files(tmp_path / "data", hive=True)
+    result = run_job(tmp_path, CONTEXT_FILES, data, "--set", "partition_keys=[city]")
+    assert_one_line(result, 2, "'city'")
+
+
+def test_partition_key_not_a_column(tmp_path: Path) -> None:
+    data, _ = region_table(tmp_path)
+    result = run_job(tmp_path, CONTEXT_ROWS, f"{data}:tabular", "--set", "partition_keys=[city]")
+    assert_one_line(result, 2, "'city'", "column")
+
+
+def test_file_count_batch_size_on_a_table(tmp_path: Path) -> None:
+    data = write_parquet(source_frame(100), tmp_path / "data" / "t.parquet")
+    result = run_job(tmp_path, IDENTITY, f"{data}:tabular", "--mini_batch_size", "10")
+    assert_one_line(result, 2, "mini_batch_size", "size such as")
