@@ -44,7 +44,9 @@ class JobConfig(Strict):
     settings: RunSettings
     environment: dict[str, Any] | None = None
     environment_variables: dict[str, str] = Field(default_factory=dict)
-    code_sig: str | None = Field(default=None, description="HMAC of the snapshot digest, when jobs are signed.")
+    code_sig: str | None = Field(
+        default=None, description="HMAC of the snapshot digest, when jobs are signed."
+    )
 
 
 class Item(Strict):
@@ -109,13 +111,16 @@ class JobAnnouncement(Strict):
     sig: str | None = None
 
 
+EventKind = Literal["init_failed", "refused", "node_started", "node_stopped", "heartbeat"]
+
+
 class JobEvent(Strict):
     """Node-level news the coordinator must act on (init failure, node joined/left)."""
 
     v: Literal[1] = WIRE_VERSION
     job_id: str
     node_id: str
-    kind: Literal["init_failed", "refused", "node_started", "node_stopped", "heartbeat"]
+    kind: EventKind
     detail: str = ""
     at: float = 0.0
 

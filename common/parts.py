@@ -66,7 +66,7 @@ class PartReader:
             return self.storage.read_range(uri, offset, length)
         handle = self._open.get(uri)
         if handle is None:
-            handle = self._open[uri] = open(uri, "rb")  # noqa: SIM115 - closed in close()
+            handle = self._open[uri] = open(uri, "rb")
         handle.seek(offset)
         return handle.read(length)
 
@@ -94,7 +94,7 @@ class PartWriter:
         if not self.remote:
             Path(folder_uri).mkdir(parents=True, exist_ok=True)
             self._path = str(Path(folder_uri, f"{name}.{os.getpid()}.seg"))
-            self._handle = open(self._path, "ab")  # noqa: SIM115 - held for the process's life
+            self._handle = open(self._path, "ab")
 
     def commit(self, batch_id: int, attempt: int, succeeded: int, failed: int, data: bytes) -> str:
         """Write one frame; return the reference the merger reads it back by."""

@@ -37,9 +37,7 @@ class Counts:
 def threshold_breach(counts: Counts, settings: RunSettings) -> str | None:
     """The reason the job must stop now, or None while it may go on."""
     if settings.error_threshold != -1 and counts.items_failed > settings.error_threshold:
-        return (
-            f"{counts.items_failed} failed items exceed error_threshold={settings.error_threshold}"
-        )
+        return f"{counts.items_failed} failed items exceed error_threshold={settings.error_threshold}"
     if settings.allowed_failed_count != -1 and counts.batches_failed > settings.allowed_failed_count:
         return (
             f"{counts.batches_failed} failed mini-batches exceed "

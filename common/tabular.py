@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from common.errors import BadDataError, BatchfleetError, InputError, UsageError
+from common.errors import BadDataError, InputError, UsageError
 from common.messages import InputBinding, Item
 from common.partitions import BatchPlan, check_keys, group_by_values, partition_files
 from common.settings import RunSettings

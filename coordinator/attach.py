@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import logging
 
 from pydantic import ValidationError
@@ -23,7 +24,9 @@ def load_job(store_uri: str, job_id: str, options: StorageOptions) -> JobConfig:
     uri = join_uri(store_uri, job_id, "job.json")
     storage = open_storage(uri, options)
     if not storage.exists(uri):
-        raise UsageError(f"no job {job_id} in store {store_uri}", "check the job id, --store or $BATCHFLEET_STORE")
+        raise UsageError(
+            f"no job {job_id} in store {store_uri}", "check the job id, --store or $BATCHFLEET_STORE"
+        )
     try:
         return JobConfig.model_validate_json(storage.read_bytes(uri))
     except ValidationError as exc:
@@ -38,10 +41,16 @@ def committed_in_store(job: JobConfig, options: StorageOptions) -> dict[int, Bat
         if record.batch_id not in found:
             node = record.ref.replace("\\", "/").split("/parts/", 1)[-1].split("/", 1)[0]
             found[record.batch_id] = BatchResult(
-                job_id=job.job_id, batch_id=record.batch_id, node_id=node, attempt=record.attempt,
-                outcome="committed", total=record.succeeded + record.failed, succeeded=record.succeeded,
-                failed=record.failed, part=record.ref,
-            )  # fmt: skip
+                job_id=job.job_id,
+                batch_id=record.batch_id,
+                node_id=node,
+                attempt=record.attempt,
+                outcome="committed",
+                total=record.succeeded + record.failed,
+                succeeded=record.succeeded,
+                failed=record.failed,
+                part=record.ref,
+            )
     return found
 
 
@@ -78,6 +87,7 @@ def attach(job_id: str, options: RunOptions, resume: bool) -> Summary:
         sent = publish_plan(broker, job, manifest, skip)
         mark_published(job, options.storage_options)
         log.info("job %s: %d mini-batches published, %d reused", job.job_id, sent, len(committed))
+    shutil.rmtree(manifest.parent, ignore_errors=True)
     _clear_cancel(job, options.storage_options)
     return finish_job(run, tally, items)
 

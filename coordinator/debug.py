@@ -190,6 +190,9 @@ def user_process(job: JobConfig, folders: Folders) -> Iterator[None]:
         sys.argv[:], sys.path[:] = saved_argv, saved_path
         os.environ.clear()
         os.environ.update(saved_env)
+        # The user's modules that took our names go; ours come back.
+        for name in [n for n in sys.modules if n.split(".", 1)[0] in OWN_PACKAGES]:
+            del sys.modules[name]
         sys.modules.update(saved_modules)
         entry_logger.handlers[:], entry_logger.level, entry_logger.propagate = saved_logging[:3]
         root_logger.setLevel(saved_logging[3])

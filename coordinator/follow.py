@@ -49,7 +49,9 @@ class Follower:
 
     def follow(self) -> Verdict:
         """Block until every batch is resolved, a threshold breaks, init fails, it stalls or is cancelled."""
-        self._tags = [self.broker.consume(name, 500, self.sink) for name in (self.names.reports, self.names.dead)]
+        self._tags = [
+            self.broker.consume(name, 500, self.sink) for name in (self.names.reports, self.names.dead)
+        ]
         try:
             return self._loop()
         finally:
@@ -128,9 +130,16 @@ class Follower:
                 "the worker process or node running it died or was lost each time"
             )
         result = BatchResult(
-            job_id=self.job.job_id, batch_id=message.batch_id, node_id="broker", attempt=self.job.settings.run_max_try,
-            outcome="failed", total=len(message.items), error=reason, error_type="DeadLettered", started=time.time(),
-        )  # fmt: skip
+            job_id=self.job.job_id,
+            batch_id=message.batch_id,
+            node_id="broker",
+            attempt=self.job.settings.run_max_try,
+            outcome="failed",
+            total=len(message.items),
+            error=reason,
+            error_type="DeadLettered",
+            started=time.time(),
+        )
         self._apply(result)
 
     def _apply(self, result: BatchResult) -> None:

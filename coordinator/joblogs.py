@@ -11,9 +11,21 @@ from common.messages import BatchResult, JobConfig
 from coordinator.tally import Tally
 
 BATCH_COLUMNS = [
-    "batch_id", "tries", "node", "process", "start", "total", "succeeded", "failed", "seconds",
-    "download_seconds", "run_seconds", "commit_seconds", "status", "error",
-]  # fmt: skip
+    "batch_id",
+    "tries",
+    "node",
+    "process",
+    "start",
+    "total",
+    "succeeded",
+    "failed",
+    "seconds",
+    "download_seconds",
+    "run_seconds",
+    "commit_seconds",
+    "status",
+    "error",
+]
 
 
 @dataclass
@@ -41,13 +53,24 @@ class Summary:
         return {k: v for k, v in self.__dict__.items() if k != "extra"} | self.extra
 
 
-def summarize(job: JobConfig, tally: Tally, state: str, reason: str | None, started: float, items_total: int) -> Summary:
+def summarize(
+    job: JobConfig, tally: Tally, state: str, reason: str | None, started: float, items_total: int
+) -> Summary:
     return Summary(
-        job_id=job.job_id, state=state, reason=reason, started=started, finished=time.time(),
-        batches_total=tally.batches_total, batches_committed=len(tally.committed),
-        batches_failed=len(tally.failed), items_total=items_total, items_succeeded=tally.items_succeeded,
-        items_failed=tally.items_failed, reused=tally.reused, duplicates=tally.duplicates,
-    )  # fmt: skip
+        job_id=job.job_id,
+        state=state,
+        reason=reason,
+        started=started,
+        finished=time.time(),
+        batches_total=tally.batches_total,
+        batches_committed=len(tally.committed),
+        batches_failed=len(tally.failed),
+        items_total=items_total,
+        items_succeeded=tally.items_succeeded,
+        items_failed=tally.items_failed,
+        reused=tally.reused,
+        duplicates=tally.duplicates,
+    )
 
 
 def _final_rows(tally: Tally) -> list[BatchResult]:
@@ -61,14 +84,29 @@ def processed_batches_csv(tally: Tally) -> bytes:
     writer = csv.writer(out)
     writer.writerow(BATCH_COLUMNS)
     for r in _final_rows(tally):
-        status = "succeeded" if r.outcome == "committed" and not r.failed else (
-            "partial" if r.outcome == "committed" else "failed")  # fmt: skip
-        writer.writerow([
-            r.batch_id, tally.tries.get(r.batch_id, r.attempt), r.node_id, r.process,
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started)) if r.started else "",
-            r.total, r.succeeded, r.failed, f"{r.seconds:.3f}", f"{r.download_seconds:.3f}",
-            f"{r.run_seconds:.3f}", f"{r.commit_seconds:.3f}", status, (r.error or "").splitlines()[0] if r.error else "",
-        ])  # fmt: skip
+        status = (
+            "succeeded"
+            if r.outcome == "committed" and not r.failed
+            else ("partial" if r.outcome == "committed" else "failed")
+        )
+        writer.writerow(
+            [
+                r.batch_id,
+                tally.tries.get(r.batch_id, r.attempt),
+                r.node_id,
+                r.process,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started)) if r.started else "",
+                r.total,
+                r.succeeded,
+                r.failed,
+                f"{r.seconds:.3f}",
+                f"{r.download_seconds:.3f}",
+                f"{r.run_seconds:.3f}",
+                f"{r.commit_seconds:.3f}",
+                status,
+                (r.error or "").splitlines()[0] if r.error else "",
+            ]
+        )
     return out.getvalue().encode()
 
 
@@ -78,7 +116,9 @@ def attempts_csv(tally: Tally) -> bytes:
     writer = csv.writer(out)
     writer.writerow(["batch_id", "attempt", "node", "process", "outcome", "seconds", "error"])
     for r in tally.records:
-        writer.writerow([r.batch_id, r.attempt, r.node_id, r.process, r.outcome, f"{r.seconds:.3f}", r.error or ""])
+        writer.writerow(
+            [r.batch_id, r.attempt, r.node_id, r.process, r.outcome, f"{r.seconds:.3f}", r.error or ""]
+        )
     return out.getvalue().encode()
 
 

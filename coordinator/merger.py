@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from common.messages import JobConfig
@@ -28,7 +28,9 @@ def merge_output(job: JobConfig, tally: Tally, options: StorageOptions) -> tuple
         return _merge(job, readers, options)
 
 
-def _merge(job: JobConfig, readers: list[Callable[[], bytes]], options: StorageOptions) -> tuple[str, int]:
+def _merge(
+    job: JobConfig, readers: Sequence[Callable[[], bytes]], options: StorageOptions
+) -> tuple[str, int]:
     settings = job.settings
     dest_uri = join_uri(job.output_uri, settings.append_row_file_name)
     if not is_remote(dest_uri):

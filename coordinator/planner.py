@@ -22,8 +22,12 @@ def _listing(binding: InputBinding, options: StorageOptions) -> Iterator[ObjectI
         seen = True
         yield info
     if not seen:
-        where = "holds no files" if not is_remote(binding.uri) else "holds no objects (or the prefix is wrong)"
-        raise InputError(f"input {binding.name}: {binding.uri} {where}", "point --input at a folder with data")
+        where = (
+            "holds no files" if not is_remote(binding.uri) else "holds no objects (or the prefix is wrong)"
+        )
+        raise InputError(
+            f"input {binding.name}: {binding.uri} {where}", "point --input at a folder with data"
+        )
 
 
 def _file_batches(binding: InputBinding, job: JobConfig, options: StorageOptions) -> Iterator[BatchPlan]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from coordinator.joblogs import progress_line
 from coordinator.tally import Tally
@@ -13,8 +13,15 @@ from coordinator.tally import Tally
 class Progress:
     """Call update(tally) often; it decides how much to draw."""
 
-    def __init__(self, total: int, started: float, stream: TextIO | None = None, interval: float = 10.0,
-                 enabled: bool = True, overview: list[str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        total: int,
+        started: float,
+        stream: TextIO | None = None,
+        interval: float = 10.0,
+        enabled: bool = True,
+        overview: list[str] | None = None,
+    ) -> None:
         self.stream = stream or sys.stderr
         self.total = total
         self.started = started
@@ -23,8 +30,8 @@ class Progress:
         self.overview = overview if overview is not None else []
         self._last_line = 0.0
         self._last_overview = 0.0
-        self._bar = None
-        self._task = None
+        self._bar: Any = None
+        self._task: Any = None
         if enabled and self.stream.isatty():
             self._start_bar()
 
@@ -33,11 +40,16 @@ class Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._bar = Progress(
-            TextColumn("[bold]mini-batches"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("failed {task.fields[failed]}"), TextColumn("{task.fields[rate]} items/s"),
-            TextColumn("ETA"), TimeRemainingColumn(),
-            console=Console(file=self.stream), transient=False,
-        )  # fmt: skip
+            TextColumn("[bold]mini-batches"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("failed {task.fields[failed]}"),
+            TextColumn("{task.fields[rate]} items/s"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(file=self.stream),
+            transient=False,
+        )
         self._task = self._bar.add_task("run", total=self.total, failed=0, rate="0")  # type: ignore[attr-defined]
         self._bar.start()  # type: ignore[attr-defined]
 

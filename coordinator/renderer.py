@@ -41,8 +41,9 @@ class ReportRenderer:
         child.close()
         self._request: dict[str, Any] | None = None
 
-    def request(self, job: JobConfig, records: list[BatchResult], summary: dict[str, Any],
-                perf: list[PerfSample]) -> None:  # fmt: skip
+    def request(
+        self, job: JobConfig, records: list[BatchResult], summary: dict[str, Any], perf: list[PerfSample]
+    ) -> None:
         self._request = {
             "job": job.model_dump_json(),
             "records": [r.model_dump() for r in records],

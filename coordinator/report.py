@@ -16,14 +16,17 @@ from coordinator.tally import Tally
 log = logging.getLogger(__name__)
 
 
-def write_job_logs(job: JobConfig, tally: Tally, summary: Summary, overview: list[str],
-                   options: StorageOptions) -> None:  # fmt: skip
+def write_job_logs(
+    job: JobConfig, tally: Tally, summary: Summary, overview: list[str], options: StorageOptions
+) -> None:
     """logs/ under the output location, in the Azure ML layout (the HTML report is written apart)."""
     logs = join_uri(job.output_uri, "logs")
     out = open_storage(logs, options)
     stamp = time.strftime("%Y%m%d%H", time.localtime(summary.started))
     out.write_bytes(join_uri(logs, "job_result.txt"), job_result_text(job, summary).encode())
-    out.write_bytes(join_uri(logs, f"job_progress_overview.{stamp}.txt"), ("\n".join(overview) + "\n").encode())
+    out.write_bytes(
+        join_uri(logs, f"job_progress_overview.{stamp}.txt"), ("\n".join(overview) + "\n").encode()
+    )
     report_dir = join_uri(logs, "sys", "job_report")
     out.write_bytes(join_uri(report_dir, "processed_mini-batches.csv"), processed_batches_csv(tally))
     out.write_bytes(join_uri(report_dir, "attempts.csv"), attempts_csv(tally))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -21,6 +22,7 @@ from coordinator.joblogs import Summary, summarize
 from coordinator.merger import merge_output
 from coordinator.progress import Progress
 from coordinator.report import ReportRenderer, write_html, write_job_logs, write_perf
+from coordinator.state import cancel_requested, snapshot, write_snapshot
 from coordinator.submit import (
     job_area,
     mark_published,
@@ -30,7 +32,6 @@ from coordinator.submit import (
     write_job,
     write_plan,
 )
-from coordinator.state import cancel_requested, snapshot, write_snapshot
 from coordinator.tally import Tally
 from worker.node import NodeConfig, WorkerNode
 from worker.security import sign_job
@@ -63,11 +64,23 @@ def build_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> JobConf
     if not options.embedded:
         code_uri, digest = snapshot_code(spec.code_dir, area, options.storage_options)
     job = JobConfig(
-        job_id=job_id, name=spec.name, created_at=time.time(), code_uri=code_uri, code_hash=digest,
-        entry_script=spec.entry_script, args=resolved.args, inputs=resolved.inputs, input_data=spec.input_data,
-        outputs=resolved.outputs, output_data=spec.output_data, output_uri=resolved.output_uri, store_uri=area,
-        settings=resolved.settings, environment=spec.environment, environment_variables=spec.environment_variables,
-    )  # fmt: skip
+        job_id=job_id,
+        name=spec.name,
+        created_at=time.time(),
+        code_uri=code_uri,
+        code_hash=digest,
+        entry_script=spec.entry_script,
+        args=resolved.args,
+        inputs=resolved.inputs,
+        input_data=spec.input_data,
+        outputs=resolved.outputs,
+        output_data=spec.output_data,
+        output_uri=resolved.output_uri,
+        store_uri=area,
+        settings=resolved.settings,
+        environment=spec.environment,
+        environment_variables=spec.environment_variables,
+    )
     return sign_job(options.signing_key, job) if options.signing_key else job
 
 
@@ -75,7 +88,9 @@ def check_output(job: JobConfig, options: StorageOptions) -> None:
     try:
         open_storage(job.output_uri, options).check_writable(job.output_uri)
     except StorageError as exc:
-        raise UsageError(f"output {job.output_data}: {exc.message}", "pass a writable --output location") from exc
+        raise UsageError(
+            f"output {job.output_data}: {exc.message}", "pass a writable --output location"
+        ) from exc
 
 
 class JobRun:
@@ -89,6 +104,7 @@ class JobRun:
         self.overview: list[str] = []
         self.node: WorkerNode | None = None
         self._announcing = threading.Event()
+        self._scratch: Path | None = None
 
     def submit(self) -> tuple[Path, int, int]:
         opts = self.options
@@ -98,14 +114,18 @@ class JobRun:
         opts.broker.declare_job(self.job.job_id, self.job.settings.run_max_try)
         publish_plan(opts.broker, self.job, manifest)
         mark_published(self.job, opts.storage_options)
+        shutil.rmtree(manifest.parent, ignore_errors=True)  # the store keeps the plan
         return manifest, batches, items
 
     def start_workers(self) -> None:
         opts = self.options
         if opts.embedded:
-            work_root = opts.work_root or Path(tempfile.mkdtemp(prefix="bf-node-"))
-            config = NodeConfig(node_id=opts.node_id, work_root=work_root, sample_perf=False,
-                                signing_key=opts.signing_key)  # fmt: skip
+            if opts.work_root is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix="bf-node-"))
+            work_root = opts.work_root or self._scratch
+            config = NodeConfig(
+                node_id=opts.node_id, work_root=work_root, sample_perf=False, signing_key=opts.signing_key
+            )
             self.node = WorkerNode(opts.broker, config)
             self.node.start(listen=False)
             self.node.serve(self.job)
@@ -123,7 +143,9 @@ class JobRun:
             self._announcing.wait(self.options.announce_every)
 
     def follow(self, tally: Tally) -> Verdict:
-        progress = Progress(tally.batches_total, self.started, enabled=self.options.progress, overview=self.overview)
+        progress = Progress(
+            tally.batches_total, self.started, enabled=self.options.progress, overview=self.overview
+        )
         last_write = [0.0]
 
         def on_change(current: Tally) -> None:
@@ -133,7 +155,9 @@ class JobRun:
                 last_write[0] = now
                 self._checkpoint(current)
 
-        follower = Follower(self.options.broker, self.job, tally, on_change, self.cancelled, self._record_failure)
+        follower = Follower(
+            self.options.broker, self.job, tally, on_change, self.cancelled, self._record_failure
+        )
         try:
             return follower.follow()
         except KeyboardInterrupt:
@@ -145,7 +169,9 @@ class JobRun:
         """Failed batches are kept in the store so a restarted coordinator does not wait for them."""
         uri = join_uri(self.job.store_uri, "failed", f"{result.batch_id:09d}.json")
         try:
-            open_storage(uri, self.options.storage_options).write_bytes(uri, result.model_dump_json().encode())
+            open_storage(uri, self.options.storage_options).write_bytes(
+                uri, result.model_dump_json().encode()
+            )
         except BatchfleetError as exc:
             log.warning("could not record failed batch %d: %s", result.batch_id, exc.line())
 
@@ -167,13 +193,17 @@ class JobRun:
         broker.purge(names.batches)
         if self.node is not None:
             self.node.stop()
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
             return
         uri = join_uri(self.job.store_uri, "job.json")
         ended = JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state="ended")
         broker.announce(ended.model_dump_json().encode())
         silent = await_nodes_stopped(broker, self.job, set(tally.nodes) - {"broker"}, self.options.node_wait)
         if silent:
-            log.warning("job %s: no goodbye from %s; their logs may be incomplete", self.job.job_id, sorted(silent))
+            log.warning(
+                "job %s: no goodbye from %s; their logs may be incomplete", self.job.job_id, sorted(silent)
+            )
         broker.delete_job(self.job.job_id)
 
 

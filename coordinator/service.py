@@ -73,7 +73,10 @@ class CoordinatorService:
                 self.broker.settle(delivery, "ack")  # a duplicate of a job already running here
                 return
             thread = threading.Thread(
-                target=self._run, args=(request.job_id, delivery), name=f"bf-job-{request.job_id}", daemon=True
+                target=self._run,
+                args=(request.job_id, delivery),
+                name=f"bf-job-{request.job_id}",
+                daemon=True,
             )
             self.running[request.job_id] = thread
         thread.start()

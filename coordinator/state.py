@@ -20,15 +20,25 @@ def error_groups(results: list[BatchResult], limit: int = 20) -> list[dict[str, 
         if not r.error:
             continue
         key = (r.error_type or "Error", r.error.splitlines()[0][:300])
-        group = groups.setdefault(key, {"error_type": key[0], "message": key[1], "count": 0, "batch_ids": [],
-                                        "traceback": r.traceback or ""})  # fmt: skip
+        group = groups.setdefault(
+            key,
+            {
+                "error_type": key[0],
+                "message": key[1],
+                "count": 0,
+                "batch_ids": [],
+                "traceback": r.traceback or "",
+            },
+        )
         group["count"] += 1
         if len(group["batch_ids"]) < 50:
             group["batch_ids"].append(r.batch_id)
     return sorted(groups.values(), key=lambda g: -g["count"])[:limit]
 
 
-def snapshot(job: JobConfig, tally: Tally, started: float, state: str, reason: str | None = None) -> dict[str, Any]:
+def snapshot(
+    job: JobConfig, tally: Tally, started: float, state: str, reason: str | None = None
+) -> dict[str, Any]:
     """A JSON-able picture of the job now."""
     now = time.time()
     items = tally.items_succeeded + tally.items_failed
@@ -37,16 +47,30 @@ def snapshot(job: JobConfig, tally: Tally, started: float, state: str, reason: s
     batch_rate = max(tally.done - tally.reused, 0) / elapsed
     pending = tally.batches_total - tally.done
     return {
-        "job_id": job.job_id, "name": job.name, "state": state, "reason": reason, "started": started,
-        "updated": now, "batches_total": tally.batches_total, "batches_committed": len(tally.committed),
-        "batches_failed": len(tally.failed), "batches_pending": pending, "reused": tally.reused,
-        "items_succeeded": tally.items_succeeded, "items_failed": tally.items_failed,
-        "items_per_second": round(rate, 2), "eta_seconds": round(pending / batch_rate, 1) if batch_rate else None,
+        "job_id": job.job_id,
+        "name": job.name,
+        "state": state,
+        "reason": reason,
+        "started": started,
+        "updated": now,
+        "batches_total": tally.batches_total,
+        "batches_committed": len(tally.committed),
+        "batches_failed": len(tally.failed),
+        "batches_pending": pending,
+        "reused": tally.reused,
+        "items_succeeded": tally.items_succeeded,
+        "items_failed": tally.items_failed,
+        "items_per_second": round(rate, 2),
+        "eta_seconds": round(pending / batch_rate, 1) if batch_rate else None,
         "output": job.output_uri,
-        "nodes": {node_id: {"batches": n.batches, "failures": n.failures, "busy": n.busy, "last_seen": n.last_seen}
-                  for node_id, n in tally.nodes.items()},
-        "error_groups": error_groups([*tally.failed.values(), *(r for r in tally.records if r.outcome == "retry")]),
-    }  # fmt: skip
+        "nodes": {
+            node_id: {"batches": n.batches, "failures": n.failures, "busy": n.busy, "last_seen": n.last_seen}
+            for node_id, n in tally.nodes.items()
+        },
+        "error_groups": error_groups(
+            [*tally.failed.values(), *(r for r in tally.records if r.outcome == "retry")]
+        ),
+    }
 
 
 def write_snapshot(job: JobConfig, data: dict[str, Any], options: StorageOptions) -> None:
@@ -60,7 +84,9 @@ def read_state(store_uri: str, job_id: str, options: StorageOptions) -> dict[str
     uri = join_uri(store_uri, job_id, "state.json")
     storage = open_storage(uri, options)
     if not storage.exists(uri):
-        raise UsageError(f"no job {job_id} in store {store_uri}", "check the job id, --store or $BATCHFLEET_STORE")
+        raise UsageError(
+            f"no job {job_id} in store {store_uri}", "check the job id, --store or $BATCHFLEET_STORE"
+        )
     data: dict[str, Any] = json.loads(storage.read_bytes(uri))
     return data
 

@@ -130,9 +130,12 @@ def nodes_table(state: dict[str, Any], now: float) -> Table | None:
     for name, justify in (("node", "left"), ("batches", "right"), ("failures", "right"),
                           ("busy", "right"), ("last seen", "right")):  # fmt: skip
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    running = state.get("state") == "running"
     for node_id, node in sorted(nodes.items()):
+        # A finished job's last heartbeat may still say busy; that is history, not news.
+        busy = str(node.get("busy", 0)) if running else "-"
         table.add_row(Text(node_id), str(node.get("batches", 0)), str(node.get("failures", 0)),
-                      str(node.get("busy", 0)), ago(node.get("last_seen"), now))  # fmt: skip
+                      busy, ago(node.get("last_seen"), now))  # fmt: skip
     return table
 
 

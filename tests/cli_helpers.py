@@ -60,14 +60,20 @@ class Result:
         return [line for line in self.stderr.splitlines() if line.startswith("batchfleet: error:")]
 
 
-def batchfleet(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None,
-               timeout: float = 180) -> Result:  # fmt: skip
+def batchfleet(
+    *args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 180
+) -> Result:
     full_env = {**os.environ, **(env or {})}
     full_env.pop("BATCHFLEET_BROKER", None)
     proc = subprocess.run(
         [sys.executable, "-m", "batchfleet", *map(str, args)],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 

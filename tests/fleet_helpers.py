@@ -57,21 +57,49 @@ def fleet_env(s3_endpoint: str | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_worker(url: str, node_id: str, log_dir: Path, env: dict[str, str], processes: int = 2,
-                 *extra: str) -> subprocess.Popen[bytes]:  # fmt: skip
+def start_worker(
+    url: str, node_id: str, log_dir: Path, env: dict[str, str], processes: int = 2, *extra: str
+) -> subprocess.Popen[bytes]:
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / f"{node_id}.log", "ab") as out:
         return spawn_worker(url, node_id, log_dir, env, processes, out, *extra)
 
 
-def spawn_worker(url: str, node_id: str, log_dir: Path, env: dict[str, str], processes: int, out,  # type: ignore[no-untyped-def]
-                 *extra: str) -> subprocess.Popen[bytes]:  # fmt: skip
+def spawn_worker(
+    url: str,
+    node_id: str,
+    log_dir: Path,
+    env: dict[str, str],
+    processes: int,
+    out,  # type: ignore[no-untyped-def]
+    *extra: str,
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "batchfleet", "worker", "--broker", url, "--node-id", node_id,
-         "--processes", str(processes), "--work-dir", str(log_dir / f"work-{node_id}"), "--grace", "10",
-         "--log-level", "INFO", *extra],
-        env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "batchfleet",
+            "worker",
+            "--broker",
+            url,
+            "--node-id",
+            node_id,
+            "--processes",
+            str(processes),
+            "--work-dir",
+            str(log_dir / f"work-{node_id}"),
+            "--grace",
+            "10",
+            "--log-level",
+            "INFO",
+            *extra,
+        ],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
@@ -85,8 +113,9 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
 
 
 @contextmanager
-def workers(url: str, log_dir: Path, env: dict[str, str], names: list[str], processes: int = 2,
-            *extra: str) -> Iterator[list[subprocess.Popen[bytes]]]:  # fmt: skip
+def workers(
+    url: str, log_dir: Path, env: dict[str, str], names: list[str], processes: int = 2, *extra: str
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     procs = [start_worker(url, name, log_dir, env, processes, *extra) for name in names]
     try:
         yield procs
@@ -98,8 +127,12 @@ def workers(url: str, log_dir: Path, env: dict[str, str], names: list[str], proc
 def run_cli(*args: str | Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "batchfleet", *map(str, args)],
-        env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def nodes_in_report(csv_text: str) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 import time
 from pathlib import Path
@@ -61,6 +62,7 @@ def run_embedded(job: JobConfig, work_root: Path) -> tuple[Verdict, Tally, tuple
     manifest, batches, _ = write_plan(job, options)
     broker.declare_job(job.job_id, job.settings.run_max_try)
     publish_plan(broker, job, manifest)
+    shutil.rmtree(manifest.parent, ignore_errors=True)
     node = WorkerNode(broker, NodeConfig(node_id="n1", work_root=work_root, heartbeat_interval=0.5))
     node.start(listen=False)
     node.serve(job)

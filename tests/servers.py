@@ -67,6 +67,12 @@ def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes], log: Pat
         time.sleep(0.1)
 
 
+def wait_closed(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -251,6 +257,7 @@ class RabbitNode:
     def start(self, timeout: float = 90) -> None:
         if self.running:
             return
+        wait_closed(self.port, 30)  # a killed predecessor may still hold the listener for a moment
         with self.log.open("ab") as out:
             self._proc = subprocess.Popen(
                 [str(self.bin_dir / "rabbitmq-server")],
@@ -262,9 +269,14 @@ class RabbitNode:
                 start_new_session=True,
             )
         wait_port(self.port, timeout, self._proc, self.log)
-        done = self.ctl("await_startup", "--timeout", str(int(timeout)), timeout=timeout + 10)
-        if done.returncode != 0:
-            raise ServerUnavailable(f"rabbitmqctl await_startup failed: {done.stderr.strip()[-500:]}")
+        deadline = time.monotonic() + timeout
+        # await_startup gives up at once while the node is not yet registered with epmd: ask again
+        while (
+            done := self.ctl("await_startup", "--timeout", str(int(timeout)), timeout=timeout + 10)
+        ).returncode:
+            if time.monotonic() > deadline or self._proc.poll() is not None:
+                raise ServerUnavailable(f"rabbitmqctl await_startup failed: {done.stderr.strip()[-500:]}")
+            time.sleep(0.3)
 
     def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -291,6 +303,7 @@ class RabbitNode:
             else:
                 self._proc.kill()
             self._proc.wait(10)
+            wait_closed(self.port, 30)
 
     def restart(self) -> None:
         self.stop()

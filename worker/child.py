@@ -34,13 +34,12 @@ def count_rows(result: Any) -> int:
     """Number of succeeded items a run() result stands for."""
     if result is None:
         raise ResultError(
-            "run() returned None; return a list, tuple or pandas DataFrame with one element per succeeded item"
+            "run() returned None; return a list, tuple or pandas DataFrame "
+            "with one element per succeeded item"
         )
     if isinstance(result, (list, tuple)) or is_dataframe(result):
         return len(result)
-    raise ResultError(
-        f"run() returned {type(result).__name__}; return a list, tuple or pandas DataFrame"
-    )
+    raise ResultError(f"run() returned {type(result).__name__}; return a list, tuple or pandas DataFrame")
 
 
 def error_line(exc: BaseException) -> str:
@@ -99,7 +98,11 @@ class Child:
                 task["total"] = outcome["total"] = len(mini_batch)
             context = MiniBatchContext(batch_id, task.get("partition") or {}, task.get("input", ""), attempt)
             t0 = time.perf_counter()
-            result = self.entry.run(mini_batch, context) if self.entry.wants_context else self.entry.run(mini_batch)
+            result = (
+                self.entry.run(mini_batch, context)
+                if self.entry.wants_context
+                else self.entry.run(mini_batch)
+            )
             outcome["run_seconds"] = time.perf_counter() - t0
             rows = count_rows(result)
         except BaseException as exc:  # user code may raise anything, SystemExit included
@@ -115,15 +118,23 @@ class Child:
         self.logs.batch = None
         return outcome
 
-    def bad_data(self, outcome: dict[str, Any], task: dict[str, Any], exc: BadDataError,
-                 conn: Connection) -> dict[str, Any]:  # fmt: skip
+    def bad_data(
+        self, outcome: dict[str, Any], task: dict[str, Any], exc: BadDataError, conn: Connection
+    ) -> dict[str, Any]:
         """Unreadable input: its items failed, which a retry would not change; commit that."""
         conn.send(("ran",))
         self.logs.error(task["batch_id"], task["attempt"], exc.line(), "")
         total = task["total"] or max(len(task.get("items") or []), 1)
         part = self.parts.commit(task["batch_id"], task["attempt"], 0, total, b"")
-        outcome.update(status="committed", total=total, succeeded=0, failed=total, part=part,
-                       error=exc.line(), error_type="BadDataError")  # fmt: skip
+        outcome.update(
+            status="committed",
+            total=total,
+            succeeded=0,
+            failed=total,
+            part=part,
+            error=exc.line(),
+            error_type="BadDataError",
+        )
         self.logs.batch = None
         return outcome
 

@@ -20,18 +20,25 @@ from pydantic import ValidationError
 
 from common.broker.base import Broker, Delivery, queue_names
 from common.errors import BatchfleetError
-from common.messages import BatchMessage, BatchResult, JobAnnouncement, JobConfig, JobEvent, encode_report
-from common.policy import settle_for
-from common.spec import predefined_args
-from common.storage import StorageOptions, open_storage
+from common.messages import (
+    BatchMessage,
+    BatchResult,
+    EventKind,
+    JobAnnouncement,
+    JobConfig,
+    JobEvent,
+    encode_report,
+)
 from common.perf import PerfSampler, write_perf_csv
-from common.storage import join_uri
+from common.policy import TryResult, settle_for
+from common.spec import predefined_args
+from common.storage import StorageOptions, join_uri, open_storage
 from worker.downloader import Downloader, Fetched
+from worker.layout import NodeLayout, node_layout
 from worker.outputs import OutputSync, upload_tree
+from worker.pool import ChildPool, PoolConfig, Task
 from worker.security import check_job_signature, verify_batch
 from worker.snapshot import fetch_code
-from worker.layout import NodeLayout, node_layout
-from worker.pool import ChildPool, PoolConfig, Task
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +253,9 @@ class WorkerNode:
         try:
             return JobConfig.model_validate_json(storage.read_bytes(announcement.job_uri))
         except ValidationError as exc:
-            raise BatchfleetError(f"job file {announcement.job_uri} is not valid: {exc.errors()[0]['msg']}") from exc
+            raise BatchfleetError(
+                f"job file {announcement.job_uri} is not valid: {exc.errors()[0]['msg']}"
+            ) from exc
 
     def _on_delivery(self, delivery: Delivery) -> None:
         runtime = self._by_queue.get(delivery.queue)
@@ -266,7 +275,9 @@ class WorkerNode:
             try:
                 verify_batch(self.config.signing_key, runtime.job.job_id, message)
             except BatchfleetError as exc:
-                log.error("dead-lettering batch %d of %s: %s", message.batch_id, runtime.job.job_id, exc.line())
+                log.error(
+                    "dead-lettering batch %d of %s: %s", message.batch_id, runtime.job.job_id, exc.line()
+                )
                 self.broker.settle(delivery, "dead", exc.line())
                 return
         binding = runtime.job.inputs[message.input or runtime.job.input_data[0]]
@@ -281,7 +292,9 @@ class WorkerNode:
         payload = {
             "batch_id": message.batch_id,
             "attempt": delivery.attempt,
-            "total": sum(item.rows or 0 for item in message.items) if binding.kind == "tabular" else len(message.items),
+            "total": sum(item.rows or 0 for item in message.items)
+            if binding.kind == "tabular"
+            else len(message.items),
             "paths": fetched.paths,
             "tabular": binding.kind == "tabular",
             "items": [item.model_dump() for item in fetched.items],
@@ -290,27 +303,39 @@ class WorkerNode:
             "missing": fetched.missing,
             "missing_error": fetched.missing_error,
         }
-        task = Task(message.batch_id, delivery.attempt, payload, delivery, fetched.seconds, cleanup=fetched.cleanup)
+        task = Task(
+            message.batch_id, delivery.attempt, payload, delivery, fetched.seconds, cleanup=fetched.cleanup
+        )
         runtime.pool.submit(task)
 
     # outcomes: the one place that settles deliveries
 
     def _finish(self, runtime: JobRuntime, task: Task, outcome: dict[str, Any], process: str) -> None:
-        kind = "committed" if outcome.get("status") == "committed" else "error"
+        kind: TryResult = "committed" if outcome.get("status") == "committed" else "error"
         action, reported = settle_for(kind, task.attempt, runtime.job.settings.run_max_try)
         total = outcome.get("total", task.payload["total"])
         failed = outcome.get("failed", total) if kind == "committed" else total
         error = outcome.get("error") or (task.payload.get("missing_error") if failed else None)
         report = BatchResult(
-            job_id=runtime.job.job_id, batch_id=task.batch_id, node_id=self.config.node_id,
-            process=process, attempt=task.attempt, outcome=reported, total=total,
-            succeeded=outcome.get("succeeded", 0) if kind == "committed" else 0, failed=failed,
-            started=outcome.get("started", task.received), download_seconds=task.download_seconds,
-            run_seconds=outcome.get("run_seconds", 0.0), commit_seconds=outcome.get("commit_seconds", 0.0),
+            job_id=runtime.job.job_id,
+            batch_id=task.batch_id,
+            node_id=self.config.node_id,
+            process=process,
+            attempt=task.attempt,
+            outcome=reported,
+            total=total,
+            succeeded=outcome.get("succeeded", 0) if kind == "committed" else 0,
+            failed=failed,
+            started=outcome.get("started", task.received),
+            download_seconds=task.download_seconds,
+            run_seconds=outcome.get("run_seconds", 0.0),
+            commit_seconds=outcome.get("commit_seconds", 0.0),
             seconds=task.download_seconds + time.time() - outcome.get("started", task.received),
-            part=outcome.get("part"), error=error,
-            error_type=outcome.get("error_type"), traceback=outcome.get("traceback"),
-        )  # fmt: skip
+            part=outcome.get("part"),
+            error=error,
+            error_type=outcome.get("error_type"),
+            traceback=outcome.get("traceback"),
+        )
         try:
             if runtime.outputs is not None and kind == "committed":
                 runtime.outputs.push()  # user files land before the batch counts as done
@@ -324,8 +349,12 @@ class WorkerNode:
                 task.cleanup()
 
     def _init_failed(self, runtime: JobRuntime, line: str, tb: str) -> None:
-        log.error("job %s: init() failed %d times; giving up on this node: %s",
-                  runtime.job.job_id, runtime.job.settings.init_max_try, line)  # fmt: skip
+        log.error(
+            "job %s: init() failed %d times; giving up on this node: %s",
+            runtime.job.job_id,
+            runtime.job.settings.init_max_try,
+            line,
+        )
         self._event(runtime, "init_failed", f"{line}\n{tb}".strip())
         with self._lock:
             self._by_queue.pop(runtime.names.batches, None)
@@ -333,9 +362,10 @@ class WorkerNode:
             self.broker.cancel(runtime.consumer_tag)  # unsettled deliveries go back to the queue
         runtime.pool.drain()
 
-    def _event(self, runtime: JobRuntime, kind: str, detail: str) -> None:
-        event = JobEvent(job_id=runtime.job.job_id, node_id=self.config.node_id, kind=kind, detail=detail,
-                         at=time.time())  # type: ignore[arg-type]  # fmt: skip
+    def _event(self, runtime: JobRuntime, kind: EventKind, detail: str) -> None:
+        event = JobEvent(
+            job_id=runtime.job.job_id, node_id=self.config.node_id, kind=kind, detail=detail, at=time.time()
+        )
         try:
             self.broker.publish(runtime.names.reports, [encode_report(event)])
         except BatchfleetError as exc:

@@ -122,7 +122,7 @@ class ChildPool:
 
     def drain(self) -> list[Task]:
         """Tasks not yet handed to a child (to give back to the broker)."""
-        left = []
+        left: list[Task] = []
         while True:
             try:
                 task = self.tasks.get_nowait()
@@ -236,7 +236,9 @@ class ChildPool:
             give_up = init_gives_up(self._init_failures, self.config.init_max_try) and not self._gave_up
             if give_up:
                 self._gave_up = True
-        log.warning("%s: init failed (%d of %d): %s", name, self._init_failures, self.config.init_max_try, line)
+        log.warning(
+            "%s: init failed (%d of %d): %s", name, self._init_failures, self.config.init_max_try, line
+        )
         if give_up:
             self._stopping.set()
             self.config.on_init_failed(line, tb)
@@ -252,10 +254,11 @@ class ChildPool:
             if not slot.conn.poll(max(remaining, 0)):
                 slot.kill()
                 return self._error(
-                    base, "TimeoutError",
+                    base,
+                    "TimeoutError",
                     f"run() exceeded run_invocation_timeout={self.config.run_timeout:g}s; "
                     "the process was killed and restarted",
-                )  # fmt: skip
+                )
             message = slot.conn.recv()
             if message[0] == "ran" and slot.conn.poll(self.config.commit_timeout):
                 message = slot.conn.recv()

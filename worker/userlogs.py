@@ -72,8 +72,8 @@ class UserLogs:
 
     def install(self, level: str) -> None:
         """Point fds 1/2, sys.stdout/err and the entry-script logger at the log files."""
-        out = open(self.paths["stdout"], "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        err = open(self.paths["stderr"], "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        out = open(self.paths["stdout"], "a", encoding="utf-8", buffering=1)
+        err = open(self.paths["stderr"], "a", encoding="utf-8", buffering=1)
         # Native code and faulthandler write to the raw descriptors.
         os.dup2(out.fileno(), 1)
         os.dup2(err.fileno(), 2)

@@ -33,8 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_setting_flags(run)
     add_log_flag(run)
     run.set_defaults(handler=cmd_run)
-    for name, text in (("resume", "re-run only the unfinished mini-batches of a failed, cancelled or stopped job"),
-                       ("follow", "follow a running job (again): use after a coordinator was stopped or killed")):
+    for name, text in (
+        ("resume", "re-run only the unfinished mini-batches of a failed, cancelled or stopped job"),
+        ("follow", "follow a running job (again): use after a coordinator was stopped or killed"),
+    ):
         attach = sub.add_parser(name, help=text)
         attach.add_argument("job_id", help="the job id printed by `batchfleet run`")
         add_connection_flags(attach)
@@ -61,7 +63,9 @@ def resolve_from(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     spec = load_spec(ns.spec)
     overrides = collect_overrides(ns, ns.set)
-    resolved = resolve(spec, parse_bindings(ns.input, "input"), parse_bindings(ns.output, "output"), overrides)
+    resolved = resolve(
+        spec, parse_bindings(ns.input, "input"), parse_bindings(ns.output, "output"), overrides
+    )
     return spec, resolved
 
 
@@ -81,10 +85,13 @@ def run_options(ns: argparse.Namespace, broker):  # type: ignore[no-untyped-def]
     from coordinator.runner import RunOptions
 
     return RunOptions(
-        store_uri=store_uri(ns), broker=broker, embedded=broker_url(ns) is None,
-        storage_options=storage_options(ns), progress=not ns.no_progress,
+        store_uri=store_uri(ns),
+        broker=broker,
+        embedded=broker_url(ns) is None,
+        storage_options=storage_options(ns),
+        progress=not ns.no_progress,
         signing_key=load_key(getattr(ns, "signing_key_file", None), os.environ),
-    )  # fmt: skip
+    )
 
 
 def cmd_attach(ns: argparse.Namespace) -> int:
@@ -115,8 +122,11 @@ def cmd_run(ns: argparse.Namespace) -> int:
             JobRun(job, options).submit()
             log_path = spawn_follower(job.job_id, ns)
             print(f"{job.job_id}")
-            print(f"submitted; following in the background (log: {log_path}); see `batchfleet status {job.job_id}`",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"submitted; following in the background (log: {log_path}); "
+                f"see `batchfleet status {job.job_id}`",
+                file=sys.stderr,
+            )
             return 0
         summary = run_job(spec, resolved, options)
     finally:
@@ -136,8 +146,12 @@ def spawn_follower(job_id: str, ns: argparse.Namespace) -> Path:
     with open(log_path, "ab") as log:
         subprocess.Popen(
             [sys.executable, "-m", "batchfleet", "follow", job_id, "--no-progress"],
-            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, **flags,  # type: ignore[call-overload]
-        )  # fmt: skip
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **flags,  # type: ignore[call-overload]
+        )
     return log_path
 
 
@@ -146,10 +160,12 @@ def report(summary, output: str) -> int:  # type: ignore[no-untyped-def]
 
     where = f"; output {summary.output} ({summary.rows} rows)" if summary.output else ""
     print(
-        f"job {summary.job_id} {summary.state}: {summary.batches_committed}/{summary.batches_total} mini-batches, "
+        f"job {summary.job_id} {summary.state}: "
+        f"{summary.batches_committed}/{summary.batches_total} mini-batches, "
         f"{summary.items_succeeded} items succeeded, {summary.items_failed} failed{where}"
     )
     if summary.state != "succeeded":
-        raise JobFailed(f"job {summary.job_id} {summary.state}: {summary.reason}",
-                        f"see {output}/logs/job_result.txt")  # fmt: skip
+        raise JobFailed(
+            f"job {summary.job_id} {summary.state}: {summary.reason}", f"see {output}/logs/job_result.txt"
+        )
     return 0

@@ -15,12 +15,16 @@ from common.errors import BatchfleetError, UsageError
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     worker = sub.add_parser("worker", help="serve jobs from a broker until stopped (SIGTERM drains)")
     add_connection_flags(worker)
-    worker.add_argument("--processes", type=int, default=None, help="child processes per job (default: job's)")
+    worker.add_argument(
+        "--processes", type=int, default=None, help="child processes per job (default: job's)"
+    )
     worker.add_argument("--node-id", default=None, help="this node's name (default <host>-<pid>)")
     worker.add_argument("--work-dir", type=Path, default=None, help="local scratch (default: system temp)")
     worker.add_argument("--grace", type=float, default=30.0, help="seconds to finish running batches on stop")
     worker.add_argument("--signing-key-file", type=Path, default=None, help="HMAC key; refuse unsigned jobs")
-    worker.add_argument("--check", action="store_true", help="exit 0 if broker (and store) are reachable, else 1")
+    worker.add_argument(
+        "--check", action="store_true", help="exit 0 if broker (and store) are reachable, else 1"
+    )
     add_log_flag(worker)
     worker.set_defaults(handler=cmd_worker)
 
@@ -39,9 +43,12 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     node_id = ns.node_id or os.environ.get("BATCHFLEET_NODE_ID") or f"{socket.gethostname()}-{os.getpid()}"
     work = ns.work_dir or Path(tempfile.gettempdir()) / f"batchfleet-{node_id}"
     config = NodeConfig(
-        node_id=node_id, work_root=work, processes=ns.processes, storage_options=storage_options(ns),
+        node_id=node_id,
+        work_root=work,
+        processes=ns.processes,
+        storage_options=storage_options(ns),
         signing_key=load_key(ns.signing_key_file, os.environ),
-    )  # fmt: skip
+    )
     broker = open_broker_from(ns)
     try:
         return serve_forever(broker, config, ns.grace)

@@ -8,6 +8,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from common.broker.base import REASON_HEADER, Broker, Delivery, Settle, delivery_limit, queue_names
 from common.errors import BrokerError
@@ -101,7 +102,7 @@ class MemoryBroker(Broker):
             self._dispatch(consumer.queue_name)
 
     def settle(self, delivery: Delivery, action: Settle, reason: str | None = None) -> None:
-        consumer_tag, delivery_tag = delivery.tag  # type: ignore[misc]
+        consumer_tag, delivery_tag = cast(tuple[str, int], delivery.tag)
         with self._lock:
             consumer = self._consumers.get(consumer_tag)
             if consumer is None:

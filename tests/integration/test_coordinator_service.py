@@ -35,10 +35,24 @@ def make_job_dir(root: Path, files: int) -> Path:
 def start_coordinator(url: str, store: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "batchfleet", "coordinator", "--broker", url, "--store", str(store),
-             "--log-level", "INFO"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "batchfleet",
+                "coordinator",
+                "--broker",
+                url,
+                "--store",
+                str(store),
+                "--log-level",
+                "INFO",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def state(store: Path, job_id: str) -> dict:
@@ -48,9 +62,20 @@ def state(store: Path, job_id: str) -> dict:
 
 def submit(url: str, store: Path, spec: Path, out: Path, env: dict[str, str]) -> str:
     result = run_cli(
-        "submit", spec, "--broker", url, "--store", store, "--input", f"data={spec.parent / 'data'}",
-        "--output", f"out={out}", "--mini_batch_size", "2", env=env,
-    )  # fmt: skip
+        "submit",
+        spec,
+        "--broker",
+        url,
+        "--store",
+        store,
+        "--input",
+        f"data={spec.parent / 'data'}",
+        "--output",
+        f"out={out}",
+        "--mini_batch_size",
+        "2",
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -62,12 +87,16 @@ def test_service_runs_two_jobs_and_survives_restart(tmp_path: Path, rabbitmq) ->
     coordinator = start_coordinator(rabbitmq.url, store, tmp_path / "coordinator.log", env)
     try:
         with workers(rabbitmq.url, tmp_path / "workers", env, ["w1"]):
-            ids = [submit(rabbitmq.url, store, spec, tmp_path / f"out{i}", env) for i, spec in enumerate(specs)]
+            ids = [
+                submit(rabbitmq.url, store, spec, tmp_path / f"out{i}", env) for i, spec in enumerate(specs)
+            ]
             assert wait_for(lambda: state(store, ids[0]).get("batches_committed", 0) >= 3, timeout=60)
             os.killpg(coordinator.pid, signal.SIGKILL)
             coordinator.wait(10)
             coordinator = start_coordinator(rabbitmq.url, store, tmp_path / "coordinator2.log", env)
-            done = wait_for(lambda: all(state(store, j).get("state") == "succeeded" for j in ids), timeout=120)
+            done = wait_for(
+                lambda: all(state(store, j).get("state") == "succeeded" for j in ids), timeout=120
+            )
             assert done, [state(store, j).get("state") for j in ids]
     finally:
         stop(coordinator)

@@ -28,9 +28,21 @@ def test_two_workers_on_s3(tmp_path: Path, rabbitmq, s3) -> None:
     env = fleet_env(s3.endpoint_url)
     with workers(rabbitmq.url, tmp_path / "workers", env, ["node-a", "node-b"]):
         result = run_cli(
-            "run", spec, "--broker", rabbitmq.url, "--store", f"{bucket}/store", "--input", f"data={bucket}/in",
-            "--output", f"out={bucket}/out", "--mini_batch_size", "3", "--no-progress", env=env,
-        )  # fmt: skip
+            "run",
+            spec,
+            "--broker",
+            rabbitmq.url,
+            "--store",
+            f"{bucket}/store",
+            "--input",
+            f"data={bucket}/in",
+            "--output",
+            f"out={bucket}/out",
+            "--mini_batch_size",
+            "3",
+            "--no-progress",
+            env=env,
+        )
     assert result.returncode == 0, result.stderr + result.stdout
     merged = client.get_object(Bucket=name, Key="out/parallel_run_step.txt")["Body"].read().decode()
     expected = [f"item{i:03d}.txt value-{i}" for i in range(60)]

@@ -31,9 +31,11 @@ def run(mini_batch, mini_batch_context):
 
 def debug(root: Path, *flags: str, entry: str = ENTRY, files: int = 5) -> Result:
     spec = make_component(root / "comp", entry=entry, files=files)
+    temp = root / "tmp"  # folders debug keeps (files the entry script wrote) stay in the test's tmp_path
+    temp.mkdir(exist_ok=True)
     return batchfleet(
         "debug", spec, "--input", f"data={root / 'comp' / 'data'}", "--output", f"scored={root / 'out'}",
-        "--mini_batch_size", "2", *flags, cwd=root, env={"BATCHFLEET_STORE": ""},
+        "--mini_batch_size", "2", *flags, cwd=root, env={"BATCHFLEET_STORE": "", "TMPDIR": str(temp)},
     )  # fmt: skip
 
 
@@ -49,6 +51,8 @@ def test_default_batch_runs_in_this_process(tmp_path: Path) -> None:
     assert "run sees pid" in out and "timing: import" in out and "init " in out and "run " in out
     assert f"would be merged into {tmp_path / 'out' / 'parallel_run_step.txt'}" in out
     assert "side.txt (1 bytes)" in out  # the EntryScript output file, listed where it went
+    [kept] = (tmp_path / "tmp").glob("bf-debug-*")
+    assert (kept / "output" / "side.txt").read_text() == "x" and "kept files" in out
     # Nothing written to the job's output or a store.
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / ".batchfleet").exists()

@@ -32,7 +32,11 @@ def test_settle_for(result, attempt, max_try, expected) -> None:
         ({"error_threshold": 5}, Counts(10, 1, 6), "6 failed items exceed error_threshold=5"),
         ({"error_threshold": 0}, Counts(10, 0, 1), "1 failed items exceed error_threshold=0"),
         ({"allowed_failed_count": 2}, Counts(10, 2, 20), None),
-        ({"allowed_failed_count": 2}, Counts(10, 3, 30), "3 failed mini-batches exceed allowed_failed_count=2"),
+        (
+            {"allowed_failed_count": 2},
+            Counts(10, 3, 30),
+            "3 failed mini-batches exceed allowed_failed_count=2",
+        ),
         ({"allowed_failed_percent": 20}, Counts(10, 2, 0), None),
         ({"allowed_failed_percent": 20}, Counts(10, 3, 0), "allowed_failed_percent=20"),
         ({"allowed_failed_percent": 0}, Counts(10, 1, 0), "allowed_failed_percent=0"),
@@ -50,13 +54,20 @@ def test_threshold_breach(settings, counts, breached) -> None:
 
 @pytest.mark.parametrize(
     ("now", "last", "busy", "timeout", "stalled"),
-    [(100, 0, False, 50, True), (100, 0, True, 50, False), (100, 60, False, 50, False), (100, 50, False, 50, False)],
+    [
+        (100, 0, False, 50, True),
+        (100, 0, True, 50, False),
+        (100, 60, False, 50, False),
+        (100, 50, False, 50, False),
+    ],
 )
 def test_is_stalled(now, last, busy, timeout, stalled) -> None:
     assert is_stalled(now, last, busy, timeout) is stalled
 
 
-@pytest.mark.parametrize(("failures", "max_try", "gives_up"), [(0, 3, False), (2, 3, False), (3, 3, True), (1, 1, True)])
+@pytest.mark.parametrize(
+    ("failures", "max_try", "gives_up"), [(0, 3, False), (2, 3, False), (3, 3, True), (1, 1, True)]
+)
 def test_init_gives_up(failures, max_try, gives_up) -> None:
     assert init_gives_up(failures, max_try) is gives_up
 

@@ -27,9 +27,20 @@ def test_resume_reruns_only_failed_batches(tmp_path: Path) -> None:
     store, out = tmp_path / "store", tmp_path / "out"
     common = ("--store", store, "--no-progress")
     first = batchfleet(
-        "run", spec, "--input", f"data={tmp_path / 'comp' / 'data'}", "--output", f"scored={out}",
-        "--mini_batch_size", "2", "--run_max_try", "2", "--process_count_per_node", "1", *common,
-    )  # fmt: skip
+        "run",
+        spec,
+        "--input",
+        f"data={tmp_path / 'comp' / 'data'}",
+        "--output",
+        f"scored={out}",
+        "--mini_batch_size",
+        "2",
+        "--run_max_try",
+        "2",
+        "--process_count_per_node",
+        "1",
+        *common,
+    )
     assert first.code == 0, first.stderr  # default thresholds tolerate the failure
     state = json.loads(next(store.glob("*/state.json")).read_text())
     assert state["batches_failed"] == 1 and state["batches_committed"] == 5

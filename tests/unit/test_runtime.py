@@ -72,9 +72,15 @@ def test_raise_uses_every_try_then_fails_batch(tmp_path: Path) -> None:
 def test_threshold_stops_job(tmp_path: Path) -> None:
     make_files(tmp_path / "data", 4)
     write_script(tmp_path / "code", "def run(mini_batch):\n    raise RuntimeError('boom')\n")
-    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=1, run_max_try=1,
-                   allowed_failed_count=1)  # fmt: skip
-    verdict, tally, merged = run_embedded(job, tmp_path / "work")
+    job = make_job(
+        tmp_path,
+        tmp_path / "code",
+        tmp_path / "data",
+        mini_batch_size=1,
+        run_max_try=1,
+        allowed_failed_count=1,
+    )
+    verdict, _, merged = run_embedded(job, tmp_path / "work")
     assert verdict.state == "failed" and "allowed_failed_count=1" in (verdict.reason or "")
     assert merged is None
 
@@ -91,8 +97,14 @@ def test_timeout_kills_child_and_restarts(tmp_path: Path) -> None:
             return mini_batch
         """,
     )
-    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=1, run_max_try=2,
-                   run_invocation_timeout=1)  # fmt: skip
+    job = make_job(
+        tmp_path,
+        tmp_path / "code",
+        tmp_path / "data",
+        mini_batch_size=1,
+        run_max_try=2,
+        run_invocation_timeout=1,
+    )
     verdict, tally, _ = run_embedded(job, tmp_path / "work")
     assert verdict.state == "succeeded"
     assert list(tally.failed) == [1] and "run_invocation_timeout" in (tally.failed[1].error or "")
@@ -122,7 +134,9 @@ def test_child_crash_costs_a_try(tmp_path: Path) -> None:
 
 def test_init_failure_fails_job_with_its_error(tmp_path: Path) -> None:
     make_files(tmp_path / "data", 3)
-    write_script(tmp_path / "code", "def init():\n    raise OSError('model missing')\ndef run(b):\n    return b\n")
+    write_script(
+        tmp_path / "code", "def init():\n    raise OSError('model missing')\ndef run(b):\n    return b\n"
+    )
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", init_max_try=2)
     verdict, _, _ = run_embedded(job, tmp_path / "work")
     assert verdict.state == "failed"
@@ -144,7 +158,9 @@ def test_user_modules_named_like_ours_still_work(tmp_path: Path) -> None:
     code = tmp_path / "code"
     write_script(code, "def tag():\n    return 'user-common'\n", name="common.py")
     write_script(code, "def tag():\n    return 'user-worker'\n", name="worker.py")
-    write_script(code, "import common, worker\ndef run(b):\n    return [common.tag() + worker.tag() for _ in b]\n")
+    write_script(
+        code, "import common, worker\ndef run(b):\n    return [common.tag() + worker.tag() for _ in b]\n"
+    )
     job = make_job(tmp_path, code, tmp_path / "data")
     verdict, _, merged = run_embedded(job, tmp_path / "work")
     assert verdict.state == "succeeded"

@@ -1,0 +1,96 @@
+"""kill -9 mid-batch: a worker's child processes, then a whole worker node."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from tests.chaos.conftest import LocalJob, LocalJobFactory
+from tests.chaos_helpers import (
+    CHAOS,
+    Stopwatch,
+    assert_exactly_once,
+    batch_of,
+    expected_lines,
+    kill_group,
+    marks,
+    only_job,
+    report_rows,
+    running,
+    spawned_children,
+    start_coordinator,
+    state,
+    wait_exit,
+    wait_value,
+)
+from tests.fleet_helpers import start_worker, wait_for, workers
+
+pytestmark = CHAOS
+
+
+def kill_busy_child(job: LocalJob, node: str, proc) -> int | None:  # type: ignore[no-untyped-def]
+    """kill -9 one child of `proc` that is inside run() right now; its pid, or None if none is."""
+    children = {child.pid for child in spawned_children(proc)}
+    busy = [pid for pid in running(job.calls, node).values() if pid in children]
+    if not busy:
+        return None
+    os.kill(busy[0], signal.SIGKILL)
+    return busy[0]
+
+
+def test_kill_children_mid_batch(local_job: LocalJobFactory) -> None:
+    job = local_job(300, delay=0.1)
+    clock = Stopwatch()
+    log = job.root / "run.log"
+    killed: list[int] = []
+    with workers(job.url, job.logs, job.env, ["node-a", "node-b"]) as procs:
+        args = job.run_args("--mini_batch_size", "2", "--run_max_try", "5")
+        run = start_coordinator(*args, env=job.env, log=log)
+        nodes = dict(zip(["node-a", "node-b"], procs, strict=True))
+        for round_ in range(4):
+            node = ["node-a", "node-b"][round_ % 2]
+            pid = wait_value(lambda n=node: kill_busy_child(job, n, nodes[n]), 20)  # type: ignore[misc]
+            assert pid is not None, f"no busy child on {node} to kill"
+            killed.append(pid)
+            time.sleep(1.0)
+        rc = wait_exit(run, 120, log)
+    print(f"\nchild kills: {len(killed)} in {clock():.1f}s")
+    assert rc == 0, log.read_text()
+    assert_exactly_once(job.merged(), expected_lines(job.count))
+    attempts = report_rows(job.output, "attempts.csv")
+    died = [row for row in attempts if row["error"].startswith("ProcessDied")]
+    # every kill landed inside run(): each costs exactly the batch that child was running, one try
+    assert len(died) == len(killed), died
+    assert all(row["outcome"] == "retry" for row in died)
+    area = job.area(only_job(job.store))
+    assert state(area)["batches_failed"] == 0
+    processed = report_rows(job.output, "processed_mini-batches.csv")
+    assert len(processed) == 150 and all(row["status"] == "succeeded" for row in processed)
+
+
+def test_kill_whole_node_and_replace_it(local_job: LocalJobFactory) -> None:
+    job = local_job(240, delay=0.1)
+    log = job.root / "run.log"
+    with workers(job.url, job.logs, job.env, ["node-a", "node-b"]) as procs:
+        run = start_coordinator(*job.run_args("--mini_batch_size", "2"), env=job.env, log=log)
+        node_a = procs[0]
+        assert wait_for(lambda: len(running(job.calls, "node-a")) >= 1 and len(marks(job.calls)) >= 40, 40)
+        cut_short = running(job.calls, "node-a")
+        kill_group(node_a)
+        node_c = start_worker(job.url, "node-c", job.logs, job.env)
+        procs.append(node_c)
+        clock = Stopwatch()
+        rc = wait_exit(run, 120, log)
+        print(f"\njob ended {clock():.1f}s after node-a was killed")
+    assert rc == 0, log.read_text()
+    assert_exactly_once(job.merged(), expected_lines(job.count))
+    processed = {int(row["batch_id"]): row for row in report_rows(job.output, "processed_mini-batches.csv")}
+    assert len(processed) == 120
+    assert {row["node"] for row in processed.values()} >= {"node-a", "node-c"}
+    batches = batch_of(job.area(only_job(job.store)))
+    for name in cut_short:
+        row = processed[batches[name]]
+        # the batch node-a died in ran again elsewhere, on a counted second try
+        assert row["node"] != "node-a" and int(row["tries"]) >= 2, (name, row)
+        assert any(node != "node-a" for tag, node, _ in marks(job.calls)[name] if tag == "S")
