@@ -126,20 +126,16 @@ class JobEvent(Strict):
 
 
 def encode_report(report: BatchResult | JobEvent) -> bytes:
-    """Results-queue body: a tagged envelope so both kinds share one queue."""
-    key = "result" if isinstance(report, BatchResult) else "event"
-    return b'{"%s":%s}' % (key.encode(), report.model_dump_json().encode())
+    """Results-queue body: one tag byte (R or E), then the model's JSON."""
+    tag = b"R" if isinstance(report, BatchResult) else b"E"
+    return tag + report.model_dump_json().encode()
 
 
 def decode_report(body: bytes) -> BatchResult | JobEvent:
     """Inverse of encode_report; raises pydantic.ValidationError or ValueError."""
-    import json
-
-    data = json.loads(body)
-    if not isinstance(data, dict) or len(data) != 1:
-        raise ValueError("report envelope must hold exactly one of 'result' or 'event'")
-    if "result" in data:
-        return BatchResult.model_validate(data["result"])
-    if "event" in data:
-        return JobEvent.model_validate(data["event"])
-    raise ValueError("report envelope must hold 'result' or 'event'")
+    tag, data = body[:1], body[1:]
+    if tag == b"R":
+        return BatchResult.model_validate_json(data)
+    if tag == b"E":
+        return JobEvent.model_validate_json(data)
+    raise ValueError("a report must start with R (result) or E (event)")

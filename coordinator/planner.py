@@ -41,7 +41,8 @@ def _file_batches(binding: InputBinding, job: JobConfig, options: StorageOptions
         yield from partition_files(listing, settings.partition_keys, settings.partition_layout)
         return
     while chunk := list(islice(listing, per_batch)):
-        yield BatchPlan([Item(uri=i.uri, name=i.rel, size=i.size) for i in chunk], None)
+        # Built from our own listing: model_construct skips re-validating every item.
+        yield BatchPlan([Item.model_construct(uri=i.uri, name=i.rel, size=i.size) for i in chunk], None)
 
 
 def plan_batches(job: JobConfig, options: StorageOptions) -> Iterator[BatchMessage]:

@@ -120,9 +120,9 @@ class JobRun:
     def start_workers(self) -> None:
         opts = self.options
         if opts.embedded:
-            if opts.work_root is None:
-                self._scratch = Path(tempfile.mkdtemp(prefix="bf-node-"))
-            work_root = opts.work_root or self._scratch
+            work_root = opts.work_root
+            if work_root is None:
+                work_root = self._scratch = Path(tempfile.mkdtemp(prefix="bf-node-"))
             config = NodeConfig(
                 node_id=opts.node_id, work_root=work_root, sample_perf=False, signing_key=opts.signing_key
             )

@@ -35,6 +35,7 @@ from common.spec import predefined_args
 from common.storage import StorageOptions, join_uri, open_storage
 from worker.downloader import Downloader, Fetched
 from worker.layout import NodeLayout, node_layout
+from worker.metrics import NodeMetrics
 from worker.outputs import OutputSync, upload_tree
 from worker.pool import ChildPool, PoolConfig, Task
 from worker.security import check_job_signature, verify_batch
@@ -86,6 +87,7 @@ class WorkerNode:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.metrics = NodeMetrics()
 
     # lifecycle
 
@@ -341,6 +343,7 @@ class WorkerNode:
                 runtime.outputs.push()  # user files land before the batch counts as done
             self.broker.publish(runtime.names.reports, [encode_report(report)])
             self.broker.settle(task.delivery, action)
+            self.metrics.observe(report)
         except BatchfleetError as exc:
             # The broker takes the delivery back on its own; the batch runs again.
             log.warning("could not report batch %d of %s: %s", task.batch_id, runtime.job.job_id, exc.line())
@@ -375,3 +378,8 @@ class WorkerNode:
         while not self._stopping.wait(self.config.heartbeat_interval):
             for runtime in list(self._jobs.values()):
                 self._event(runtime, "heartbeat", f"busy={runtime.pool.busy}")
+                if self.metrics.enabled:
+                    try:
+                        self.metrics.depth(runtime.job.job_id, self.broker.depth(runtime.names.batches))
+                    except BatchfleetError as exc:
+                        log.debug("queue depth unavailable: %s", exc.line())

@@ -41,9 +41,11 @@ def install_signal_handlers(state: StopState, node: WorkerNode) -> None:
         signal.signal(sig, handler)
 
 
-def serve_forever(broker: Broker, config: NodeConfig, grace: float) -> int:
+def serve_forever(broker: Broker, config: NodeConfig, grace: float, metrics_port: int | None = None) -> int:
     """Run a worker node until SIGTERM/SIGINT (CTRL_BREAK on Windows); exit code 0 when drained."""
     node = WorkerNode(broker, config)
+    if metrics_port:
+        node.metrics.serve(metrics_port, config.node_id)
     state = StopState(threading.Event())
     install_signal_handlers(state, node)
     node.start(listen=True)

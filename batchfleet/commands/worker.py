@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     worker.add_argument("--grace", type=float, default=30.0, help="seconds to finish running batches on stop")
     worker.add_argument("--signing-key-file", type=Path, default=None, help="HMAC key; refuse unsigned jobs")
     worker.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
+    )
+    worker.add_argument(
         "--check", action="store_true", help="exit 0 if broker (and store) are reachable, else 1"
     )
     add_log_flag(worker)
@@ -51,7 +54,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     )
     broker = open_broker_from(ns)
     try:
-        return serve_forever(broker, config, ns.grace)
+        return serve_forever(broker, config, ns.grace, ns.metrics_port)
     finally:
         broker.close()
 

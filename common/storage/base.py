@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -23,10 +24,12 @@ class StorageOptions(BaseModel):
     profile: str | None = None
 
 
-class ObjectInfo(BaseModel):
-    """One listed object: its URI, its path relative to the listed root, its size."""
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One listed object: its URI, its path relative to the listed root, its size.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A plain dataclass, not a model: listings yield millions of these.
+    """
 
     uri: str
     rel: str

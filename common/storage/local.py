@@ -12,17 +12,18 @@ from common.errors import StorageError
 from common.storage.base import ObjectInfo, Storage
 
 
-def _walk_sorted(root: Path) -> Iterator[Path]:
-    """Files below root in sorted order, one directory in memory at a time."""
+def _walk_sorted(root: str, prefix: str = "") -> Iterator[tuple[str, str, int]]:
+    """(path, relative posix path, size) below root in sorted order, one folder in memory at a time."""
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except FileNotFoundError:
         return
     for entry in entries:
+        rel = f"{prefix}{entry.name}"
         if entry.is_dir(follow_symlinks=True):
-            yield from _walk_sorted(Path(entry.path))
+            yield from _walk_sorted(entry.path, f"{rel}/")
         elif entry.is_file(follow_symlinks=True):
-            yield Path(entry.path)
+            yield entry.path, rel, entry.stat(follow_symlinks=True).st_size
 
 
 class LocalStorage(Storage):
@@ -65,9 +66,8 @@ class LocalStorage(Storage):
         if root.is_file():
             yield ObjectInfo(uri=str(root), rel=root.name, size=root.stat().st_size)
             return
-        for path in _walk_sorted(root):
-            rel = path.relative_to(root).as_posix()
-            yield ObjectInfo(uri=str(path), rel=rel, size=path.stat().st_size)
+        for path, rel, size in _walk_sorted(str(root)):
+            yield ObjectInfo(path, rel, size)
 
     def download(self, uri: str, dest: Path) -> None:
         try:

@@ -187,3 +187,46 @@ def test_user_logs_hold_prints_and_errors(tmp_path: Path) -> None:
     assert "logged 2" in (user / "entry_script_log" / "n1" / "process001.log.txt").read_text()
     errors = (user / "error" / "n1" / "process001.txt").read_text()
     assert "KeyError" in errors and "Traceback" in errors
+
+
+def test_no_worker_is_a_stall_not_a_hang(tmp_path: Path) -> None:
+    from common.broker.memory import MemoryBroker
+    from common.storage import StorageOptions
+    from coordinator.follow import Follower
+    from coordinator.submit import publish_plan, write_job, write_plan
+    from coordinator.tally import Tally
+
+    make_files(tmp_path / "data", 3)
+    write_script(tmp_path / "code", OK_SCRIPT)
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", progress_update_timeout=1)
+    broker = MemoryBroker()
+    write_job(job, StorageOptions())
+    manifest, batches, _ = write_plan(job, StorageOptions())
+    broker.declare_job(job.job_id, 3)
+    publish_plan(broker, job, manifest)
+    verdict = Follower(broker, job, Tally(batches)).follow()
+    assert verdict.state == "failed"
+    assert "no progress for 1s" in (verdict.reason or "") and "batchfleet worker" in (verdict.reason or "")
+
+
+def test_busy_worker_is_not_a_stall(tmp_path: Path) -> None:
+    make_files(tmp_path / "data", 2)
+    write_script(tmp_path / "code", "import time\ndef run(b):\n    time.sleep(3)\n    return b\n")
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=2, progress_update_timeout=1.5,
+                   run_invocation_timeout=20)  # fmt: skip
+    verdict, tally, _ = run_embedded(job, tmp_path / "work")
+    assert verdict.state == "succeeded", verdict.reason
+    assert len(tally.committed) == 1
+
+
+def test_prints_survive_a_timeout_kill(tmp_path: Path) -> None:
+    make_files(tmp_path / "data", 1)
+    write_script(
+        tmp_path / "code",
+        "import time\ndef run(b):\n    print('about to hang', flush=False)\n    time.sleep(60)\n    return b\n",
+    )
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", run_invocation_timeout=1, run_max_try=1,
+                   process_count_per_node=1)  # fmt: skip
+    run_embedded(job, tmp_path / "work")
+    stdout = (tmp_path / "out" / "logs" / "user" / "stdout" / "n1" / "process001.stdout.txt").read_text()
+    assert "[n1 process001 batch=0] about to hang" in stdout

@@ -1,0 +1,32 @@
+"""Prometheus metrics of a worker node, scraped over HTTP."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+from common.messages import BatchResult
+from worker.metrics import NodeMetrics
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_metrics_are_served() -> None:
+    metrics = NodeMetrics()
+    assert not metrics.enabled
+    port = free_port()
+    metrics.serve(port, "node-x")
+    for outcome in ("committed", "committed", "retry"):
+        metrics.observe(BatchResult(job_id="j1", batch_id=0, node_id="node-x", attempt=1, outcome=outcome,
+                                    seconds=0.5, download_seconds=0.1))  # fmt: skip
+    metrics.depth("j1", 7)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'batchfleet_batches_done_total{job="j1"} 2.0' in text
+    assert 'batchfleet_batches_failed_total{job="j1"} 1.0' in text
+    assert 'batchfleet_queue_depth{job="j1"} 7.0' in text
+    assert 'batchfleet_batch_seconds_count{job="j1"} 3.0' in text
+    assert 'node_id="node-x"' in text
