@@ -21,9 +21,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from batchfleet.commands import register_all
 
-    parser = _Parser(
-        prog="batchfleet", description="Run Azure ML style parallel components on your own fleet."
-    )
+    parser = _Parser(prog="batchfleet", description="Run Azure ML style parallel components on your own fleet.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     register_all(sub)
     return parser
@@ -59,8 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("BATCHFLEET_DEBUG"):
             raise
         print(
-            f"batchfleet: internal error: {type(exc).__name__}: {exc} "
-            "(set BATCHFLEET_DEBUG=1 for the traceback)",
+            f"batchfleet: internal error: {type(exc).__name__}: {exc} (set BATCHFLEET_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
         return 70

@@ -44,9 +44,7 @@ class JobConfig(Strict):
     settings: RunSettings
     environment: dict[str, Any] | None = None
     environment_variables: dict[str, str] = Field(default_factory=dict)
-    code_sig: str | None = Field(
-        default=None, description="HMAC of the snapshot digest, when jobs are signed."
-    )
+    code_sig: str | None = Field(default=None, description="HMAC of the snapshot digest, when jobs are signed.")
 
 
 class Item(Strict):

@@ -40,8 +40,7 @@ def threshold_breach(counts: Counts, settings: RunSettings) -> str | None:
         return f"{counts.items_failed} failed items exceed error_threshold={settings.error_threshold}"
     if settings.allowed_failed_count != -1 and counts.batches_failed > settings.allowed_failed_count:
         return (
-            f"{counts.batches_failed} failed mini-batches exceed "
-            f"allowed_failed_count={settings.allowed_failed_count}"
+            f"{counts.batches_failed} failed mini-batches exceed allowed_failed_count={settings.allowed_failed_count}"
         )
     if settings.allowed_failed_percent < 100 and counts.batches_total > 0:
         percent = 100.0 * counts.batches_failed / counts.batches_total

@@ -33,9 +33,7 @@ class RunSettings(BaseModel):
         description="Files per batch (file inputs, default 10) or approximate bytes such as '1MB' (tables).",
     )
     error_threshold: int = Field(default=-1, ge=-1, description="Failed items allowed; -1 ignores.")
-    allowed_failed_count: int = Field(
-        default=-1, ge=-1, description="Failed mini-batches allowed; -1 ignores."
-    )
+    allowed_failed_count: int = Field(default=-1, ge=-1, description="Failed mini-batches allowed; -1 ignores.")
     allowed_failed_percent: float = Field(
         default=100, ge=0, le=100, description="Percent of failed mini-batches allowed; 100 ignores."
     )
@@ -51,17 +49,13 @@ class RunSettings(BaseModel):
     partition_layout: str | None = Field(
         default=None, description="Folder layout naming keys by position, e.g. '{country}/{state}/*'."
     )
-    task_overhead_timeout: float = Field(
-        default=30, gt=0, description="Seconds of overhead allowed per task."
-    )
+    task_overhead_timeout: float = Field(default=30, gt=0, description="Seconds of overhead allowed per task.")
     progress_update_timeout: float | None = Field(
         default=None,
         gt=0,
         description="Seconds without progress before the job fails; default 3x(run + overhead).",
     )
-    init_max_try: int = Field(
-        default=3, ge=1, description="Attempts at init() per node before the job fails."
-    )
+    init_max_try: int = Field(default=3, ge=1, description="Attempts at init() per node before the job fails.")
 
     @field_validator("mini_batch_size", mode="before")
     @classmethod
@@ -112,9 +106,7 @@ class RunSettings(BaseModel):
         if size is None:
             return 10
         if isinstance(size, str):
-            raise ValueError(
-                f"mini_batch_size {size!r} is a data size; a file input needs a file count such as 10"
-            )
+            raise ValueError(f"mini_batch_size {size!r} is a data size; a file input needs a file count such as 10")
         return size
 
     def bytes_per_batch(self) -> int:
@@ -123,9 +115,7 @@ class RunSettings(BaseModel):
         if size is None:
             return 1024**2
         if not is_size_text(size):
-            raise ValueError(
-                f"mini_batch_size {size!r} is a file count; a tabular input needs a size such as '1MB'"
-            )
+            raise ValueError(f"mini_batch_size {size!r} is a file count; a tabular input needs a size such as '1MB'")
         return parse_size(str(size))
 
     def stall_timeout(self) -> float:

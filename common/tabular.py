@@ -131,9 +131,7 @@ def _parquet_file(storage: Storage, uri: str, size: int | None) -> tuple[pq.Parq
     return pq.ParquetFile(handle), handle
 
 
-def _chunk_ranges(
-    meta: pq.FileMetaData, groups: list[int], columns: list[str] | None
-) -> list[tuple[int, int]]:
+def _chunk_ranges(meta: pq.FileMetaData, groups: list[int], columns: list[str] | None) -> list[tuple[int, int]]:
     """Byte spans of the needed column chunks, merged when close, so each span is one GET."""
     spans: list[tuple[int, int]] = []
     for group in groups:
@@ -392,9 +390,7 @@ def _key_text(column: pa.ChunkedArray | pa.Array, key: str) -> pa.ChunkedArray |
     try:
         return pc.fill_null(pc.cast(column, pa.string()), "")
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
-        raise UsageError(
-            f"partition key column {key!r} of type {column.type} cannot be used as a key"
-        ) from exc
+        raise UsageError(f"partition key column {key!r} of type {column.type} cannot be used as a key") from exc
 
 
 def _unit_combos(storage: Storage, unit: Item, keys: list[str]) -> set[tuple[str, ...]]:
@@ -416,11 +412,7 @@ def _read_lines(storage: Storage, item: Item, keys: list[str], headers: dict[str
     dtype = dict.fromkeys(keys, str) if keys else None
     if item.fmt == "jsonl":
         try:
-            return (
-                pd.read_json(io.BytesIO(data), lines=True, dtype=dtype or True)
-                if data.strip()
-                else pd.DataFrame()
-            )
+            return pd.read_json(io.BytesIO(data), lines=True, dtype=dtype or True) if data.strip() else pd.DataFrame()
         except ValueError as exc:
             raise BadDataError(f"{item.uri}: bad JSON Lines near byte {offset}: {_short(exc)}") from exc
     if (offset > 0 or offset + length < size) and data.count(b'"') % 2:

@@ -24,9 +24,7 @@ def load_job(store_uri: str, job_id: str, options: StorageOptions) -> JobConfig:
     uri = join_uri(store_uri, job_id, "job.json")
     storage = open_storage(uri, options)
     if not storage.exists(uri):
-        raise UsageError(
-            f"no job {job_id} in store {store_uri}", "check the job id, --store or $BATCHFLEET_STORE"
-        )
+        raise UsageError(f"no job {job_id} in store {store_uri}", "check the job id, --store or $BATCHFLEET_STORE")
     try:
         return JobConfig.model_validate_json(storage.read_bytes(uri))
     except ValidationError as exc:

@@ -49,9 +49,7 @@ class Follower:
 
     def follow(self) -> Verdict:
         """Block until every batch is resolved, a threshold breaks, init fails, it stalls or is cancelled."""
-        self._tags = [
-            self.broker.consume(name, 500, self.sink) for name in (self.names.reports, self.names.dead)
-        ]
+        self._tags = [self.broker.consume(name, 500, self.sink) for name in (self.names.reports, self.names.dead)]
         try:
             return self._loop()
         finally:

@@ -116,9 +116,7 @@ def attempts_csv(tally: Tally) -> bytes:
     writer = csv.writer(out)
     writer.writerow(["batch_id", "attempt", "node", "process", "outcome", "seconds", "error"])
     for r in tally.records:
-        writer.writerow(
-            [r.batch_id, r.attempt, r.node_id, r.process, r.outcome, f"{r.seconds:.3f}", r.error or ""]
-        )
+        writer.writerow([r.batch_id, r.attempt, r.node_id, r.process, r.outcome, f"{r.seconds:.3f}", r.error or ""])
     return out.getvalue().encode()
 
 

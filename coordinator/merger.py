@@ -28,9 +28,7 @@ def merge_output(job: JobConfig, tally: Tally, options: StorageOptions) -> tuple
         return _merge(job, readers, options)
 
 
-def _merge(
-    job: JobConfig, readers: Sequence[Callable[[], bytes]], options: StorageOptions
-) -> tuple[str, int]:
+def _merge(job: JobConfig, readers: Sequence[Callable[[], bytes]], options: StorageOptions) -> tuple[str, int]:
     settings = job.settings
     dest_uri = join_uri(job.output_uri, settings.append_row_file_name)
     if not is_remote(dest_uri):

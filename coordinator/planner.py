@@ -14,20 +14,14 @@ from common.storage import ObjectInfo, StorageOptions, is_remote, open_storage
 def _listing(binding: InputBinding, options: StorageOptions) -> Iterator[ObjectInfo]:
     storage = open_storage(binding.uri, options)
     if not is_remote(binding.uri) and not storage.exists(binding.uri):
-        raise InputError(
-            f"input {binding.name}: {binding.uri} does not exist", "check the path given with --input"
-        )
+        raise InputError(f"input {binding.name}: {binding.uri} does not exist", "check the path given with --input")
     seen = False
     for info in storage.list(binding.uri):
         seen = True
         yield info
     if not seen:
-        where = (
-            "holds no files" if not is_remote(binding.uri) else "holds no objects (or the prefix is wrong)"
-        )
-        raise InputError(
-            f"input {binding.name}: {binding.uri} {where}", "point --input at a folder with data"
-        )
+        where = "holds no files" if not is_remote(binding.uri) else "holds no objects (or the prefix is wrong)"
+        raise InputError(f"input {binding.name}: {binding.uri} {where}", "point --input at a folder with data")
 
 
 def _file_batches(binding: InputBinding, job: JobConfig, options: StorageOptions) -> Iterator[BatchPlan]:

@@ -24,9 +24,7 @@ def write_job_logs(
     out = open_storage(logs, options)
     stamp = time.strftime("%Y%m%d%H", time.localtime(summary.started))
     out.write_bytes(join_uri(logs, "job_result.txt"), job_result_text(job, summary).encode())
-    out.write_bytes(
-        join_uri(logs, f"job_progress_overview.{stamp}.txt"), ("\n".join(overview) + "\n").encode()
-    )
+    out.write_bytes(join_uri(logs, f"job_progress_overview.{stamp}.txt"), ("\n".join(overview) + "\n").encode())
     report_dir = join_uri(logs, "sys", "job_report")
     out.write_bytes(join_uri(report_dir, "processed_mini-batches.csv"), processed_batches_csv(tally))
     out.write_bytes(join_uri(report_dir, "attempts.csv"), attempts_csv(tally))

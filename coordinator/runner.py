@@ -88,9 +88,7 @@ def check_output(job: JobConfig, options: StorageOptions) -> None:
     try:
         open_storage(job.output_uri, options).check_writable(job.output_uri)
     except StorageError as exc:
-        raise UsageError(
-            f"output {job.output_data}: {exc.message}", "pass a writable --output location"
-        ) from exc
+        raise UsageError(f"output {job.output_data}: {exc.message}", "pass a writable --output location") from exc
 
 
 class JobRun:
@@ -143,9 +141,7 @@ class JobRun:
             self._announcing.wait(self.options.announce_every)
 
     def follow(self, tally: Tally) -> Verdict:
-        progress = Progress(
-            tally.batches_total, self.started, enabled=self.options.progress, overview=self.overview
-        )
+        progress = Progress(tally.batches_total, self.started, enabled=self.options.progress, overview=self.overview)
         last_write = [0.0]
 
         def on_change(current: Tally) -> None:
@@ -155,9 +151,7 @@ class JobRun:
                 last_write[0] = now
                 self._checkpoint(current)
 
-        follower = Follower(
-            self.options.broker, self.job, tally, on_change, self.cancelled, self._record_failure
-        )
+        follower = Follower(self.options.broker, self.job, tally, on_change, self.cancelled, self._record_failure)
         try:
             return follower.follow()
         except KeyboardInterrupt:
@@ -169,9 +163,7 @@ class JobRun:
         """Failed batches are kept in the store so a restarted coordinator does not wait for them."""
         uri = join_uri(self.job.store_uri, "failed", f"{result.batch_id:09d}.json")
         try:
-            open_storage(uri, self.options.storage_options).write_bytes(
-                uri, result.model_dump_json().encode()
-            )
+            open_storage(uri, self.options.storage_options).write_bytes(uri, result.model_dump_json().encode())
         except BatchfleetError as exc:
             log.warning("could not record failed batch %d: %s", result.batch_id, exc.line())
 
@@ -201,9 +193,7 @@ class JobRun:
         broker.announce(ended.model_dump_json().encode())
         silent = await_nodes_stopped(broker, self.job, set(tally.nodes) - {"broker"}, self.options.node_wait)
         if silent:
-            log.warning(
-                "job %s: no goodbye from %s; their logs may be incomplete", self.job.job_id, sorted(silent)
-            )
+            log.warning("job %s: no goodbye from %s; their logs may be incomplete", self.job.job_id, sorted(silent))
         broker.delete_job(self.job.job_id)
 
 

@@ -36,9 +36,7 @@ def error_groups(results: list[BatchResult], limit: int = 20) -> list[dict[str, 
     return sorted(groups.values(), key=lambda g: -g["count"])[:limit]
 
 
-def snapshot(
-    job: JobConfig, tally: Tally, started: float, state: str, reason: str | None = None
-) -> dict[str, Any]:
+def snapshot(job: JobConfig, tally: Tally, started: float, state: str, reason: str | None = None) -> dict[str, Any]:
     """A JSON-able picture of the job now."""
     now = time.time()
     items = tally.items_succeeded + tally.items_failed
@@ -67,9 +65,7 @@ def snapshot(
             node_id: {"batches": n.batches, "failures": n.failures, "busy": n.busy, "last_seen": n.last_seen}
             for node_id, n in tally.nodes.items()
         },
-        "error_groups": error_groups(
-            [*tally.failed.values(), *(r for r in tally.records if r.outcome == "retry")]
-        ),
+        "error_groups": error_groups([*tally.failed.values(), *(r for r in tally.records if r.outcome == "retry")]),
     }
 
 
@@ -84,9 +80,7 @@ def read_state(store_uri: str, job_id: str, options: StorageOptions) -> dict[str
     uri = join_uri(store_uri, job_id, "state.json")
     storage = open_storage(uri, options)
     if not storage.exists(uri):
-        raise UsageError(
-            f"no job {job_id} in store {store_uri}", "check the job id, --store or $BATCHFLEET_STORE"
-        )
+        raise UsageError(f"no job {job_id} in store {store_uri}", "check the job id, --store or $BATCHFLEET_STORE")
     data: dict[str, Any] = json.loads(storage.read_bytes(uri))
     return data
 

@@ -76,9 +76,7 @@ def read_plan(manifest: Path) -> Iterator[BatchMessage]:
             yield BatchMessage.model_validate_json(line)
 
 
-def publish_plan(
-    broker: Broker, job: JobConfig, manifest: Path, skip: set[int] | frozenset[int] = frozenset()
-) -> int:
+def publish_plan(broker: Broker, job: JobConfig, manifest: Path, skip: set[int] | frozenset[int] = frozenset()) -> int:
     """Publish every planned batch not in `skip`, in confirmed chunks; return how many."""
     names = queue_names(job.job_id)
     sent = 0

@@ -34,8 +34,7 @@ def count_rows(result: Any) -> int:
     """Number of succeeded items a run() result stands for."""
     if result is None:
         raise ResultError(
-            "run() returned None; return a list, tuple or pandas DataFrame "
-            "with one element per succeeded item"
+            "run() returned None; return a list, tuple or pandas DataFrame with one element per succeeded item"
         )
     if isinstance(result, (list, tuple)) or is_dataframe(result):
         return len(result)
@@ -98,11 +97,7 @@ class Child:
                 task["total"] = outcome["total"] = len(mini_batch)
             context = MiniBatchContext(batch_id, task.get("partition") or {}, task.get("input", ""), attempt)
             t0 = time.perf_counter()
-            result = (
-                self.entry.run(mini_batch, context)
-                if self.entry.wants_context
-                else self.entry.run(mini_batch)
-            )
+            result = self.entry.run(mini_batch, context) if self.entry.wants_context else self.entry.run(mini_batch)
             outcome["run_seconds"] = time.perf_counter() - t0
             rows = count_rows(result)
         except BaseException as exc:  # user code may raise anything, SystemExit included

@@ -22,19 +22,13 @@ class NodeMetrics:
         try:
             import prometheus_client as prom
         except ImportError as exc:
-            raise UsageError(
-                "--metrics-port needs prometheus-client", "pip install 'batchfleet[metrics]'"
-            ) from exc
+            raise UsageError("--metrics-port needs prometheus-client", "pip install 'batchfleet[metrics]'") from exc
         registry = prom.CollectorRegistry()
         labels = ["job"]
         self._m = {
-            "done": prom.Counter(
-                "batchfleet_batches_done", "Mini-batches committed", labels, registry=registry
-            ),
+            "done": prom.Counter("batchfleet_batches_done", "Mini-batches committed", labels, registry=registry),
             "failed": prom.Counter("batchfleet_batches_failed", "Failed tries", labels, registry=registry),
-            "seconds": prom.Histogram(
-                "batchfleet_batch_seconds", "Seconds per try", labels, registry=registry
-            ),
+            "seconds": prom.Histogram("batchfleet_batch_seconds", "Seconds per try", labels, registry=registry),
             "download": prom.Histogram(
                 "batchfleet_download_seconds", "Seconds downloading a batch", labels, registry=registry
             ),

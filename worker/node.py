@@ -255,9 +255,7 @@ class WorkerNode:
         try:
             return JobConfig.model_validate_json(storage.read_bytes(announcement.job_uri))
         except ValidationError as exc:
-            raise BatchfleetError(
-                f"job file {announcement.job_uri} is not valid: {exc.errors()[0]['msg']}"
-            ) from exc
+            raise BatchfleetError(f"job file {announcement.job_uri} is not valid: {exc.errors()[0]['msg']}") from exc
 
     def _on_delivery(self, delivery: Delivery) -> None:
         runtime = self._by_queue.get(delivery.queue)
@@ -277,9 +275,7 @@ class WorkerNode:
             try:
                 verify_batch(self.config.signing_key, runtime.job.job_id, message)
             except BatchfleetError as exc:
-                log.error(
-                    "dead-lettering batch %d of %s: %s", message.batch_id, runtime.job.job_id, exc.line()
-                )
+                log.error("dead-lettering batch %d of %s: %s", message.batch_id, runtime.job.job_id, exc.line())
                 self.broker.settle(delivery, "dead", exc.line())
                 return
         binding = runtime.job.inputs[message.input or runtime.job.input_data[0]]
@@ -294,9 +290,7 @@ class WorkerNode:
         payload = {
             "batch_id": message.batch_id,
             "attempt": delivery.attempt,
-            "total": sum(item.rows or 0 for item in message.items)
-            if binding.kind == "tabular"
-            else len(message.items),
+            "total": sum(item.rows or 0 for item in message.items) if binding.kind == "tabular" else len(message.items),
             "paths": fetched.paths,
             "tabular": binding.kind == "tabular",
             "items": [item.model_dump() for item in fetched.items],
@@ -305,9 +299,7 @@ class WorkerNode:
             "missing": fetched.missing,
             "missing_error": fetched.missing_error,
         }
-        task = Task(
-            message.batch_id, delivery.attempt, payload, delivery, fetched.seconds, cleanup=fetched.cleanup
-        )
+        task = Task(message.batch_id, delivery.attempt, payload, delivery, fetched.seconds, cleanup=fetched.cleanup)
         runtime.pool.submit(task)
 
     # outcomes: the one place that settles deliveries

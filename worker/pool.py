@@ -236,9 +236,7 @@ class ChildPool:
             give_up = init_gives_up(self._init_failures, self.config.init_max_try) and not self._gave_up
             if give_up:
                 self._gave_up = True
-        log.warning(
-            "%s: init failed (%d of %d): %s", name, self._init_failures, self.config.init_max_try, line
-        )
+        log.warning("%s: init failed (%d of %d): %s", name, self._init_failures, self.config.init_max_try, line)
         if give_up:
             self._stopping.set()
             self.config.on_init_failed(line, tb)

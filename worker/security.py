@@ -22,9 +22,7 @@ def check_job_signature(job: JobConfig, key: bytes | None) -> None:
     if key is None:
         return
     if not job.code_hash:
-        raise SignatureError(
-            "unsigned", f"job {job.job_id} has no code snapshot hash; it was not submitted signed"
-        )
+        raise SignatureError("unsigned", f"job {job.job_id} has no code snapshot hash; it was not submitted signed")
     verify_snapshot(key, job.job_id, job_digest(job), job.code_sig)
 
 

@@ -15,22 +15,14 @@ def add_log_flag(parser: argparse.ArgumentParser) -> None:
 
 def add_connection_flags(parser: argparse.ArgumentParser, store: bool = True) -> None:
     """--broker, --store and S3 options, with their environment variable defaults."""
-    parser.add_argument(
-        "--broker", default=None, help="amqp(s):// URL; default $BATCHFLEET_BROKER or embedded"
-    )
+    parser.add_argument("--broker", default=None, help="amqp(s):// URL; default $BATCHFLEET_BROKER or embedded")
     if store:
-        parser.add_argument(
-            "--store", default=None, help="job area root (default $BATCHFLEET_STORE or ./.batchfleet)"
-        )
-    parser.add_argument(
-        "--s3-endpoint-url", default=None, help="S3 endpoint (MinIO); default from AWS settings"
-    )
+        parser.add_argument("--store", default=None, help="job area root (default $BATCHFLEET_STORE or ./.batchfleet)")
+    parser.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (MinIO); default from AWS settings")
     parser.add_argument("--s3-region", default=None, help="S3 region; default from AWS settings")
     parser.add_argument("--s3-path-style", action="store_true", default=None, help="path-style S3 addressing")
     parser.add_argument("--s3-ca-bundle", default=None, help="CA bundle for an https S3 endpoint")
-    parser.add_argument(
-        "--broker-ca", default=None, help="CA file for amqps:// (default $BATCHFLEET_BROKER_CA)"
-    )
+    parser.add_argument("--broker-ca", default=None, help="CA file for amqps:// (default $BATCHFLEET_BROKER_CA)")
     parser.add_argument("--broker-cert", default=None, help="client certificate for amqps://")
     parser.add_argument("--broker-key", default=None, help="client key for amqps://")
 

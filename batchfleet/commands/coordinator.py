@@ -34,9 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _need_fleet(ns: argparse.Namespace) -> None:
     if broker_url(ns) is None:
-        raise UsageError(
-            "the coordinator service needs a broker", "pass --broker amqp://... or set BATCHFLEET_BROKER"
-        )
+        raise UsageError("the coordinator service needs a broker", "pass --broker amqp://... or set BATCHFLEET_BROKER")
 
 
 def cmd_submit(ns: argparse.Namespace) -> int:
@@ -55,9 +53,7 @@ def cmd_submit(ns: argparse.Namespace) -> int:
         check_output(job, options.storage_options)
         write_job(job, options.storage_options)
         declare_submissions(broker)
-        request = JobAnnouncement(
-            job_id=job.job_id, job_uri=join_uri(job.store_uri, "job.json"), state="active"
-        )
+        request = JobAnnouncement(job_id=job.job_id, job_uri=join_uri(job.store_uri, "job.json"), state="active")
         broker.publish(submissions_queue(), [request.model_dump_json().encode()])
     finally:
         broker.close()

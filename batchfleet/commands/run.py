@@ -63,9 +63,7 @@ def resolve_from(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     spec = load_spec(ns.spec)
     overrides = collect_overrides(ns, ns.set)
-    resolved = resolve(
-        spec, parse_bindings(ns.input, "input"), parse_bindings(ns.output, "output"), overrides
-    )
+    resolved = resolve(spec, parse_bindings(ns.input, "input"), parse_bindings(ns.output, "output"), overrides)
     return spec, resolved
 
 
@@ -123,8 +121,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
             log_path = spawn_follower(job.job_id, ns)
             print(f"{job.job_id}")
             print(
-                f"submitted; following in the background (log: {log_path}); "
-                f"see `batchfleet status {job.job_id}`",
+                f"submitted; following in the background (log: {log_path}); see `batchfleet status {job.job_id}`",
                 file=sys.stderr,
             )
             return 0
@@ -165,7 +162,5 @@ def report(summary, output: str) -> int:  # type: ignore[no-untyped-def]
         f"{summary.items_succeeded} items succeeded, {summary.items_failed} failed{where}"
     )
     if summary.state != "succeeded":
-        raise JobFailed(
-            f"job {summary.job_id} {summary.state}: {summary.reason}", f"see {output}/logs/job_result.txt"
-        )
+        raise JobFailed(f"job {summary.job_id} {summary.state}: {summary.reason}", f"see {output}/logs/job_result.txt")
     return 0

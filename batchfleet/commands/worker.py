@@ -15,19 +15,13 @@ from common.errors import BatchfleetError, UsageError
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     worker = sub.add_parser("worker", help="serve jobs from a broker until stopped (SIGTERM drains)")
     add_connection_flags(worker)
-    worker.add_argument(
-        "--processes", type=int, default=None, help="child processes per job (default: job's)"
-    )
+    worker.add_argument("--processes", type=int, default=None, help="child processes per job (default: job's)")
     worker.add_argument("--node-id", default=None, help="this node's name (default <host>-<pid>)")
     worker.add_argument("--work-dir", type=Path, default=None, help="local scratch (default: system temp)")
     worker.add_argument("--grace", type=float, default=30.0, help="seconds to finish running batches on stop")
     worker.add_argument("--signing-key-file", type=Path, default=None, help="HMAC key; refuse unsigned jobs")
-    worker.add_argument(
-        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
-    )
-    worker.add_argument(
-        "--check", action="store_true", help="exit 0 if broker (and store) are reachable, else 1"
-    )
+    worker.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
+    worker.add_argument("--check", action="store_true", help="exit 0 if broker (and store) are reachable, else 1")
     add_log_flag(worker)
     worker.set_defaults(handler=cmd_worker)
 

@@ -94,9 +94,7 @@ def open_storage(uri: str, options: StorageOptions | None = None) -> Storage:
         return S3Storage(options or StorageOptions())
     if "://" in uri:
         scheme = uri.split("://", 1)[0]
-        raise UsageError(
-            f"unsupported location scheme {scheme!r} in {uri}", "use a local path or s3://bucket/prefix"
-        )
+        raise UsageError(f"unsupported location scheme {scheme!r} in {uri}", "use a local path or s3://bucket/prefix")
     from common.storage.local import LocalStorage
 
     return LocalStorage()

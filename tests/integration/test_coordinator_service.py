@@ -87,16 +87,12 @@ def test_service_runs_two_jobs_and_survives_restart(tmp_path: Path, rabbitmq) ->
     coordinator = start_coordinator(rabbitmq.url, store, tmp_path / "coordinator.log", env)
     try:
         with workers(rabbitmq.url, tmp_path / "workers", env, ["w1"]):
-            ids = [
-                submit(rabbitmq.url, store, spec, tmp_path / f"out{i}", env) for i, spec in enumerate(specs)
-            ]
+            ids = [submit(rabbitmq.url, store, spec, tmp_path / f"out{i}", env) for i, spec in enumerate(specs)]
             assert wait_for(lambda: state(store, ids[0]).get("batches_committed", 0) >= 3, timeout=60)
             os.killpg(coordinator.pid, signal.SIGKILL)
             coordinator.wait(10)
             coordinator = start_coordinator(rabbitmq.url, store, tmp_path / "coordinator2.log", env)
-            done = wait_for(
-                lambda: all(state(store, j).get("state") == "succeeded" for j in ids), timeout=120
-            )
+            done = wait_for(lambda: all(state(store, j).get("state") == "succeeded" for j in ids), timeout=120)
             assert done, [state(store, j).get("state") for j in ids]
     finally:
         stop(coordinator)

@@ -102,9 +102,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("name", "component", "flags", "code", "needles"), CASES, ids=[c[0] for c in CASES])
-def test_bad_input(
-    tmp_path: Path, name: str, component: dict, flags: tuple, code: int, needles: list[str]
-) -> None:
+def test_bad_input(tmp_path: Path, name: str, component: dict, flags: tuple, code: int, needles: list[str]) -> None:
     result = run_component(tmp_path, *flags, **component)
     assert_one_line(result, code, *needles)
 

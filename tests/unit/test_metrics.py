@@ -21,8 +21,11 @@ def test_metrics_are_served() -> None:
     port = free_port()
     metrics.serve(port, "node-x")
     for outcome in ("committed", "committed", "retry"):
-        metrics.observe(BatchResult(job_id="j1", batch_id=0, node_id="node-x", attempt=1, outcome=outcome,
-                                    seconds=0.5, download_seconds=0.1))  # fmt: skip
+        metrics.observe(
+            BatchResult(
+                job_id="j1", batch_id=0, node_id="node-x", attempt=1, outcome=outcome, seconds=0.5, download_seconds=0.1
+            )
+        )
     metrics.depth("j1", 7)
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'batchfleet_batches_done_total{job="j1"} 2.0' in text

@@ -134,9 +134,7 @@ def test_child_crash_costs_a_try(tmp_path: Path) -> None:
 
 def test_init_failure_fails_job_with_its_error(tmp_path: Path) -> None:
     make_files(tmp_path / "data", 3)
-    write_script(
-        tmp_path / "code", "def init():\n    raise OSError('model missing')\ndef run(b):\n    return b\n"
-    )
+    write_script(tmp_path / "code", "def init():\n    raise OSError('model missing')\ndef run(b):\n    return b\n")
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", init_max_try=2)
     verdict, _, _ = run_embedded(job, tmp_path / "work")
     assert verdict.state == "failed"
@@ -158,9 +156,7 @@ def test_user_modules_named_like_ours_still_work(tmp_path: Path) -> None:
     code = tmp_path / "code"
     write_script(code, "def tag():\n    return 'user-common'\n", name="common.py")
     write_script(code, "def tag():\n    return 'user-worker'\n", name="worker.py")
-    write_script(
-        code, "import common, worker\ndef run(b):\n    return [common.tag() + worker.tag() for _ in b]\n"
-    )
+    write_script(code, "import common, worker\ndef run(b):\n    return [common.tag() + worker.tag() for _ in b]\n")
     job = make_job(tmp_path, code, tmp_path / "data")
     verdict, _, merged = run_embedded(job, tmp_path / "work")
     assert verdict.state == "succeeded"
@@ -212,8 +208,14 @@ def test_no_worker_is_a_stall_not_a_hang(tmp_path: Path) -> None:
 def test_busy_worker_is_not_a_stall(tmp_path: Path) -> None:
     make_files(tmp_path / "data", 2)
     write_script(tmp_path / "code", "import time\ndef run(b):\n    time.sleep(3)\n    return b\n")
-    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=2, progress_update_timeout=1.5,
-                   run_invocation_timeout=20)  # fmt: skip
+    job = make_job(
+        tmp_path,
+        tmp_path / "code",
+        tmp_path / "data",
+        mini_batch_size=2,
+        progress_update_timeout=1.5,
+        run_invocation_timeout=20,
+    )
     verdict, tally, _ = run_embedded(job, tmp_path / "work")
     assert verdict.state == "succeeded", verdict.reason
     assert len(tally.committed) == 1
@@ -225,8 +227,14 @@ def test_prints_survive_a_timeout_kill(tmp_path: Path) -> None:
         tmp_path / "code",
         "import time\ndef run(b):\n    print('about to hang', flush=False)\n    time.sleep(60)\n    return b\n",
     )
-    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", run_invocation_timeout=1, run_max_try=1,
-                   process_count_per_node=1)  # fmt: skip
+    job = make_job(
+        tmp_path,
+        tmp_path / "code",
+        tmp_path / "data",
+        run_invocation_timeout=1,
+        run_max_try=1,
+        process_count_per_node=1,
+    )
     run_embedded(job, tmp_path / "work")
     stdout = (tmp_path / "out" / "logs" / "user" / "stdout" / "n1" / "process001.stdout.txt").read_text()
     assert "[n1 process001 batch=0] about to hang" in stdout
