@@ -109,5 +109,5 @@ def run_stored(job_id: str, options: RunOptions) -> Summary:
 
         check_job_signature(job, options.signing_key)
     run = JobRun(job, options)
-    _, batches, items = run.submit()
+    batches, items = run.submit()
     return finish_job(run, Tally(batches), items)

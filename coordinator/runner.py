@@ -103,20 +103,32 @@ class JobRun:
         self.node: WorkerNode | None = None
         self._announcing = threading.Event()
         self._scratch: Path | None = None
+        self._workers_started = False
 
-    def submit(self) -> tuple[Path, int, int]:
+    def submit(self) -> tuple[int, int]:
+        """Store the job, plan it and publish the plan; returns (batches, items)."""
+        self.prepare()
+        return self.publish()
+
+    def prepare(self) -> None:
         opts = self.options
         check_output(self.job, opts.storage_options)
         write_job(self.job, opts.storage_options)
-        manifest, batches, items = write_plan(self.job, opts.storage_options, opts.signing_key)
         opts.broker.declare_job(self.job.job_id, self.job.settings.run_max_try)
+
+    def publish(self) -> tuple[int, int]:
+        opts = self.options
+        manifest, batches, items = write_plan(self.job, opts.storage_options, opts.signing_key)
         publish_plan(opts.broker, self.job, manifest)
         mark_published(self.job, opts.storage_options)
         shutil.rmtree(manifest.parent, ignore_errors=True)  # the store keeps the plan
-        return manifest, batches, items
+        return batches, items
 
     def start_workers(self) -> None:
         opts = self.options
+        if self._workers_started:
+            return
+        self._workers_started = True
         if opts.embedded:
             work_root = opts.work_root
             if work_root is None:
@@ -177,6 +189,15 @@ class JobRun:
         except BatchfleetError as exc:
             log.warning("could not update the state of %s: %s", self.job.job_id, exc.line())
 
+    def abort(self) -> None:
+        """Planning failed: stop what was started, leave nothing behind."""
+        self._announcing.set()
+        if self.node is not None:
+            self.node.stop(grace=0)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+        self.options.broker.delete_job(self.job.job_id)
+
     def stop_workers(self, tally: Tally) -> None:
         """Tell every worker the job ended; wait (bounded) until they have uploaded their logs."""
         self._announcing.set()
@@ -201,7 +222,14 @@ def run_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> Summary:
     """Submit and follow a job to its end; returns its summary (state may be failed)."""
     job = build_job(spec, resolved, options)
     run = JobRun(job, options)
-    _, batches, items = run.submit()
+    run.prepare()
+    if options.embedded:
+        run.start_workers()  # children start (and init) while the input is listed and planned
+    try:
+        batches, items = run.publish()
+    except BaseException:
+        run.abort()
+        raise
     log.info("job %s: %d mini-batches, %d items", job.job_id, batches, items)
     return finish_job(run, Tally(batches), items)
 

@@ -187,6 +187,11 @@ def finished_by(calls: Path, name: str, pid: int) -> bool:
     return any(tag == "E" and p == pid for tag, _, p in marks(calls).get(name, []))
 
 
+def last_mark_time(calls: Path) -> float:
+    """When the entry script last wrote a mark (epoch seconds)."""
+    return max(float(line.split()[3]) for path in calls.iterdir() for line in path.read_text().splitlines())
+
+
 def total_starts(calls: Path) -> int:
     return sum(starts(calls).values())
 
@@ -260,6 +265,11 @@ def frames(area: str) -> list[PartRecord]:
     """Every complete frame committed for a job, duplicates included."""
     storage = open_storage(area)
     return list(scan_parts(storage, f"{area.rstrip('/')}/parts"))
+
+
+def node_of(record: PartRecord) -> str:
+    """The node whose folder holds a frame: <area>/parts/<node>/..."""
+    return record.ref.replace("\\", "/").split("/parts/", 1)[1].split("/", 1)[0]
 
 
 def committed_ids(area: str) -> set[int]:

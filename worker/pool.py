@@ -207,7 +207,13 @@ class ChildPool:
         process.start()
         child.close()
         slot.process, slot.conn = process, parent
-        message = self._wait_ready(slot)
+        with self._lock:
+            self._busy += 1  # a child in init() is working, not stalled
+        try:
+            message = self._wait_ready(slot)
+        finally:
+            with self._lock:
+                self._busy -= 1
         if message is not None and message[0] == "ready":
             log.debug("%s ready (pid %s)", slot.name, message[1])
             return True

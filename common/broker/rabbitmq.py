@@ -84,9 +84,7 @@ def _dead_queue_of(queue_name: str) -> str | None:
 def _delivery_headers(props: pika.BasicProperties) -> dict[str, object]:
     headers = dict(props.headers or {})
     if REASON_HEADER not in headers and "x-first-death-reason" in headers:
-        headers[REASON_HEADER] = str(
-            headers["x-first-death-reason"]
-        )  # broker dead-lettering, e.g. delivery_limit
+        headers[REASON_HEADER] = str(headers["x-first-death-reason"])  # broker dead-lettering, e.g. delivery_limit
     return headers
 
 
@@ -118,18 +116,14 @@ class RabbitBroker(Broker):
         self._consumers: dict[str, _Consumer] = {}
         self._closed = False
         self._publisher = Publisher(lambda: self._pub, self._endpoint, op_timeout)
-        self._pub = AmqpLink(
-            self._pub_params, self._endpoint, "pub", self._pub_up, self._publisher.on_down, op_timeout
-        )
+        self._pub = AmqpLink(self._pub_params, self._endpoint, "pub", self._pub_up, self._publisher.on_down, op_timeout)
         self._sub: AmqpLink | None = None
         self._pub.start()
 
     # queues
 
     def declare_job(self, job_id: str, run_max_try: int) -> None:
-        self._pub.call(
-            lambda op: self._declare(op, job_id, run_max_try), f"declaring the queues of job {job_id}"
-        )
+        self._pub.call(lambda op: self._declare(op, job_id, run_max_try), f"declaring the queues of job {job_id}")
         with self._lock:
             self._jobs[job_id] = run_max_try
 
@@ -157,13 +151,9 @@ class RabbitBroker(Broker):
         )
 
     def purge(self, queue_name: str) -> int:
-        return int(
-            self._queue_op(queue_name, "purging", lambda ch, cb: ch.queue_purge(queue_name, callback=cb))
-        )
+        return int(self._queue_op(queue_name, "purging", lambda ch, cb: ch.queue_purge(queue_name, callback=cb)))
 
-    def _queue_op(
-        self, queue_name: str, verb: str, call: Callable[[Channel, Callable[[Any], None]], None]
-    ) -> Any:
+    def _queue_op(self, queue_name: str, verb: str, call: Callable[[Channel, Callable[[Any], None]], None]) -> Any:
         what = f"{verb} queue {queue_name}"
 
         def start(op: Op) -> None:
@@ -311,9 +301,7 @@ class RabbitBroker(Broker):
         with self._lock:
             link = self._sub
         if link is None:
-            link = AmqpLink(
-                self._sub_params, self._endpoint, "sub", self._sub_up, lambda: None, self._op_timeout
-            )
+            link = AmqpLink(self._sub_params, self._endpoint, "sub", self._sub_up, lambda: None, self._op_timeout)
             link.start()
             with self._lock:
                 if self._sub is None:

@@ -54,9 +54,7 @@ def parse_endpoint(url: str) -> Endpoint:
     try:
         port = parts.port or (5671 if tls else 5672)
     except ValueError as exc:
-        raise BrokerError(
-            f"broker URL has an invalid port: {exc}", "use amqp://user:pass@host:5672/vhost"
-        ) from None
+        raise BrokerError(f"broker URL has an invalid port: {exc}", "use amqp://user:pass@host:5672/vhost") from None
     return Endpoint(
         host=parts.hostname or "localhost",
         port=port,
@@ -108,9 +106,7 @@ def connection_parameters(
     params.socket_timeout = connect_timeout
     params.stack_timeout = connect_timeout
     params.blocked_connection_timeout = None
-    params.client_properties = {
-        "connection_name": f"batchfleet {role} {socket.gethostname()} pid {os.getpid()}"
-    }
+    params.client_properties = {"connection_name": f"batchfleet {role} {socket.gethostname()} pid {os.getpid()}"}
     return params
 
 
@@ -154,17 +150,13 @@ def connect_error(exc: BaseException, endpoint: Endpoint) -> BrokerError:
             f"cannot reach RabbitMQ at {where} ({reason})",
             "check that the broker is running and the URL's host and port",
         )
-    if isinstance(
-        root, cwf.AMQPConnectorStackTimeout | pex.ConnectionOpenAborted | pex.IncompatibleProtocolError
-    ):
+    if isinstance(root, cwf.AMQPConnectorStackTimeout | pex.ConnectionOpenAborted | pex.IncompatibleProtocolError):
         return BrokerError(
             f"RabbitMQ at {where} did not complete the AMQP handshake",
             "check that the port is an AMQP listener (5672 amqp, 5671 amqps)",
         )
     text = endpoint.scrub(" ".join(str(root).split()))[:200]
-    return BrokerError(
-        f"cannot connect to RabbitMQ at {where}: {type(root).__name__} {text}", "check the broker URL"
-    )
+    return BrokerError(f"cannot connect to RabbitMQ at {where}: {type(root).__name__} {text}", "check the broker URL")
 
 
 def channel_error(exc: BaseException, what: str, endpoint: Endpoint) -> BrokerError:
@@ -318,9 +310,7 @@ class AmqpLink:
                 op.start(op)
             except Exception as exc:
                 log.debug("broker operation failed to start", exc_info=True)
-                op.fail(
-                    exc if isinstance(exc, BrokerError) else BrokerError(f"broker operation failed: {exc}")
-                )
+                op.fail(exc if isinstance(exc, BrokerError) else BrokerError(f"broker operation failed: {exc}"))
 
     def temp_channel(self, op: Op, what: str, body: Callable[[Channel], None]) -> None:
         """Open a channel for one request: broker errors fail op, a lost connection retries it."""
@@ -336,13 +326,9 @@ class AmqpLink:
             if isinstance(reason, pex.ChannelClosedByBroker | pex.ConnectionClosedByBroker) and (
                 getattr(reason, "reply_code", 0) != CONNECTION_FORCED
             ):
-                op.fail(
-                    channel_error(reason, what, self.endpoint)
-                )  # our request was refused: retrying won't help
+                op.fail(channel_error(reason, what, self.endpoint))  # our request was refused: retrying won't help
             elif op.tries > MAX_OP_TRIES:
-                op.fail(
-                    BrokerError(f"{what}: the connection to {self.endpoint.where} dropped {op.tries} times")
-                )
+                op.fail(BrokerError(f"{what}: the connection to {self.endpoint.where} dropped {op.tries} times"))
             else:
                 self._parked.append(op)
 
@@ -418,9 +404,7 @@ class AmqpLink:
         self._failures += 1
         delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self._failures - 1)) * random.uniform(0.8, 1.2)
         if self._failures > 1:
-            log.warning(
-                "RabbitMQ at %s still unavailable (%s); next try in %.1fs", self.endpoint.where, why, delay
-            )
+            log.warning("RabbitMQ at %s still unavailable (%s); next try in %.1fs", self.endpoint.where, why, delay)
         self._ioloop.call_later(delay, self._connect)
 
     def _blocked(self, _conn: Any, _frame: Any) -> None:

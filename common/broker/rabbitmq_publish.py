@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 ANNOUNCE_EXCHANGE = "batchfleet.jobs"
 CHUNK = 500  # messages handed to the I/O thread per wake-up
 WINDOW = 8000  # unconfirmed messages per publish() call
+NACK_RETRIES = 12  # about 15 s of backoff before a refused message fails its publish()
+NACK_BACKOFF_CAP = 2.0
 
 
 class PublishOp:
@@ -74,6 +76,7 @@ class Outgoing(NamedTuple):
     body: bytes
     properties: pika.BasicProperties
     mandatory: bool
+    refusals: int = 0
 
 
 class Publisher:
@@ -184,19 +187,40 @@ class Publisher:
                 settled.append(self._pending.popitem(last=False)[1])
         elif tag in self._pending:
             settled.append(self._pending.pop(tag))
+        if isinstance(method, pika.spec.Basic.Nack):
+            self._refused(settled)
+            return
         counts: dict[PublishOp, int] = {}
         for msg in settled:
             counts[msg.op] = counts.get(msg.op, 0) + 1
-        nack = isinstance(method, pika.spec.Basic.Nack)
         for op, count in counts.items():
-            if nack:
-                op.set_error(
+            op.add_confirmed(count)
+
+    def _refused(self, refused: list[Outgoing]) -> None:
+        """A nack means 'not stored, try again' (a quorum queue still electing its leader after a
+        restart nacks); publish again with backoff, and give up only after NACK_RETRIES."""
+        retry = [m._replace(refusals=m.refusals + 1) for m in refused if m.refusals < NACK_RETRIES]
+        for msg in refused:
+            if msg.refusals >= NACK_RETRIES:
+                msg.op.set_error(
                     BrokerError(
-                        f"{op.what}: RabbitMQ at {self._endpoint.where} refused {count} message(s)",
+                        f"{msg.op.what}: RabbitMQ at {self._endpoint.where} refused a message {NACK_RETRIES} times",
                         "check the queue's length limit and the broker log",
                     )
                 )
-            op.add_confirmed(count)
+        if retry:
+            delay = min(NACK_BACKOFF_CAP, 0.25 * 2 ** (retry[0].refusals - 1))
+            log.warning(
+                "RabbitMQ at %s refused %d message(s); publishing them again in %.2fs",
+                self._endpoint.where,
+                len(retry),
+                delay,
+            )
+            self._link().later(delay, partial(self._requeue_front, retry))
+
+    def _requeue_front(self, batch: list[Outgoing]) -> None:
+        self._unsent.extendleft(reversed(batch))
+        self._pump()
 
     def _returned(self, _ch: Channel, method: Any, _props: Any, _body: bytes) -> None:
         error = BrokerError(

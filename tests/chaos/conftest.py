@@ -49,9 +49,14 @@ LocalJobFactory = Callable[..., LocalJob]
 
 @pytest.fixture
 def local_job(tmp_path: Path, rabbitmq) -> LocalJobFactory:  # type: ignore[no-untyped-def]
-    """make(count, **EntryOptions fields) -> a LocalJob whose entry script records each call."""
+    """make(count, **EntryOptions fields) -> a LocalJob whose entry script records each call.
+
+    A relative broken_flag is a file name under the job's root.
+    """
 
     def make(count: int, **entry_fields: object) -> LocalJob:
+        if isinstance(entry_fields.get("broken_flag"), str):
+            entry_fields["broken_flag"] = tmp_path / str(entry_fields["broken_flag"])
         calls = tmp_path / "calls"
         calls.mkdir(exist_ok=True)
         entry = EntryOptions(calls=calls, **entry_fields)  # type: ignore[arg-type]
