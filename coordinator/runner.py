@@ -104,6 +104,7 @@ class JobRun:
         self._announcing = threading.Event()
         self._scratch: Path | None = None
         self._workers_started = False
+        self.renderer: ReportRenderer | None = None
 
     def submit(self) -> tuple[int, int]:
         """Store the job, plan it and publish the plan; returns (batches, items)."""
@@ -192,11 +193,16 @@ class JobRun:
     def abort(self) -> None:
         """Planning failed: stop what was started, leave nothing behind."""
         self._announcing.set()
+        if self.renderer is not None:
+            self.renderer.close()
         if self.node is not None:
             self.node.stop(grace=0)
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
-        self.options.broker.delete_job(self.job.job_id)
+        try:
+            self.options.broker.delete_job(self.job.job_id)
+        except BatchfleetError as exc:
+            log.warning("could not delete the queues of %s: %s", self.job.job_id, exc.line())
 
     def stop_workers(self, tally: Tally) -> None:
         """Tell every worker the job ended; wait (bounded) until they have uploaded their logs."""
@@ -222,10 +228,11 @@ def run_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> Summary:
     """Submit and follow a job to its end; returns its summary (state may be failed)."""
     job = build_job(spec, resolved, options)
     run = JobRun(job, options)
-    run.prepare()
-    if options.embedded:
-        run.start_workers()  # children start (and init) while the input is listed and planned
+    run.renderer = ReportRenderer()  # imports its plotting library while the job runs
     try:
+        run.prepare()
+        if options.embedded:
+            run.start_workers()  # children start (and init) while the input is listed and planned
         batches, items = run.publish()
     except BaseException:
         run.abort()
@@ -237,7 +244,7 @@ def run_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> Summary:
 def finish_job(run: JobRun, tally: Tally, items: int) -> Summary:
     """Follow to the end, then merge, report and record the state."""
     job, options = run.job, run.options
-    renderer = ReportRenderer()
+    renderer = run.renderer or ReportRenderer()
     sampler = PerfSampler(options.node_id if options.embedded else "coordinator").start()
     run.start_workers()
     try:
