@@ -69,6 +69,12 @@ class _Slot:
         self.process = None
         self.conn = None
 
+    def terminate(self) -> None:
+        """Kill the child from another thread; the supervising thread cleans up when it sees EOF."""
+        process = self.process
+        if process is not None and process.is_alive():
+            process.kill()
+
 
 class ChildPool:
     """Runs tasks on `processes` spawned children."""
@@ -112,13 +118,14 @@ class ChildPool:
         deadline = time.monotonic() + grace
         for thread in self._threads:
             thread.join(timeout=max(deadline - time.monotonic(), 0.1))
-        for slot in self._slots:
-            slot.kill()
+        self.kill_all()
+        for thread in self._threads:
+            thread.join(timeout=5)
 
     def kill_all(self) -> None:
         self._stopping.set()
         for slot in self._slots:
-            slot.kill()
+            slot.terminate()
 
     def drain(self) -> list[Task]:
         """Tasks not yet handed to a child (to give back to the broker)."""

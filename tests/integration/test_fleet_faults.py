@@ -84,10 +84,10 @@ def make_code(root: Path, gate: Path | None = None, gate_item: str = "") -> Path
     return root / "component.yaml"
 
 
-def put_items(s3: MotoS3, bucket: str, count: int, prefix: str = "in") -> list[str]:
-    """`count` small objects item000.txt... under `prefix`; returns their names."""
+def put_items(s3: MotoS3, bucket: str, count: int, prefix: str = "in", stem: str = "item") -> list[str]:
+    """`count` small objects <stem>000.txt... under `prefix`; returns their names."""
     client, name = s3.client(), bucket.removeprefix("s3://")
-    names = [f"item{i:03d}.txt" for i in range(count)]
+    names = [f"{stem}{i:03d}.txt" for i in range(count)]
     for i, item in enumerate(names):
         client.put_object(Bucket=name, Key=f"{prefix}/{item}", Body=f"value-{i}".encode())
     return names

@@ -131,7 +131,7 @@ def test_forged_messages_run_nothing(tmp_path: Path, fleet: dict[str, Any], s3: 
 
 def test_replayed_message_is_refused(tmp_path: Path, fleet: dict[str, Any], s3: MotoS3) -> None:
     """A valid message of job A, copied into job B's queue (as is, or with B's id), runs nothing."""
-    a_names = put_items(s3, fleet["bucket"], 4, prefix="a-in")
+    a_names = put_items(s3, fleet["bucket"], 8, prefix="a-in", stem="a-item")
     names = put_items(s3, fleet["bucket"], 8)
     gate = fleet["gate"]
     spec = make_code(tmp_path / "code", gate.root, gate_item=names[-1])
@@ -150,10 +150,12 @@ def test_replayed_message_is_refused(tmp_path: Path, fleet: dict[str, Any], s3: 
         try:
             gate.wait_started()
             job_b = next(j for j in job_ids(s3, fleet["store"]) if j != job_a)
-            renamed = plan_a[0].replace(job_a, job_b).encode()
-            publish_raw(fleet["url"], f"bf.{job_b}.batches", [plan_a[0].encode(), renamed])
+            # A's batch 3 has the id of B's batch still running, so a mix-up would show in B's output.
+            replayed = plan_a[3]
+            renamed = replayed.replace(job_a, job_b).encode()
+            publish_raw(fleet["url"], f"bf.{job_b}.batches", [replayed.encode(), renamed])
             # One dispatch thread takes them in order: the renamed copy's refusal comes last.
-            refused = f"dead-lettering batch 0 of {job_b}"
+            refused = f"dead-lettering batch 3 of {job_b}"
             assert wait_for(lambda: refused in log.read_text(), 30), log.read_text()
             gate.open()
             result = run.finish()
@@ -199,7 +201,13 @@ UNSAFE_KEYS = {
     "in/..\\..\\win.txt": "win.txt",
     "in/C:/drive.txt": "drive.txt",
 }
-SAFE_KEYS = {"in/item000.txt": "item000.txt", "in/%2e%2e/x.txt": "x.txt", "in/zz/item001.txt": "item001.txt"}
+SAFE_KEYS = {
+    "in/item000.txt": "item000.txt",
+    "in/%2e%2e/x.txt": "x.txt",
+    "in/zz/item001.txt": "item001.txt",
+    "in/zz/item002.txt": "item002.txt",
+    "in/zz/item003.txt": "item003.txt",
+}
 
 
 def test_object_keys_cannot_escape_the_batch_folder(tmp_path: Path, fleet: dict[str, Any], s3: MotoS3) -> None:
