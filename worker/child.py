@@ -101,9 +101,8 @@ class Child:
             outcome["run_seconds"] = time.perf_counter() - t0
             rows = count_rows(result)
         except BaseException as exc:  # user code may raise anything, SystemExit included
-            conn.send(("ran",))
             return self.failed(outcome, exc, attempt)
-        conn.send(("ran",))
+        self.ran(conn, outcome["run_seconds"])
         t1 = time.perf_counter()
         try:
             self.commit(outcome, task, result, rows)
@@ -117,7 +116,7 @@ class Child:
         self, outcome: dict[str, Any], task: dict[str, Any], exc: BadDataError, conn: Connection
     ) -> dict[str, Any]:
         """Unreadable input: its items failed, which a retry would not change; commit that."""
-        conn.send(("ran",))
+        self.ran(conn, 0.0)
         self.logs.error(task["batch_id"], task["attempt"], exc.line(), "")
         total = task["total"] or max(len(task.get("items") or []), 1)
         part = self.parts.commit(task["batch_id"], task["attempt"], 0, total, b"")
@@ -132,6 +131,14 @@ class Child:
         )
         self.logs.batch = None
         return outcome
+
+    def ran(self, conn: Connection, run_seconds: float) -> None:
+        """Tell the supervisor run() is over, when the commit might otherwise look like a timeout.
+
+        A local commit is one write; sending this for every batch would cost a pipe round trip.
+        """
+        if self.parts.remote or run_seconds > 0.5 * self.job.settings.run_invocation_timeout:
+            conn.send(("ran",))
 
     def mini_batch(self, task: dict[str, Any]) -> Any:
         if task.get("tabular"):
