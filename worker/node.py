@@ -135,9 +135,21 @@ class WorkerNode:
             self._jobs[job.job_id] = runtime
             self._by_queue[runtime.names.batches] = runtime
         runtime.pool.start()
-        runtime.consumer_tag = self.broker.consume(runtime.names.batches, max(2, 2 * processes), self.sink)
         self._event(runtime, "node_started", f"processes={processes} pid={os.getpid()}")
+        threading.Thread(target=self._consume_when_ready, args=(runtime,), daemon=True).start()
         log.info("serving job %s with %d processes", job.job_id, processes)
+
+    def _consume_when_ready(self, runtime: JobRuntime) -> None:
+        """Take messages only once user code loaded and init() ran: a broken script costs no tries."""
+        pool = runtime.pool
+        while not pool.ready.wait(0.2):
+            if pool.gave_up or runtime.ended or self._stopping.is_set():
+                return
+        with self._lock:
+            if runtime.ended:
+                return
+            prefetch = max(2, 2 * runtime.processes)
+            runtime.consumer_tag = self.broker.consume(runtime.names.batches, prefetch, self.sink)
 
     def _prepare(self, runtime: JobRuntime) -> bool:
         """Folders, code snapshot and output sync; a refused job is reported once."""

@@ -85,6 +85,7 @@ class ChildPool:
         self.tasks: queue.Queue[Task | None] = queue.Queue()
         self._ctx = multiprocessing.get_context("spawn")
         self._stopping = threading.Event()
+        self.ready = threading.Event()  # some child has loaded the user code and run init()
         self._lock = threading.Lock()
         self._init_failures = 0
         self._gave_up = False
@@ -223,6 +224,7 @@ class ChildPool:
                 self._busy -= 1
         if message is not None and message[0] == "ready":
             log.debug("%s ready (pid %s)", slot.name, message[1])
+            self.ready.set()
             return True
         line, tb = (message[1], message[2]) if message else (self._death(slot), "")
         slot.kill()

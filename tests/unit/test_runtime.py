@@ -238,3 +238,28 @@ def test_prints_survive_a_timeout_kill(tmp_path: Path) -> None:
     run_embedded(job, tmp_path / "work")
     stdout = (tmp_path / "out" / "logs" / "user" / "stdout" / "n1" / "process001.stdout.txt").read_text()
     assert "[n1 process001 batch=0] about to hang" in stdout
+
+
+def test_broken_script_takes_no_message(tmp_path: Path) -> None:
+    from common.broker.memory import MemoryBroker
+    from common.storage import StorageOptions
+    from coordinator.submit import publish_plan, write_job, write_plan
+    from worker.node import NodeConfig, WorkerNode
+
+    make_files(tmp_path / "data", 4)
+    write_script(tmp_path / "code", "def init():\n    raise ValueError('bad model')\ndef run(b):\n    return b\n")
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", init_max_try=2, mini_batch_size=1)
+    broker = MemoryBroker()
+    write_job(job, StorageOptions())
+    manifest, _, _ = write_plan(job, StorageOptions())
+    broker.declare_job(job.job_id, 3)
+    publish_plan(broker, job, manifest)
+    node = WorkerNode(broker, NodeConfig(node_id="n1", work_root=tmp_path / "work"))
+    node.start(listen=False)
+    node.serve(job)
+    try:
+        runtime = node._jobs[job.job_id]
+        assert runtime.pool.ready.wait(5) is False and runtime.pool.gave_up
+    finally:
+        node.stop()
+    assert broker.depth(f"bf.{job.job_id}.batches") == 4  # nothing taken, no try spent
