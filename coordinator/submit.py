@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -57,16 +58,20 @@ def write_plan(job: JobConfig, options: StorageOptions, key: bytes | None = None
     """
     local = Path(tempfile.mkdtemp(prefix="bf-plan-")) / "plan.jsonl"
     batches = items = 0
-    with open(local, "w", encoding="utf-8") as out:
-        for message in plan_batches(job, options):
-            if key is not None:
-                message = sign_batch(key, message)
-            out.write(message.model_dump_json())
-            out.write("\n")
-            batches += 1
-            items += sum(item.rows or 1 for item in message.items) if message.items else 0
-    storage = open_storage(job.store_uri, options)
-    storage.upload(local, join_uri(job.store_uri, "plan.jsonl"))
+    try:
+        with open(local, "w", encoding="utf-8") as out:
+            for message in plan_batches(job, options):
+                if key is not None:
+                    message = sign_batch(key, message)
+                out.write(message.model_dump_json())
+                out.write("\n")
+                batches += 1
+                items += sum(item.rows or 1 for item in message.items) if message.items else 0
+        storage = open_storage(job.store_uri, options)
+        storage.upload(local, join_uri(job.store_uri, "plan.jsonl"))
+    except BaseException:
+        shutil.rmtree(local.parent, ignore_errors=True)
+        raise
     return local, batches, items
 
 
