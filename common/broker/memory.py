@@ -90,6 +90,7 @@ class MemoryBroker(Broker):
     def cancel(self, consumer_tag: str) -> None:
         """Like a closed channel: unsettled deliveries return and count as failed."""
         with self._lock:
+            self._announce_sinks.pop(consumer_tag, None)
             consumer = self._consumers.pop(consumer_tag, None)
             if consumer is None:
                 return

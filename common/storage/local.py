@@ -15,7 +15,8 @@ from common.storage.base import ObjectInfo, Storage
 def _walk_sorted(root: str, prefix: str = "") -> Iterator[tuple[str, str, int]]:
     """(path, relative posix path, size) below root in sorted order, one folder in memory at a time."""
     try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
+        # Folders sort as "name/", so the order matches an S3 listing of the same keys.
+        entries = sorted(os.scandir(root), key=lambda e: e.name + "/" if e.is_dir() else e.name)
     except FileNotFoundError:
         return
     for entry in entries:

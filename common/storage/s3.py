@@ -11,6 +11,7 @@ from typing import Any, Literal, NoReturn, TypeVar
 
 import boto3
 import botocore.exceptions as bex
+from boto3.exceptions import Boto3Error
 from botocore.config import Config
 
 from common.errors import StorageError, UsageError
@@ -36,6 +37,18 @@ UNREACHABLE = (
     bex.ConnectionClosedError,
     bex.ReadTimeoutError,
 )
+
+
+def _unwrap(exc: Exception) -> Exception:
+    """The botocore error inside boto3's transfer wrappers (S3UploadFailedError, RetriesExceededError)."""
+    inner: BaseException | None = exc
+    for _ in range(5):
+        if inner is None:
+            break
+        inner = getattr(inner, "last_exception", None) or inner.__cause__ or inner.__context__
+        if isinstance(inner, bex.BotoCoreError | bex.ClientError):
+            return inner
+    return exc
 
 
 class ObjectGone(StorageError):
@@ -120,6 +133,8 @@ class S3Storage(Storage):
             return fn(client)
         except (bex.BotoCoreError, bex.ClientError) as exc:
             self._raise(exc, uri, action, client)
+        except Boto3Error as exc:  # upload_file / download_file wrap the client's error
+            self._raise(_unwrap(exc), uri, action, client)
 
     def _raise(self, exc: Exception, uri: str, action: str, client: Any) -> NoReturn:
         bucket, key = split_uri(uri)
@@ -127,9 +142,7 @@ class S3Storage(Storage):
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code == "NoSuchBucket" or (
-                code in GONE_CODES and key and not self._bucket_exists(client, bucket)
-            ):
+            if code == "NoSuchBucket" or (code in GONE_CODES and key and not self._bucket_exists(client, bucket)):
                 raise StorageError(f"bucket {bucket} does not exist", "create it or fix the URI") from None
             if code in DENIED_CODES or status == 403:
                 raise StorageError(f"access denied to {uri} ({code})", "check credentials/policy") from None
@@ -179,9 +192,7 @@ class S3Storage(Storage):
         bucket, key = split_uri(uri)
         client = self._s3()
         try:
-            response = client.get_object(
-                Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}"
-            )
+            response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
             return bytes(response["Body"].read())
         except bex.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "InvalidRange":
@@ -191,11 +202,20 @@ class S3Storage(Storage):
             self._raise(exc, uri, "read", client)
 
     def exists(self, uri: str) -> bool:
-        try:
-            self._head(uri)
-        except ObjectGone:
-            return False
-        return True
+        """An object, or (like a local folder) a prefix with objects below it, or a bucket."""
+        bucket, key = split_uri(uri)
+        if not key.strip("/"):
+            return self._bucket_exists(self._s3(), bucket)
+        if not key.endswith("/"):
+            try:
+                self._head(uri)
+            except ObjectGone:
+                pass
+            else:
+                return True
+        prefix = f"{key.rstrip('/')}/"
+        found = self._call(uri, "list", lambda c: c.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1))
+        return bool(found.get("KeyCount"))
 
     def size(self, uri: str) -> int:
         return int(self._head(uri)["ContentLength"])
@@ -226,9 +246,7 @@ class S3Storage(Storage):
     def _pages(self, uri: str, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
         client = self._s3()
         paginator = client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(
-            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE}
-        )
+        pages = paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE})
         try:
             yield from pages
         except (bex.BotoCoreError, bex.ClientError) as exc:
