@@ -5,13 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from itertools import islice
 
-from common.errors import InputError, UsageError
+from common.errors import InputError, StorageError, UsageError
 from common.messages import BatchMessage, InputBinding, Item, JobConfig
 from common.partitions import BatchPlan, partition_files
 from common.storage import ObjectInfo, StorageOptions, is_remote, open_storage
 
 
 def _listing(binding: InputBinding, options: StorageOptions) -> Iterator[ObjectInfo]:
+    try:
+        yield from _list_input(binding, options)
+    except StorageError as exc:
+        raise InputError(f"input {binding.name}: {exc.message}", exc.hint) from exc
+
+
+def _list_input(binding: InputBinding, options: StorageOptions) -> Iterator[ObjectInfo]:
     storage = open_storage(binding.uri, options)
     if not is_remote(binding.uri) and not storage.exists(binding.uri):
         raise InputError(f"input {binding.name}: {binding.uri} does not exist", "check the path given with --input")
@@ -39,6 +46,14 @@ def _file_batches(binding: InputBinding, job: JobConfig, options: StorageOptions
         yield BatchPlan([Item.model_construct(uri=i.uri, name=i.rel, size=i.size) for i in chunk], None)
 
 
+def _named(binding: InputBinding, plans: Iterator[BatchPlan]) -> Iterator[BatchPlan]:
+    """Storage errors while planning an input name the input."""
+    try:
+        yield from plans
+    except StorageError as exc:
+        raise InputError(f"input {binding.name}: {exc.message}", exc.hint) from exc
+
+
 def plan_batches(job: JobConfig, options: StorageOptions) -> Iterator[BatchMessage]:
     """Every mini-batch of the job, numbered in merge order."""
     batch_id = 0
@@ -47,7 +62,7 @@ def plan_batches(job: JobConfig, options: StorageOptions) -> Iterator[BatchMessa
         if binding.kind == "tabular":
             from common.tabular import plan_tabular
 
-            plans = plan_tabular(open_storage(binding.uri, options), binding, job.settings)
+            plans = _named(binding, plan_tabular(open_storage(binding.uri, options), binding, job.settings))
         else:
             plans = _file_batches(binding, job, options)
         for plan in plans:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -50,7 +51,8 @@ class LocalStorage(Storage):
             tmp.write_bytes(data)
             os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise StorageError(f"cannot write {uri}: {exc.strerror or exc}") from exc
 
     def exists(self, uri: str) -> bool:
