@@ -25,6 +25,17 @@ class Verdict:
     reason: str | None = None
 
 
+def _genuine(key: bytes, job_id: str, message: BatchMessage) -> bool:
+    from common.signing import SignatureError
+    from worker.security import verify_batch
+
+    try:
+        verify_batch(key, job_id, message)
+    except SignatureError:
+        return False
+    return True
+
+
 class Follower:
     """Consumes the job's reports and dead queues until the job is decided."""
 
@@ -36,6 +47,7 @@ class Follower:
         on_change: Callable[[Tally], None] | None = None,
         cancelled: threading.Event | None = None,
         on_failed: Callable[[BatchResult], None] | None = None,
+        signing_key: bytes | None = None,
     ) -> None:
         self.broker = broker
         self.job = job
@@ -43,6 +55,7 @@ class Follower:
         self.on_change = on_change
         self.cancelled = cancelled or threading.Event()
         self.on_failed = on_failed
+        self.signing_key = signing_key
         self.names = queue_names(job.job_id)
         self.sink: queue.Queue[Delivery] = queue.Queue()
         self._tags: list[str] = []
@@ -115,18 +128,27 @@ class Follower:
         return None
 
     def _dead(self, delivery: Delivery) -> None:
-        """A batch the broker gave up on (delivery limit) or a worker refused."""
+        """A batch the broker gave up on (its delivery limit), or a message a worker refused.
+
+        Only the first fails a batch. A refused message (unparseable, unsigned, forged) is not
+        the coordinator's batch: the genuine one is still queued, so it is logged and dropped.
+        """
         reason = delivery.reason or "dead-lettered"
+        if reason != "delivery_limit":
+            log.error("a worker refused a message on %s: %s", self.names.batches, reason)
+            return
         try:
             message = BatchMessage.model_validate_json(delivery.body)
         except ValidationError:
-            log.error("a message on %s was dead-lettered and does not parse: %s", self.names.batches, reason)
+            log.error("a message on %s went over its delivery limit and does not parse", self.names.batches)
             return
-        if reason == "delivery_limit":
-            reason = (
-                f"out of tries after {self.job.settings.run_max_try} deliveries: "
-                "the worker process or node running it died or was lost each time"
-            )
+        if self.signing_key is not None and not _genuine(self.signing_key, self.job.job_id, message):
+            log.error("a forged message for batch %d went over its delivery limit; ignored", message.batch_id)
+            return
+        reason = (
+            f"out of tries after {self.job.settings.run_max_try} deliveries: "
+            "the worker process or node running it died or was lost each time"
+        )
         result = BatchResult(
             job_id=self.job.job_id,
             batch_id=message.batch_id,

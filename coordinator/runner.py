@@ -164,7 +164,15 @@ class JobRun:
                 last_write[0] = now
                 self._checkpoint(current)
 
-        follower = Follower(self.options.broker, self.job, tally, on_change, self.cancelled, self._record_failure)
+        follower = Follower(
+            self.options.broker,
+            self.job,
+            tally,
+            on_change,
+            self.cancelled,
+            self._record_failure,
+            self.options.signing_key,
+        )
         try:
             return follower.follow()
         except KeyboardInterrupt:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,13 +60,17 @@ class Downloader:
         folder = self.work_root / job_id / "batches" / f"{message.batch_id:09d}-{attempt}"
         folder.mkdir(parents=True, exist_ok=True)
         storage = open_storage(message.items[0].uri, self.options)
-        targets = [safe_join(folder, item.name) for item in message.items]
-        futures = [
-            self._pool.submit(storage.download, item.uri, target)
-            for item, target in zip(message.items, targets, strict=True)
-        ]
+        started: list[tuple[Item, Path, Future[None]]] = []
         paths, errors = [], []
-        for item, target, future in zip(message.items, targets, futures, strict=True):
+        for item in message.items:
+            try:
+                target = safe_join(folder, item.name)  # a key like ../../x must not leave the folder
+            except BatchfleetError as exc:
+                log.warning("batch %d: %s", message.batch_id, exc.line())
+                errors.append(f"{item.name}: {exc.line()}")
+                continue
+            started.append((item, target, self._pool.submit(storage.download, item.uri, target)))
+        for item, target, future in started:
             try:
                 future.result()
                 paths.append(str(target))

@@ -292,9 +292,17 @@ class WorkerNode:
                 return
         binding = runtime.job.inputs[message.input or runtime.job.input_data[0]]
         if self.downloader.needs_download(binding, message):
-            runtime.fetchers.submit(self._fetch_and_submit, runtime, delivery, message)
+            runtime.fetchers.submit(self._fetch_guarded, runtime, delivery, message)
         else:
+            self._fetch_guarded(runtime, delivery, message)
+
+    def _fetch_guarded(self, runtime: JobRuntime, delivery: Delivery, message: BatchMessage) -> None:
+        """A fetch that fails outright gives the delivery back (a try) rather than stranding it."""
+        try:
             self._fetch_and_submit(runtime, delivery, message)
+        except Exception:
+            log.exception("batch %d of %s: fetching failed", message.batch_id, runtime.job.job_id)
+            self.broker.settle(delivery, "requeue")
 
     def _fetch_and_submit(self, runtime: JobRuntime, delivery: Delivery, message: BatchMessage) -> None:
         binding = runtime.job.inputs[message.input or runtime.job.input_data[0]]
