@@ -7,6 +7,7 @@ import argparse
 import difflib
 import re
 import shlex
+import types
 import typing
 from collections.abc import Iterator, Mapping
 from importlib import metadata
@@ -95,8 +96,12 @@ def _yaml_value(name: str, raw: str) -> object:
 
 
 def _is_text(name: str) -> bool:
+    """True when every non-None type of the setting is text (`str | None` included)."""
     annotation = RunSettings.model_fields[name].annotation
-    return annotation is str or typing.get_origin(annotation) is Literal
+    members = [annotation]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    return all(member is str or typing.get_origin(member) is Literal for member in members)
 
 
 # --- NAME=PATH bindings --------------------------------------------------------------------------

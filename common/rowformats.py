@@ -12,6 +12,8 @@ only in width (int vs float from pandas' gaps) are cast safely; a lossy cast is 
 from __future__ import annotations
 
 import io
+import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -106,7 +108,10 @@ def _merge_tables(
     try:
         for index, read in enumerate(parts):
             label = names[index] if names is not None and index < len(names) else f"part {index}"
-            table = _load(read(), label)
+            data = read()
+            if not data:
+                continue  # a batch whose input could not be read commits a part without rows
+            table = _load(data, label)
             first = first or table.schema
             if table.num_rows == 0:
                 continue  # an empty part says nothing reliable about types
@@ -178,6 +183,22 @@ def _cast(column: Any, field: Any, label: str) -> Any:
         raise RowFormatError(f"{problem}: {_short(exc)}", hint) from exc
 
 
+def _json_default(value: Any) -> Any:
+    """json.dumps fallback: dates and times as ISO 8601, bytes and anything else as text."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    """One JSON Lines record. Floats keep every digit: DataFrame.to_json rounds to 10 decimal
+    places, which turns a probability of 1e-12 into 0. Non-finite floats become null, as there."""
+    clean = {key: None if isinstance(v, float) and not math.isfinite(v) else v for key, v in row.items()}
+    return json.dumps(clean, default=_json_default, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
 class _TableWriter:
     """Appends tables to one CSV (header once), JSON Lines or Parquet file."""
 
@@ -197,13 +218,12 @@ class _TableWriter:
             return
         out = self._stream()
         for start in range(0, table.num_rows, _SLICE_ROWS):
-            frame = table.slice(start, _SLICE_ROWS).to_pandas()
+            piece = table.slice(start, _SLICE_ROWS)
             if self.fmt == "csv":
-                frame.to_csv(out, header=not self._header, index=False, lineterminator="\n")
+                piece.to_pandas().to_csv(out, header=not self._header, index=False, lineterminator="\n")
                 self._header = True
             else:
-                text = frame.to_json(orient="records", lines=True, date_format="iso", force_ascii=False)
-                out.write(text if text.endswith("\n") else text + "\n")
+                out.writelines(_json_line(row) for row in piece.to_pylist())
 
     def _stream(self) -> IO[Any]:
         if self._out is None:

@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from common.errors import BadDataError, BatchfleetError
 from common.messages import Item, JobConfig
 from common.parts import PartWriter
 from common.rowformats import encode_part, is_dataframe
-from common.storage import StorageOptions, join_uri, open_storage
+from common.storage import Storage, StorageOptions, join_uri, open_storage
 from worker.context import MiniBatchContext
 from worker.entry import EntryPoints, load_entry
 from worker.userlogs import UserLogs
@@ -62,6 +63,8 @@ class Child:
         self.options = options
         self.parts = PartWriter(self.store, join_uri(self.job.store_uri, "parts", self.node_id), self.process)
         self.entry: EntryPoints | None = None
+        self.read_batch: Callable[..., Any] | None = None
+        self.input_stores: dict[str, Storage] = {}
 
     def prepare(self) -> None:
         """Environment, argv, logs; then load and init the user's code."""
@@ -77,6 +80,7 @@ class Child:
         code_dir = Path(self.spec["code_dir"])
         os.chdir(code_dir)
         sys.argv = [self.job.entry_script, *self.job.args, *self.spec.get("predefined_args", [])]
+        self.load_tabular()
         self.entry = load_entry(code_dir, self.job.entry_script)
         if self.entry.init is not None:
             self.entry.init()
@@ -140,13 +144,27 @@ class Child:
         if self.parts.remote or run_seconds > 0.5 * self.job.settings.run_invocation_timeout:
             conn.send(("ran",))
 
+    def load_tabular(self) -> None:
+        """Import the table reader and open the tables' storage before user code loads.
+
+        load_entry() hides our packages from sys.modules: importing them later would load a second
+        copy (whose BadDataError the except clause in run_task does not catch) or the user's own
+        `common`.
+        """
+        tables = [binding for binding in self.job.inputs.values() if binding.kind == "tabular"]
+        if not tables:
+            return
+        from common.tabular import read_batch
+
+        self.read_batch = read_batch
+        self.input_stores = {binding.name: open_storage(binding.uri, self.options) for binding in tables}
+
     def mini_batch(self, task: dict[str, Any]) -> Any:
         if task.get("tabular"):
-            from common.tabular import read_batch
-
+            assert self.read_batch is not None, "load_tabular() runs before any tabular batch"
             items = [Item.model_validate(i) for i in task["items"]]
-            storage = open_storage(items[0].uri, self.options) if items else self.store
-            return read_batch(storage, items, task.get("partition"))
+            storage = self.input_stores.get(task.get("input", ""), self.store)
+            return self.read_batch(storage, items, task.get("partition"))
         return list(task["paths"])
 
     def commit(self, outcome: dict[str, Any], task: dict[str, Any], result: Any, rows: int) -> None:

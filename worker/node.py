@@ -24,6 +24,7 @@ from common.messages import (
     BatchMessage,
     BatchResult,
     EventKind,
+    InputBinding,
     JobAnnouncement,
     JobConfig,
     JobEvent,
@@ -70,6 +71,15 @@ class JobRuntime:
         self.sampler: PerfSampler | None = None
         self.fetchers = ThreadPoolExecutor(max_workers=processes + 1, thread_name_prefix="bf-fetch")
         self.ended = False
+
+
+def planned_total(binding: InputBinding, message: BatchMessage) -> int:
+    """Items a batch stands for before it is read: files, or rows of a table. A CSV or JSON Lines
+    range has no row count in the plan; it counts as one item, so a crash or timeout before
+    run() returns still fails items (the child replaces the estimate once it has read the rows)."""
+    if binding.kind != "tabular":
+        return len(message.items)
+    return sum(item.rows if item.rows is not None else 1 for item in message.items)
 
 
 class WorkerNode:
@@ -310,7 +320,7 @@ class WorkerNode:
         payload = {
             "batch_id": message.batch_id,
             "attempt": delivery.attempt,
-            "total": sum(item.rows or 0 for item in message.items) if binding.kind == "tabular" else len(message.items),
+            "total": planned_total(binding, message),
             "paths": fetched.paths,
             "tabular": binding.kind == "tabular",
             "items": [item.model_dump() for item in fetched.items],

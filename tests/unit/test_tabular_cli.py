@@ -525,6 +525,24 @@ def test_ragged_csv_fails_its_items(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_crashing_run_fails_items(tmp_path: Path, fmt: str) -> None:
+    # A crash leaves no row count from the child; the batch's items must still count as failed.
+    frame = source_frame(1000)
+    data = tmp_path / "data" / f"t.{fmt}"
+    if fmt == "parquet":
+        write_parquet(frame, data)
+    else:
+        data.parent.mkdir(parents=True)
+        frame.to_csv(data, index=False)
+    crash = "import os\n\ndef run(mini_batch):\n    os._exit(3)\n"
+    result = run_job(tmp_path, crash, f"{data}:tabular", "--mini_batch_size", "8KB", "--error_threshold", "0",
+                     "--run_max_try", "1")  # fmt: skip
+    assert_one_line(result, 1)
+    committed, _, succeeded, failed = summary(result)
+    assert committed == 0 and succeeded == 0 and failed >= 1
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_mixed_schemas_refused_before_start(tmp_path: Path, fmt: str) -> None:
     folder = tmp_path / "data"
     folder.mkdir()
