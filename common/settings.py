@@ -23,6 +23,9 @@ V2_ALIASES = {
 }
 
 
+DEFAULT_APPEND_FILE = "parallel_run_step.txt"
+
+
 class RunSettings(BaseModel):
     """Everything that tunes a job's run; every boundary builds one of these."""
 
@@ -43,7 +46,7 @@ class RunSettings(BaseModel):
     node_count: int = Field(default=1, ge=1, description="Nodes expected (informational in fleet mode).")
     logging_level: str = Field(default="INFO", description="Python logging level name.")
     output_action: OutputAction = "append_row"
-    append_row_file_name: str = "parallel_run_step.txt"
+    append_row_file_name: str = DEFAULT_APPEND_FILE
     append_row_format: RowFormat = "text"
     partition_keys: list[str] | None = None
     partition_layout: str | None = Field(
@@ -117,6 +120,13 @@ class RunSettings(BaseModel):
         if not is_size_text(size):
             raise ValueError(f"mini_batch_size {size!r} is a file count; a tabular input needs a size such as '1MB'")
         return parse_size(str(size))
+
+    def merged_file_name(self) -> str:
+        """append_row_file_name, with the default's extension following append_row_format."""
+        name = self.append_row_file_name
+        if name == DEFAULT_APPEND_FILE and self.append_row_format != "text":
+            return f"parallel_run_step.{self.append_row_format}"
+        return name
 
     def stall_timeout(self) -> float:
         """Azure ML's rule for progress_update_timeout when not set."""

@@ -302,7 +302,7 @@ def print_outputs(job: JobConfig, result: Any, folders: Folders, out: TextIO) ->
     ok = True
     out.write("\noutputs:\n")
     if settings.output_action == "append_row":
-        merged = join_uri(job.output_uri, settings.append_row_file_name)
+        merged = join_uri(job.output_uri, settings.merged_file_name())
         try:
             fmt = settings.append_row_format
             size = f"{len(encode_part(result, fmt))} bytes as {fmt}"

@@ -30,12 +30,12 @@ def merge_output(job: JobConfig, tally: Tally, options: StorageOptions) -> tuple
 
 def _merge(job: JobConfig, readers: Sequence[Callable[[], bytes]], options: StorageOptions) -> tuple[str, int]:
     settings = job.settings
-    dest_uri = join_uri(job.output_uri, settings.append_row_file_name)
+    dest_uri = join_uri(job.output_uri, settings.merged_file_name())
     if not is_remote(dest_uri):
         rows = merge_parts(readers, settings.append_row_format, Path(dest_uri))
         return dest_uri, rows
     with tempfile.TemporaryDirectory(prefix="bf-merge-") as tmp:
-        local = Path(tmp) / settings.append_row_file_name
+        local = Path(tmp) / settings.merged_file_name()
         rows = merge_parts(readers, settings.append_row_format, local)
         open_storage(dest_uri, options).upload(local, dest_uri)
     return dest_uri, rows

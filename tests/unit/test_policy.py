@@ -75,3 +75,16 @@ def test_init_gives_up(failures, max_try, gives_up) -> None:
 def test_stall_timeout_default_follows_azure_rule() -> None:
     assert RunSettings(run_invocation_timeout=10, task_overhead_timeout=5).stall_timeout() == 45
     assert RunSettings(progress_update_timeout=7).stall_timeout() == 7
+
+
+@pytest.mark.parametrize(
+    ("settings", "name"),
+    [
+        ({}, "parallel_run_step.txt"),
+        ({"append_row_format": "parquet"}, "parallel_run_step.parquet"),
+        ({"append_row_format": "csv"}, "parallel_run_step.csv"),
+        ({"append_row_format": "csv", "append_row_file_name": "scores.csv"}, "scores.csv"),
+    ],
+)
+def test_merged_file_name_follows_format(settings, name) -> None:
+    assert RunSettings(**settings).merged_file_name() == name

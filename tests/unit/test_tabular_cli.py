@@ -161,10 +161,11 @@ def write_jsonl(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def merged(tmp_path: Path, name: str = "parallel_run_step.txt") -> Path:
-    path = tmp_path / "out" / name
-    assert path.is_file(), f"no merged output at {path}"
-    return path
+def merged(tmp_path: Path, name: str | None = None) -> Path:
+    """The merged file: by default parallel_run_step.<txt|csv|parquet|jsonl> as the format names it."""
+    found = [tmp_path / "out" / name] if name else sorted((tmp_path / "out").glob("parallel_run_step.*"))
+    assert len(found) == 1 and found[0].is_file(), f"no single merged output in {tmp_path / 'out'}: {found}"
+    return found[0]
 
 
 def batch_report(tmp_path: Path) -> list[dict[str, str]]:
