@@ -29,9 +29,7 @@ def _docker_rabbit() -> Any:
     try:
         from testcontainers.rabbitmq import RabbitMqContainer  # type: ignore[import-not-found]
     except ImportError:
-        unavailable(
-            "BATCHFLEET_TEST_DOCKER=1 but testcontainers is not installed (pip install testcontainers)"
-        )
+        unavailable("BATCHFLEET_TEST_DOCKER=1 but testcontainers is not installed (pip install testcontainers)")
     container = RabbitMqContainer("rabbitmq:3.13", username="bftest", password="bftest")
     container.start()
     host, port = container.get_container_host_ip(), container.get_exposed_port(5672)

@@ -128,15 +128,11 @@ class Pki:
             pki.server_key,
         )
         client = [x509.ExtendedKeyUsage([Usage.CLIENT_AUTH])]
-        _issue(
-            "bftest", ec.generate_private_key(ec.SECP256R1()), ca_key, client, pki.client_cert, pki.client_key
-        )
+        _issue("bftest", ec.generate_private_key(ec.SECP256R1()), ca_key, client, pki.client_cert, pki.client_key)
         return pki
 
 
-def _issue(
-    subject: str, key: Any, ca_key: Any, extensions: list[Any], cert_path: Path, key_path: Path | None
-) -> None:
+def _issue(subject: str, key: Any, ca_key: Any, extensions: list[Any], cert_path: Path, key_path: Path | None) -> None:
     """Sign a certificate with ca_key (self-signed CA when key is ca_key) and write it as PEM."""
     import datetime
 
@@ -163,9 +159,7 @@ def _issue(
     cert_path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
     if key_path is not None:
         plain = serialization.NoEncryption()
-        key_path.write_bytes(
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, plain)
-        )
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, plain))
 
 
 # RabbitMQ
@@ -271,9 +265,7 @@ class RabbitNode:
         wait_port(self.port, timeout, self._proc, self.log)
         deadline = time.monotonic() + timeout
         # await_startup gives up at once while the node is not yet registered with epmd: ask again
-        while (
-            done := self.ctl("await_startup", "--timeout", str(int(timeout)), timeout=timeout + 10)
-        ).returncode:
+        while (done := self.ctl("await_startup", "--timeout", str(int(timeout)), timeout=timeout + 10)).returncode:
             if time.monotonic() > deadline or self._proc.poll() is not None:
                 raise ServerUnavailable(f"rabbitmqctl await_startup failed: {done.stderr.strip()[-500:]}")
             time.sleep(0.3)
@@ -348,9 +340,7 @@ class ExternalRabbit:
 def start_rabbitmq(base: Path) -> RabbitNode:
     bin_dir = rabbit_bin_dir()
     if bin_dir is None:
-        raise ServerUnavailable(
-            "rabbitmq-server is not installed (set BATCHFLEET_TEST_AMQP_URL to use a server)"
-        )
+        raise ServerUnavailable("rabbitmq-server is not installed (set BATCHFLEET_TEST_AMQP_URL to use a server)")
     node = RabbitNode(base, bin_dir)
     try:
         node.start()

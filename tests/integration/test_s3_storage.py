@@ -70,6 +70,17 @@ def test_write_read_exists_size(store: S3Storage, bucket: str) -> None:
     assert store.read_bytes(uri) == b"v2"
 
 
+def test_exists_for_objects_prefixes_and_buckets(store: S3Storage, bucket: str) -> None:
+    store.write_bytes(f"{bucket}/a/b/c.txt", b"x")
+    assert store.exists(f"{bucket}/a/b/c.txt")
+    assert store.exists(f"{bucket}/a/b")  # a "folder", as LocalStorage.exists says for directories
+    assert store.exists(f"{bucket}/a/")
+    assert store.exists(bucket)
+    assert not store.exists(f"{bucket}/a/b/c")
+    assert not store.exists(f"{bucket}/zzz/")
+    assert not store.exists("s3://bf-no-such-bucket-at-all")
+
+
 @pytest.mark.parametrize(
     ("offset", "length", "expected"),
     [(0, 4, b"0123"), (3, 3, b"345"), (8, 10, b"89"), (10, 5, b""), (50, 1, b""), (2, 0, b"")],
@@ -133,9 +144,7 @@ def test_download_and_upload(store: S3Storage, bucket: str, tmp_path: Path) -> N
     assert store.read_bytes(f"{bucket}/up/up.txt") == b"uploaded"
 
 
-def test_delete_prefix_object_and_batches(
-    store: S3Storage, bucket: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_delete_prefix_object_and_batches(store: S3Storage, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(s3_module, "DELETE_BATCH", 3)
     put_tree(store, f"{bucket}/job", {f"parts/{i}.txt": b"p" for i in range(10)} | {"job.json": b"{}"})
     store.write_bytes(f"{bucket}/job2/keep", b"k")
@@ -163,9 +172,13 @@ def test_pickles_without_its_client(store: S3Storage, bucket: str) -> None:
 # errors a person can act on
 
 
-def test_missing_bucket(store: S3Storage) -> None:
+def test_missing_bucket(store: S3Storage, tmp_path: Path) -> None:
     name = f"no-such-{uuid.uuid4().hex[:8]}"
+    src = tmp_path / "src.txt"
+    src.write_bytes(b"x")
     for call in (
+        lambda: store.upload(src, f"s3://{name}/k"),
+        lambda: store.download(f"s3://{name}/k", tmp_path / "dest"),
         lambda: store.read_bytes(f"s3://{name}/k"),
         lambda: store.exists(f"s3://{name}/k"),
         lambda: list(store.list(f"s3://{name}/in")),
@@ -190,12 +203,18 @@ def test_object_gone(store: S3Storage, bucket: str, tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
-def test_access_denied(locked_s3: tuple[MotoS3, dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_access_denied(
+    locked_s3: tuple[MotoS3, dict[str, str]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     server, creds = locked_s3
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", creds["key"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", creds["secret"])
     store = S3Storage(server.options, max_attempts=1)
+    src = tmp_path / "src.txt"
+    src.write_bytes(b"x")
     for call in (
+        lambda: store.upload(src, "s3://locked/up"),
+        lambda: list(store.list("s3://locked/in")),
         lambda: store.write_bytes("s3://locked/k", b"x"),
         lambda: store.read_bytes("s3://locked/k"),
         lambda: store.check_writable("s3://locked/out"),
@@ -254,9 +273,7 @@ def test_profile(s3: MotoS3, bucket: str, tmp_path: Path, monkeypatch: pytest.Mo
 
 
 @pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"])
-def test_endpoint_from_environment(
-    s3: MotoS3, bucket: str, variable: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_endpoint_from_environment(s3: MotoS3, bucket: str, variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """No endpoint in the options: boto3 itself reads the endpoint variables."""
     monkeypatch.setenv(variable, s3.endpoint_url)
     store = S3Storage(StorageOptions(region="us-east-1"))
