@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from common.messages import BatchMessage, Item
-from tests.fleet_helpers import fleet_env, run_cli, start_worker, stop, wait_for
+from tests.fleet_helpers import run_cli, start_worker, stop, wait_for
 from tests.integration.test_fleet_faults import (
     Coordinator,
     done_files,
     fleet_run_args,
     fleet_setup,
+    follower_log,
     job_ids,
     make_code,
     one_error_line,
@@ -84,7 +85,9 @@ def forged_messages(job: str, bucket: str, gated_batch: int) -> list[tuple[str, 
     evil = Item(uri=f"{bucket}/evil/evil.txt", name="evil.txt")
     unsigned = BatchMessage(job_id=job, batch_id=gated_batch, input="data", items=[evil])
     bogus = BatchMessage(job_id=job, batch_id=999, input="data", items=[evil], sig="v1:" + "0" * 64)
-    attacker = sign_batch(b"an-attacker-key-of-32-bytes-long", BatchMessage(job_id=job, batch_id=1, input="data", items=[evil]))
+    attacker = sign_batch(
+        b"an-attacker-key-of-32-bytes-long", BatchMessage(job_id=job, batch_id=1, input="data", items=[evil])
+    )
     return [
         ("is unsigned", unsigned.model_dump_json().encode()),
         ("is forged", bogus.model_dump_json().encode()),
@@ -93,7 +96,11 @@ def forged_messages(job: str, bucket: str, gated_batch: int) -> list[tuple[str, 
 
 
 def test_forged_messages_run_nothing(tmp_path: Path, fleet: dict[str, Any], s3: MotoS3) -> None:
-    """Messages published straight to the queue without the key are dead-lettered; the job is unharmed."""
+    """Messages published without the key are dead-lettered and run nothing; the job is unharmed.
+
+    Also published straight to the job's dead queue, claiming the broker's delivery limit: such a
+    message must not count as (or stand in for) one of the job's batches either.
+    """
     names = put_items(s3, fleet["bucket"], 12)
     bucket = fleet["bucket"].removeprefix("s3://")
     s3.client().put_object(Bucket=bucket, Key="evil/evil.txt", Body=b"owned")
@@ -108,6 +115,10 @@ def test_forged_messages_run_nothing(tmp_path: Path, fleet: dict[str, Any], s3: 
         job = job_ids(s3, fleet["store"])[0]
         forged = forged_messages(job, fleet["bucket"], gated_batch=5)
         publish_raw(fleet["url"], f"bf.{job}.batches", [body for _, body in forged])
+        # Straight into the dead queue too, dressed as batches the broker gave up on.
+        spoofed = [body for _, body in forged[:2]]
+        publish_raw(fleet["url"], f"bf.{job}.dead", spoofed, {"x-batchfleet-reason": "delivery_limit"})
+        publish_raw(fleet["url"], f"bf.{job}.dead", spoofed, {"x-first-death-reason": "delivery_limit"})
         assert wait_for(lambda: log.read_text().count("dead-lettering batch") >= len(forged), 30), log.read_text()
         gate.open()
         result = run.finish()
@@ -124,9 +135,8 @@ def test_forged_messages_run_nothing(tmp_path: Path, fleet: dict[str, Any], s3: 
     assert "12 items succeeded, 0 failed" in result.stdout, result.stdout
     assert merged_lines(s3, fleet) == [f"{name} value-{i}" for i, name in enumerate(names)]
     # The coordinator read them off the dead queue, with the worker's reason, and said so.
-    noted = [line for line in result.stderr.splitlines() if "dead-letter" in line]
     for reason, _ in forged:
-        assert any(reason in line for line in noted), result.stderr
+        assert any(reason in line for line in result.stderr.splitlines()), result.stderr
 
 
 def test_replayed_message_is_refused(tmp_path: Path, fleet: dict[str, Any], s3: MotoS3) -> None:
@@ -155,7 +165,7 @@ def test_replayed_message_is_refused(tmp_path: Path, fleet: dict[str, Any], s3: 
             renamed = replayed.replace(job_a, job_b).encode()
             publish_raw(fleet["url"], f"bf.{job_b}.batches", [replayed.encode(), renamed])
             # One dispatch thread takes them in order: the renamed copy's refusal comes last.
-            refused = f"dead-lettering batch 3 of {job_b}"
+            refused = f"dead-lettering batch 3 of {job_b}: batch 3 of job {job_b} is forged"
             assert wait_for(lambda: refused in log.read_text(), 30), log.read_text()
             gate.open()
             result = run.finish()
@@ -292,7 +302,9 @@ def test_no_secrets_in_anything_a_job_writes(tmp_path: Path, rabbitmq: Any, s3: 
     outputs: dict[str, str] = {}
     logs = tmp_path / "workers"
     debug = ["--log-level", "DEBUG"]
-    node_a = start_worker(setup["url"], "node-a", logs, env, 2, "--signing-key-file", str(tmp_path / "fleet.key"), *debug)
+    node_a = start_worker(
+        setup["url"], "node-a", logs, env, 2, "--signing-key-file", str(tmp_path / "fleet.key"), *debug
+    )
     node_b = start_worker(setup["url"], "node-b", logs, {**env, "BATCHFLEET_SIGNING_KEY": key.decode()}, 1, *debug)
     job = ""
     try:
@@ -308,14 +320,14 @@ def test_no_secrets_in_anything_a_job_writes(tmp_path: Path, rabbitmq: Any, s3: 
             done = run_cli(*command, "--store", setup["store"], env=env, timeout=60)
             outputs[" ".join(command[:1] + command[2:])] = done.stdout + done.stderr
         # the detached follower's log
-        follower = Path(f"/tmp/batchfleet-{job}.log")
+        follower = follower_log(job)
         assert wait_for(follower.exists, 10)
         outputs[str(follower)] = follower.read_text(errors="replace")
     finally:
         stop(node_a)
         stop(node_b)
         if job:
-            Path(f"/tmp/batchfleet-{job}.log").unlink(missing_ok=True)
+            follower_log(job).unlink(missing_ok=True)
     files = {str(p): p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()}
     files = {name: text for name, text in files.items() if not name.endswith(".key")}
     files |= s3_texts(s3, setup["bucket"].removeprefix("s3://"))

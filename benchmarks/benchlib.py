@@ -1,0 +1,179 @@
+"""Shared pieces of the fleet benchmarks: import paths, servers, a worker, a latency proxy.
+
+`python benchmarks/NAME.py` puts benchmarks/ first on sys.path, where benchmarks/common.py hides
+the project's `common` package. Importing this module moves the repository root in front, so
+`common`, `coordinator`, `worker` and `tests` are the project's and the benchmark helpers are
+`benchmarks.common`; `python -m benchmarks.NAME` works the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def _use_project_packages() -> None:
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+    sys.path.insert(0, str(REPO))
+    shadow = sys.modules.get("common")
+    if shadow is not None and Path(getattr(shadow, "__file__", "") or "").resolve() == HERE / "common.py":
+        del sys.modules["common"]
+
+
+_use_project_packages()
+
+
+def bench_module(name: str) -> ModuleType:
+    """benchmarks/<name>.py, whose `from common import ...` means benchmarks/common.py."""
+    import benchmarks.common as helpers
+
+    saved = sys.modules.get("common")
+    sys.modules["common"] = helpers
+    try:
+        return importlib.import_module(f"benchmarks.{name}")
+    finally:
+        if saved is None:
+            sys.modules.pop("common", None)
+        else:
+            sys.modules["common"] = saved
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for batchfleet processes: ours, without a broker URL that would take over."""
+    env = {**os.environ, **extra}
+    env.pop("BATCHFLEET_BROKER", None)
+    return env
+
+
+@contextmanager
+def rabbitmq(base: Path) -> Iterator[str]:
+    """BATCHFLEET_BENCH_AMQP_URL, else a private RabbitMQ node for the duration."""
+    url = os.environ.get("BATCHFLEET_BENCH_AMQP_URL")
+    if url:
+        yield url
+        return
+    from tests.servers import start_rabbitmq
+
+    base.mkdir(parents=True, exist_ok=True)
+    print("starting a private RabbitMQ node ...", flush=True)
+    node = start_rabbitmq(base)
+    try:
+        yield node.url
+    finally:
+        node.close()
+
+
+class Worker:
+    """`batchfleet worker` as its own process (a service started before the jobs it serves)."""
+
+    def __init__(self, url: str, node_id: str, work: Path, processes: int, env: dict[str, str]) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        self.log = work / f"{node_id}.log"
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "batchfleet", "worker", "--broker", url, "--node-id", node_id,
+                 "--processes", str(processes), "--work-dir", str(work / node_id), "--grace", "10"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
+                start_new_session=os.name == "posix",
+            )  # fmt: skip
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        from tests.fleet_helpers import stop
+
+        stop(self.proc)
+
+
+def time_cli(args: list[str], log: Path, env: dict[str, str], timeout: float) -> float:
+    """Wall seconds of one `batchfleet ...` command, start-up included; raises on failure."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as sink:
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "batchfleet", *args],
+            env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout, cwd=REPO,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
+        raise RuntimeError(f"batchfleet {args[0]} exited {done.returncode}; see {log}:\n{tail}")
+    return seconds
+
+
+class DelayProxy:
+    """TCP proxy to 127.0.0.1:target that holds every client->server chunk for `delay` seconds.
+
+    An HTTP request is one chunk, so each S3 call pays `delay` once: a far-away endpoint on loopback.
+    """
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        self.target_port = target_port
+        self.delay = delay
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._stopped = threading.Event()
+        threading.Thread(target=self._accept, name="delay-proxy", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            threading.Thread(target=self._pump, args=(client, upstream, self.delay), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, 0.0), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket, delay: float) -> None:
+        try:
+            while data := src.recv(65536):
+                if delay:
+                    time.sleep(delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            src.close()
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._listener.close()
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The one-line JSON every benchmark ends with."""
+    import json
+
+    from benchmarks.common import machine
+
+    print(json.dumps({**summary, **machine()}))
