@@ -145,6 +145,10 @@ class Follower:
         if self.signing_key is not None and not _genuine(self.signing_key, self.job.job_id, message):
             log.error("a forged message for batch %d went over its delivery limit; ignored", message.batch_id)
             return
+        if message.job_id != self.job.job_id or not 0 <= message.batch_id < self.tally.batches_total:
+            log.error("a message on %s is not one of this job's batches (%s, batch %d); ignored",
+                      self.names.dead, message.job_id, message.batch_id)  # fmt: skip
+            return
         reason = (
             f"out of tries after {self.job.settings.run_max_try} deliveries: "
             "the worker process or node running it died or was lost each time"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from pathlib import Path
 from common.errors import BatchfleetError
 from common.messages import BatchMessage, InputBinding, Item
 from common.safepath import safe_join
-from common.storage import StorageOptions, is_remote, open_storage
+from common.storage import Storage, StorageOptions, is_remote, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class Downloader:
         self.work_root = work_root
         self.options = options
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bf-download")
+        self._storages: dict[str, Storage] = {}
+        self._lock = threading.Lock()
 
     def needs_download(self, binding: InputBinding, message: BatchMessage) -> bool:
         """True when fetching means network I/O (worth doing off the dispatcher thread)."""
@@ -59,7 +62,7 @@ class Downloader:
     def _download(self, job_id: str, message: BatchMessage, attempt: int) -> Fetched:
         folder = self.work_root / job_id / "batches" / f"{message.batch_id:09d}-{attempt}"
         folder.mkdir(parents=True, exist_ok=True)
-        storage = open_storage(message.items[0].uri, self.options)
+        storage = self._storage(message.items[0].uri)
         started: list[tuple[Item, Path, Future[None]]] = []
         paths, errors = [], []
         for item in message.items:
@@ -79,6 +82,14 @@ class Downloader:
                 errors.append(f"{item.name}: {exc.line()}")
         error = "; ".join(errors[:3]) + (f" (+{len(errors) - 3} more)" if len(errors) > 3 else "")
         return Fetched(paths=paths, missing=len(errors), missing_error=error or None, folder=folder)
+
+    def _storage(self, uri: str) -> Storage:
+        """One storage (so one S3 client and its connection pool) per scheme, kept for the node's life."""
+        scheme = uri.split("://", 1)[0] if "://" in uri else "file"
+        with self._lock:
+            if scheme not in self._storages:
+                self._storages[scheme] = open_storage(uri, self.options)
+            return self._storages[scheme]
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

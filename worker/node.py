@@ -39,6 +39,7 @@ from worker.layout import NodeLayout, node_layout
 from worker.metrics import NodeMetrics
 from worker.outputs import OutputSync, upload_tree
 from worker.pool import ChildPool, PoolConfig, Task
+from worker.reporter import Outgoing, Reporter
 from worker.security import check_job_signature, verify_batch
 from worker.snapshot import fetch_code
 
@@ -69,7 +70,7 @@ class JobRuntime:
         self.consumer_tag: str | None = None
         self.outputs: OutputSync | None = None
         self.sampler: PerfSampler | None = None
-        self.fetchers = ThreadPoolExecutor(max_workers=processes + 1, thread_name_prefix="bf-fetch")
+        self.fetchers = ThreadPoolExecutor(max_workers=2 * processes + 1, thread_name_prefix="bf-fetch")
         self.ended = False
 
 
@@ -98,6 +99,7 @@ class WorkerNode:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.metrics = NodeMetrics()
+        self.reporter = Reporter(broker)
 
     # lifecycle
 
@@ -117,6 +119,7 @@ class WorkerNode:
             self.end(job_id, grace)
         for thread in self._threads:
             thread.join(timeout=grace)
+        self.reporter.close()
         self.downloader.close()
 
     def kill_now(self) -> None:
@@ -158,7 +161,8 @@ class WorkerNode:
         with self._lock:
             if runtime.ended:
                 return
-            prefetch = max(2, 2 * runtime.processes)
+            # Two in each child's pipe plus one downloading ahead per child.
+            prefetch = max(3, 3 * runtime.processes)
             runtime.consumer_tag = self.broker.consume(runtime.names.batches, prefetch, self.sink)
 
     def _prepare(self, runtime: JobRuntime) -> bool:
@@ -189,6 +193,7 @@ class WorkerNode:
             self._by_queue.pop(runtime.names.batches, None)
             runtime.ended = True
         runtime.pool.stop(grace)
+        self.reporter.flush()  # finished batches are reported and acked before the rest go back
         if runtime.consumer_tag is not None:
             self.broker.cancel(runtime.consumer_tag)
         runtime.fetchers.shutdown(wait=False, cancel_futures=True)
@@ -291,7 +296,9 @@ class WorkerNode:
             self.broker.settle(delivery, "dead", reason)
             return
         if message.job_id != runtime.job.job_id:
-            self.broker.settle(delivery, "dead", f"message for job {message.job_id} on {delivery.queue}")
+            reason = f"message for job {message.job_id} on {delivery.queue}"
+            log.error("dead-lettering batch %d of %s: %s", message.batch_id, runtime.job.job_id, reason)
+            self.broker.settle(delivery, "dead", reason)
             return
         if self.config.signing_key is not None:
             try:
@@ -363,15 +370,12 @@ class WorkerNode:
         try:
             if runtime.outputs is not None and kind == "committed":
                 runtime.outputs.push()  # user files land before the batch counts as done
-            self.broker.publish(runtime.names.reports, [encode_report(report)])
-            self.broker.settle(task.delivery, action)
-            self.metrics.observe(report)
         except BatchfleetError as exc:
-            # The broker takes the delivery back on its own; the batch runs again.
-            log.warning("could not report batch %d of %s: %s", task.batch_id, runtime.job.job_id, exc.line())
-        finally:
-            if task.cleanup is not None:
-                task.cleanup()
+            log.warning("could not upload outputs of batch %d: %s", task.batch_id, exc.line())
+            action = "requeue"
+        self.metrics.observe(report)
+        body = encode_report(report)
+        self.reporter.put(Outgoing(runtime.names.reports, body, task.delivery, action, task.cleanup))
 
     def _init_failed(self, runtime: JobRuntime, line: str, tb: str) -> None:
         log.error(

@@ -1,0 +1,98 @@
+"""Report, then settle: many reports share one publisher-confirm wait.
+
+Waiting for a confirm per report would cap a node near the one-at-a-time confirm rate;
+here every report waiting when the thread wakes goes out together, and each delivery is
+settled only after its report was confirmed (report before ack, as before).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from common.broker.base import Broker, Delivery, Settle
+from common.errors import BatchfleetError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outgoing:
+    queue_name: str
+    body: bytes
+    delivery: Delivery | None
+    action: Settle
+    after: Callable[[], None] | None = None
+
+
+class Reporter:
+    """One thread per node; `put` never blocks on the broker."""
+
+    def __init__(self, broker: Broker, max_batch: int = 500) -> None:
+        self.broker = broker
+        self.max_batch = max_batch
+        self._queue: queue.Queue[Outgoing | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="bf-reporter", daemon=True)
+        self._thread.start()
+
+    def put(self, item: Outgoing) -> None:
+        self._queue.put(item)
+
+    def flush(self) -> None:
+        """Return once everything put so far is published and settled."""
+        self._queue.join()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                self._queue.task_done()
+                return
+            items = [first]
+            while len(items) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # handled on the next turn, after this group
+                    self._queue.task_done()
+                    break
+                items.append(more)
+            try:
+                self._send(items)
+            finally:
+                for _ in items:
+                    self._queue.task_done()
+
+    def _send(self, items: list[Outgoing]) -> None:
+        by_queue: dict[str, list[Outgoing]] = {}
+        for item in items:
+            by_queue.setdefault(item.queue_name, []).append(item)
+        for name, group in by_queue.items():
+            try:
+                self.broker.publish(name, [item.body for item in group])
+                settle_all(self.broker, group, None)
+            except BatchfleetError as exc:
+                # Not reported, so not done: give the batches back (they run again; merges dedupe).
+                log.warning("could not report %d results on %s: %s", len(group), name, exc.line())
+                settle_all(self.broker, group, "requeue")
+
+
+def settle_all(broker: Broker, group: list[Outgoing], override: Settle | None) -> None:
+    for item in group:
+        try:
+            if item.delivery is not None:
+                broker.settle(item.delivery, override or item.action)
+        except BatchfleetError as exc:
+            log.warning("could not settle a delivery on %s: %s", item.delivery and item.delivery.queue, exc.line())
+        finally:
+            if item.after is not None:
+                item.after()
