@@ -215,6 +215,36 @@ def spawned_children(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
     return found
 
 
+def kill_child_in_run(calls: Path, node: str, children: list[psutil.Process]) -> int | None:
+    """kill -9 a child that is inside run() (frozen first, so the check cannot race); its pid or None."""
+    for child in children:
+        try:
+            child.suspend()
+        except psutil.Error:
+            continue
+        if child.pid in running(calls, node).values():
+            child.kill()
+            return child.pid
+        child.resume()
+    return None
+
+
+def freeze_when_busy(proc: subprocess.Popen[bytes], calls: Path, node: str, timeout: float = 30) -> dict[str, int]:
+    """SIGSTOP a node's whole group at a moment when one of its children is inside run().
+
+    Returns the items being run then (item -> pid); the group stays stopped for the caller to kill.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        os.killpg(proc.pid, signal.SIGSTOP)
+        busy = running(calls, node)
+        if busy:
+            return busy
+        os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError(f"{node} was never seen inside run()")
+
+
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
     """kill -9 a process started in its own session, with everything it started."""
     try:

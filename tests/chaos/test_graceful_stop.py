@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from tests.chaos.conftest import LocalJobFactory
 from tests.chaos_helpers import (
     CHAOS,
@@ -27,13 +29,16 @@ pytestmark = CHAOS
 GRACE = 6.0
 
 
-def test_sigterm_drains_the_worker(local_job: LocalJobFactory) -> None:
+@pytest.mark.parametrize("tries", [3, 1])
+def test_sigterm_drains_the_worker(local_job: LocalJobFactory, tries: int) -> None:
+    """With run_max_try=1 a batch handed back must still run: a stop is not a failed try."""
     job = local_job(120, delay=0.3)
     log = job.root / "run.log"
     with workers(job.url, job.logs, job.env, ["node-b"]) as procs:
         node_a = start_worker(job.url, "node-a", job.logs, job.env, 2, "--grace", str(GRACE))
         procs.append(node_a)
-        run = start_coordinator(*job.run_args("--mini_batch_size", "2"), env=job.env, log=log)
+        args = job.run_args("--mini_batch_size", "2", "--run_max_try", str(tries))
+        run = start_coordinator(*args, env=job.env, log=log)
         assert wait_for(lambda: total_starts(job.calls) >= 20 and len(running(job.calls, "node-a")) >= 1, 60)
         in_run = running(job.calls, "node-a")
         node_a.send_signal(signal.SIGTERM)
@@ -54,6 +59,9 @@ def test_sigterm_drains_the_worker(local_job: LocalJobFactory) -> None:
     for name in in_run:
         row = processed[batches[name]]
         assert row["node"] == "node-a" and row["tries"] == "1", row
+    # handing work back on a graceful stop is no failure: no batch may be charged a try for it
+    charged = {batch: row["tries"] for batch, row in processed.items() if row["tries"] != "1"}
+    assert not charged, f"batches charged a try by the graceful stop: {charged}"
     attempts = report_rows(job.output, "attempts.csv")
     assert not [row for row in attempts if row["node"] == "node-a" and row["outcome"] != "committed"]
     # node-a said goodbye when it left: the coordinator must not wait for it again at the end

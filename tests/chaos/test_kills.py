@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
-from tests.chaos.conftest import LocalJob, LocalJobFactory
+from tests.chaos.conftest import LocalJobFactory
 from tests.chaos_helpers import (
     CHAOS,
     Stopwatch,
     assert_exactly_once,
     batch_of,
     expected_lines,
+    freeze_when_busy,
+    kill_child_in_run,
     kill_group,
     marks,
     only_job,
     report_rows,
-    running,
     spawned_children,
     start_coordinator,
     state,
@@ -27,16 +26,6 @@ from tests.chaos_helpers import (
 from tests.fleet_helpers import start_worker, wait_for, workers
 
 pytestmark = CHAOS
-
-
-def kill_busy_child(job: LocalJob, node: str, proc) -> int | None:  # type: ignore[no-untyped-def]
-    """kill -9 one child of `proc` that is inside run() right now; its pid, or None if none is."""
-    children = {child.pid for child in spawned_children(proc)}
-    busy = [pid for pid in running(job.calls, node).values() if pid in children]
-    if not busy:
-        return None
-    os.kill(busy[0], signal.SIGKILL)
-    return busy[0]
 
 
 def test_kill_children_mid_batch(local_job: LocalJobFactory) -> None:
@@ -50,7 +39,11 @@ def test_kill_children_mid_batch(local_job: LocalJobFactory) -> None:
         nodes = dict(zip(["node-a", "node-b"], procs, strict=True))
         for round_ in range(4):
             node = ["node-a", "node-b"][round_ % 2]
-            pid = wait_value(lambda n=node: kill_busy_child(job, n, nodes[n]), 20)  # type: ignore[misc]
+
+            def strike(name: str = node) -> int | None:
+                return kill_child_in_run(job.calls, name, spawned_children(nodes[name]))
+
+            pid = wait_value(strike, 20)
             assert pid is not None, f"no busy child on {node} to kill"
             killed.append(pid)
             time.sleep(1.0)
@@ -75,8 +68,8 @@ def test_kill_whole_node_and_replace_it(local_job: LocalJobFactory) -> None:
     with workers(job.url, job.logs, job.env, ["node-a", "node-b"]) as procs:
         run = start_coordinator(*job.run_args("--mini_batch_size", "2"), env=job.env, log=log)
         node_a = procs[0]
-        assert wait_for(lambda: len(running(job.calls, "node-a")) >= 1 and len(marks(job.calls)) >= 40, 40)
-        cut_short = running(job.calls, "node-a")
+        assert wait_for(lambda: len(marks(job.calls)) >= 40, 40), "the job did not start"
+        cut_short = freeze_when_busy(node_a, job.calls, "node-a")
         kill_group(node_a)
         node_c = start_worker(job.url, "node-c", job.logs, job.env)
         procs.append(node_c)

@@ -37,6 +37,8 @@ from tests.fleet_helpers import fleet_env, start_worker, stop
 
 pytestmark = [*CHAOS, pytest.mark.soak, pytest.mark.timeout(1800)]
 
+WARM_UP = 5.0  # seconds a new worker needs here to spawn its children and take work
+
 
 @dataclass
 class Chaos:
@@ -47,6 +49,7 @@ class Chaos:
     env: dict[str, str]
     rng: random.Random
     nodes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    born: dict[str, float] = field(default_factory=dict)
     kills: Counter[str] = field(default_factory=Counter)
     started: int = 0
 
@@ -54,9 +57,13 @@ class Chaos:
         self.started += 1
         name = f"node-{self.started}"
         self.nodes[name] = start_worker(self.url, name, self.logs, self.env)
+        self.born[name] = time.monotonic()
 
     def strike(self) -> None:
-        name = self.rng.choice(sorted(self.nodes))
+        """Kill in a node that has had time to start working (a node still booting holds nothing)."""
+        now = time.monotonic()
+        working = [name for name in sorted(self.nodes) if now - self.born[name] >= WARM_UP]
+        name = self.rng.choice(working or sorted(self.nodes))
         if self.rng.random() < 0.2:
             kill_group(self.nodes.pop(name))
             self.kills["nodes"] += 1
@@ -75,7 +82,8 @@ class Chaos:
 def test_soak_random_kills(tmp_path: Path, rabbitmq) -> None:  # type: ignore[no-untyped-def]
     count = int(os.environ.get("BATCHFLEET_SOAK_BATCHES", "20000"))
     seed = int(os.environ.get("BATCHFLEET_SOAK_SEED", str(int(time.time()))))
-    spec = make_component(tmp_path / "code", EntryOptions(delay=0.0))
+    # a trivial run(), yet long enough that child kills land inside it rather than between batches
+    spec = make_component(tmp_path / "code", EntryOptions(delay=0.003))
     inputs = write_items(tmp_path / "in", count)
     output, store, log = tmp_path / "out", tmp_path / "store", tmp_path / "run.log"
     chaos = Chaos(rabbitmq.url, tmp_path / "workers", fleet_env(), random.Random(seed))
@@ -89,7 +97,7 @@ def test_soak_random_kills(tmp_path: Path, rabbitmq) -> None:  # type: ignore[no
             env=chaos.env, log=log,
         )  # fmt: skip
         while run.poll() is None:
-            time.sleep(chaos.rng.uniform(2.0, 5.0))
+            time.sleep(chaos.rng.uniform(1.0, 3.0))
             if run.poll() is None:
                 chaos.strike()
         rc = wait_exit(run, 60, log)
