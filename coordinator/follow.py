@@ -18,6 +18,8 @@ from coordinator.tally import Tally
 
 log = logging.getLogger(__name__)
 
+SILENT_AFTER = 15.0  # three missed heartbeats at the workers' default 5s: the node is gone, stop waiting
+
 
 @dataclass
 class Verdict:
@@ -122,6 +124,9 @@ class Follower:
             )
         elif event.kind == "refused":
             return Verdict("failed", f"node {event.node_id} refused the job: {event.detail}")
+        elif event.kind == "node_stopped":
+            self.tally.left(event.node_id)
+            log.info("node %s left job %s", event.node_id, self.job.job_id)
         else:
             self.tally.heartbeat(event.node_id, 0)
             log.info("node %s: %s %s", event.node_id, event.kind, event.detail)
@@ -186,15 +191,19 @@ class Follower:
         return f"no progress for {stall:g}s (progress_update_timeout); {pending} mini-batches never finished"
 
 
-def await_nodes_stopped(broker: Broker, job: JobConfig, nodes: set[str], timeout: float) -> set[str]:
-    """Wait until each node has reported node_stopped (its logs are uploaded); return the silent ones."""
+def await_nodes_stopped(broker: Broker, job: JobConfig, nodes: dict[str, float], timeout: float) -> set[str]:
+    """Wait until each node has said node_stopped (its logs are uploaded) or gone silent; return the
+    ones that never said goodbye. `nodes` maps each node to when it was last heard from."""
     names = queue_names(job.job_id)
     sink: queue.Queue[Delivery] = queue.Queue()
     tag = broker.consume(names.reports, 500, sink)
-    waiting = set(nodes)
+    last_seen, gone = dict(nodes), set()
     deadline = time.monotonic() + timeout
     try:
-        while waiting and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            now = time.time()
+            if not [n for n, seen in last_seen.items() if n not in gone and now - seen <= SILENT_AFTER]:
+                break
             try:
                 delivery = sink.get(timeout=0.2)
             except queue.Empty:
@@ -204,8 +213,12 @@ def await_nodes_stopped(broker: Broker, job: JobConfig, nodes: set[str], timeout
                 report = decode_report(delivery.body)
             except (ValidationError, ValueError):
                 continue
+            if report.node_id not in last_seen:
+                continue
             if isinstance(report, JobEvent) and report.kind == "node_stopped":
-                waiting.discard(report.node_id)
+                gone.add(report.node_id)
+            else:
+                last_seen[report.node_id] = time.time()
     finally:
         broker.cancel(tag)
-    return waiting
+    return set(last_seen) - gone

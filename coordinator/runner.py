@@ -226,7 +226,7 @@ class JobRun:
         uri = join_uri(self.job.store_uri, "job.json")
         ended = JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state="ended")
         broker.announce(ended.model_dump_json().encode())
-        silent = await_nodes_stopped(broker, self.job, set(tally.nodes) - {"broker"}, self.options.node_wait)
+        silent = await_nodes_stopped(broker, self.job, tally.live_nodes(), self.options.node_wait)
         if silent:
             log.warning("job %s: no goodbye from %s; their logs may be incomplete", self.job.job_id, sorted(silent))
         broker.delete_job(self.job.job_id)

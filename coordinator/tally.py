@@ -15,6 +15,7 @@ class NodeSeen:
     failures: int = 0
     busy: int = 0
     last_seen: float = 0.0
+    stopped: bool = False  # said node_stopped: it has left this job and uploaded its logs
 
 
 @dataclass
@@ -74,6 +75,18 @@ class Tally:
         node = self.nodes.setdefault(node_id, NodeSeen())
         node.busy = busy
         node.last_seen = time.time()
+        node.stopped = False
+
+    def left(self, node_id: str) -> None:
+        """The node stopped serving this job (drained or ended); nobody waits for it again."""
+        node = self.nodes.setdefault(node_id, NodeSeen())
+        node.busy = 0
+        node.last_seen = time.time()
+        node.stopped = True
+
+    def live_nodes(self) -> dict[str, float]:
+        """Nodes that may still be serving the job, with when each was last heard from."""
+        return {name: n.last_seen for name, n in self.nodes.items() if name != "broker" and not n.stopped}
 
     def busy(self, now: float, window: float) -> bool:
         """Some node said recently that it is running a batch."""

@@ -31,7 +31,7 @@ from common.messages import (
     encode_report,
 )
 from common.perf import PerfSampler, write_perf_csv
-from common.policy import TryResult, settle_for
+from common.policy import TryResult, prefetch_for, settle_for
 from common.spec import predefined_args
 from common.storage import StorageOptions, join_uri, open_storage
 from worker.downloader import Downloader, Fetched
@@ -69,6 +69,9 @@ class JobRuntime:
         self.names = queue_names(job.job_id)
         self.consumer_tag: str | None = None
         self.outputs: OutputSync | None = None
+        self.prefetch = 0
+        self.batch_seconds: float | None = None  # moving average, sets the prefetch window
+        self.finished = 0
         self.sampler: PerfSampler | None = None
         self.fetchers = ThreadPoolExecutor(max_workers=2 * processes + 1, thread_name_prefix="bf-fetch")
         self.ended = False
@@ -161,9 +164,8 @@ class WorkerNode:
         with self._lock:
             if runtime.ended:
                 return
-            # Two in each child's pipe plus one downloading ahead per child.
-            prefetch = max(3, 3 * runtime.processes)
-            runtime.consumer_tag = self.broker.consume(runtime.names.batches, prefetch, self.sink)
+            runtime.prefetch = prefetch_for(runtime.processes, None)
+            runtime.consumer_tag = self.broker.consume(runtime.names.batches, runtime.prefetch, self.sink)
 
     def _prepare(self, runtime: JobRuntime) -> bool:
         """Folders, code snapshot and output sync; a refused job is reported once."""
@@ -374,8 +376,24 @@ class WorkerNode:
             log.warning("could not upload outputs of batch %d: %s", task.batch_id, exc.line())
             action = "requeue"
         self.metrics.observe(report)
+        self._tune_prefetch(runtime, report.seconds)
         body = encode_report(report)
         self.reporter.put(Outgoing(runtime.names.reports, body, task.delivery, action, task.cleanup))
+
+    def _tune_prefetch(self, runtime: JobRuntime, seconds: float) -> None:
+        """Follow the batches' pace: a deep window for fast ones, a shallow one for slow ones."""
+        avg = runtime.batch_seconds
+        runtime.batch_seconds = seconds if avg is None else 0.8 * avg + 0.2 * seconds
+        runtime.finished += 1
+        if runtime.finished % 16 or runtime.consumer_tag is None:
+            return
+        wanted = prefetch_for(runtime.processes, runtime.batch_seconds)
+        if wanted != runtime.prefetch:
+            runtime.prefetch = wanted
+            try:
+                self.broker.set_prefetch(runtime.consumer_tag, wanted)
+            except BatchfleetError as exc:
+                log.debug("prefetch unchanged: %s", exc.line())
 
     def _init_failed(self, runtime: JobRuntime, line: str, tb: str) -> None:
         log.error(

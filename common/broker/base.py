@@ -69,6 +69,10 @@ class Broker(ABC):
         """Start delivering to `sink`, at most `prefetch` unsettled; return a consumer tag."""
 
     @abstractmethod
+    def set_prefetch(self, consumer_tag: str, prefetch: int) -> None:
+        """Change how many deliveries a consumer may hold unsettled (takes effect for new ones)."""
+
+    @abstractmethod
     def cancel(self, consumer_tag: str) -> None:
         """Stop a consumer; its unsettled deliveries go back to the queue."""
 

@@ -87,6 +87,15 @@ class MemoryBroker(Broker):
             self._dispatch(queue_name)
         return tag
 
+    def set_prefetch(self, consumer_tag: str, prefetch: int) -> None:
+        if prefetch < 1:
+            raise ValueError("prefetch must be at least 1")
+        with self._lock:
+            consumer = self._consumers.get(consumer_tag)
+            if consumer is not None:
+                consumer.prefetch = prefetch
+                self._dispatch(consumer.queue_name)
+
     def cancel(self, consumer_tag: str) -> None:
         """Like a closed channel: unsettled deliveries return and count as failed."""
         with self._lock:

@@ -233,6 +233,23 @@ class RabbitBroker(Broker):
             raise
         return spec.tag
 
+    def set_prefetch(self, consumer_tag: str, prefetch: int) -> None:
+        if prefetch < 1:
+            raise ValueError("prefetch must be at least 1")
+        with self._lock:
+            spec = self._consumers.get(consumer_tag)
+        link = self._sub
+        if spec is None or link is None:
+            return
+        spec.prefetch = prefetch  # a reconnect re-applies it
+
+        def apply() -> None:
+            session = spec.session
+            if session is not None and session.alive and session.channel.is_open:
+                session.channel.basic_qos(prefetch_count=prefetch)
+
+        link.threadsafe(apply)
+
     def cancel(self, consumer_tag: str) -> None:
         """Closing the consumer's channel returns its unsettled deliveries, each counting as a try."""
         with self._lock:

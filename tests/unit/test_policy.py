@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.policy import Counts, init_gives_up, is_stalled, settle_for, threshold_breach
+from common.policy import Counts, init_gives_up, is_stalled, prefetch_for, settle_for, threshold_breach
 from common.settings import RunSettings
 
 
@@ -88,3 +88,11 @@ def test_stall_timeout_default_follows_azure_rule() -> None:
 )
 def test_merged_file_name_follows_format(settings, name) -> None:
     assert RunSettings(**settings).merged_file_name() == name
+
+
+@pytest.mark.parametrize(
+    ("processes", "seconds", "prefetch"),
+    [(2, None, 6), (2, 0.0001, 32), (2, 0.1, 24), (2, 0.5, 8), (2, 1.0, 6), (2, 600.0, 6), (4, 0.25, 24)],
+)
+def test_prefetch_follows_batch_pace(processes, seconds, prefetch) -> None:
+    assert prefetch_for(processes, seconds) == prefetch
