@@ -90,9 +90,7 @@ def _yaml_value(name: str, raw: str) -> object:
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError:
-        raise UsageError(
-            f"cannot read the value of {name}: '{raw}'", "quote text, write lists as [a,b]"
-        ) from None
+        raise UsageError(f"cannot read the value of {name}: '{raw}'", "quote text, write lists as [a,b]") from None
 
 
 def _is_text(name: str) -> bool:

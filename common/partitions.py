@@ -147,8 +147,7 @@ def check_keys(keys: list[str], layout: str | None) -> None:
     for key in keys:
         if key not in names:
             raise UsageError(
-                f"partition key {key!r} is not in partition_layout {layout!r}; "
-                f"its keys are {', '.join(names)}"
+                f"partition key {key!r} is not in partition_layout {layout!r}; its keys are {', '.join(names)}"
             )
 
 
@@ -164,9 +163,7 @@ def partition_files(infos: Iterable[ObjectInfo], keys: list[str], layout: str | 
     first = next(stream, None)
     if first is None:
         return
-    pairs = (
-        (key_values(info.rel, keys, layout), _file_item(info)) for info in itertools.chain([first], stream)
-    )
+    pairs = ((key_values(info.rel, keys, layout), _file_item(info)) for info in itertools.chain([first], stream))
     if _streamable(layout, keys, first.rel):
         yield from _group_runs(pairs, keys)
     else:
@@ -199,9 +196,7 @@ def _group_runs(pairs: Iterable[tuple[tuple[str, ...], Item]], keys: list[str]) 
         yield BatchPlan(items, dict(zip(keys, current, strict=True)))
 
 
-def group_by_values(
-    units: Iterable[tuple[Item, Iterable[tuple[str, ...]]]], keys: list[str]
-) -> Iterator[BatchPlan]:
+def group_by_values(units: Iterable[tuple[Item, Iterable[tuple[str, ...]]]], keys: list[str]) -> Iterator[BatchPlan]:
     """Accumulate units under every key combination they hold; yield groups in sorted key order.
 
     A unit holding several combinations (a table range with many key values) joins each group;

@@ -39,9 +39,7 @@ class PerfSample(BaseModel):
 class PerfSampler:
     """Samples a process and its children on a daemon thread every `interval` seconds."""
 
-    def __init__(
-        self, node_id: str, interval: float = 2.0, pid: int | None = None, max_samples: int = 100_000
-    ):
+    def __init__(self, node_id: str, interval: float = 2.0, pid: int | None = None, max_samples: int = 100_000):
         if interval <= 0:
             raise ValueError(f"interval must be positive, got {interval}")
         self.node_id = node_id

@@ -96,9 +96,7 @@ def _merge_text(parts: Iterable[Callable[[], bytes]], tmp: Path) -> int:
     return rows
 
 
-def _merge_tables(
-    parts: Iterable[Callable[[], bytes]], fmt: RowFormat, tmp: Path, names: Sequence[str] | None
-) -> int:
+def _merge_tables(parts: Iterable[Callable[[], bytes]], fmt: RowFormat, tmp: Path, names: Sequence[str] | None) -> int:
     import pyarrow as pa
 
     writer = _TableWriter(fmt, tmp)

@@ -119,8 +119,7 @@ def load_spec(path: Path) -> JobSpec:
         )
     else:
         raise SpecError(
-            f"{path.name}: type must be 'ParallelComponent' (component spec) or 'parallel' (v2 job), "
-            f"got {kind!r}"
+            f"{path.name}: type must be 'ParallelComponent' (component spec) or 'parallel' (v2 job), got {kind!r}"
         )
     _check_args(spec, args_field)
     return spec
@@ -132,9 +131,7 @@ def _from_component(doc: dict[str, Any], path: Path) -> JobSpec:
     code_dir = _code_dir(raw.code, folder, where, "code")
     inputs = {name: _port(port, folder) for name, port in raw.inputs.items()}
     outputs = {name: _port(port, folder) for name, port in raw.outputs.items()}
-    sources = (
-        [raw.parallel.input_data] if isinstance(raw.parallel.input_data, str) else raw.parallel.input_data
-    )
+    sources = [raw.parallel.input_data] if isinstance(raw.parallel.input_data, str) else raw.parallel.input_data
     keyed = raw.run_settings or {}
     return JobSpec(
         name=raw.name,
@@ -210,9 +207,7 @@ def _v2_settings(raw: V2JobDoc) -> tuple[dict[str, Any], dict[str, str]]:
     return values, rename
 
 
-def _settings(
-    where: str, args_field: str, args: str, keyed: dict[str, Any], rename: dict[str, str]
-) -> dict[str, Any]:
+def _settings(where: str, args_field: str, args: str, keyed: dict[str, Any], rename: dict[str, str]) -> dict[str, Any]:
     """Run settings the spec sets: predefined arguments in its args, then its own keys (which win)."""
     from_args = settings_in_args(split_args(args, where, args_field))
     checked: dict[str, Any] = {}
@@ -413,9 +408,7 @@ def _bind_outputs(spec: JobSpec, given: Mapping[str, Binding]) -> tuple[dict[str
             locations[name] = port.path
         if locations.get(name, "").startswith("azureml:"):
             where = locations[name]
-            raise UsageError(
-                f"output '{name}' is the Azure ML location {where}", f"pass --output {name}=PATH"
-            )
+            raise UsageError(f"output '{name}' is the Azure ML location {where}", f"pass --output {name}=PATH")
     if main not in locations:
         raise UsageError(f"output '{main}' is not bound", f"pass --output {main}=PATH")
     output_uri, file_name = locations[main], None

@@ -40,9 +40,7 @@ def describe(
     omitted) lets an unknown field list the allowed names; `rename` shows a first
     path part under another name (a v2 YAML key for one of our settings).
     """
-    return describe_errors(
-        exc.errors(include_url=False), where, model=model or _model_named(exc.title), rename=rename
-    )
+    return describe_errors(exc.errors(include_url=False), where, model=model or _model_named(exc.title), rename=rename)
 
 
 def describe_errors(
@@ -223,9 +221,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
             if isinstance(key, str) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}'", key_node.start_mark
-                )
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
             seen.add(key if isinstance(key, str) else id(key))
         return super().construct_mapping(node, deep=deep)
 
@@ -397,9 +393,7 @@ def check_entry_source(path: Path) -> None:
     try:
         tree = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
-        raise EntryScriptError(
-            f"{path}:{exc.lineno or 0}: syntax error: {exc.msg}", "fix the entry script"
-        ) from None
+        raise EntryScriptError(f"{path}:{exc.lineno or 0}: syntax error: {exc.msg}", "fix the entry script") from None
     except ValueError as exc:  # e.g. null bytes: not Python source at all
         raise EntryScriptError(f"{path}: not Python source ({exc})") from None
     functions = _module_functions(tree.body)
@@ -409,9 +403,7 @@ def check_entry_source(path: Path) -> None:
             return  # imported or assigned: only the import at run time can tell
         raise EntryScriptError(f"{path} has no run() function", "define run(mini_batch) at module level")
     if isinstance(run, ast.AsyncFunctionDef):
-        raise EntryScriptError(
-            f"{path}:{run.lineno}: run() is async", "batchfleet calls run() directly: use def"
-        )
+        raise EntryScriptError(f"{path}:{run.lineno}: run() is async", "batchfleet calls run() directly: use def")
     if not _accepts(run, 1, 2):
         raise EntryScriptError(f"{path}:{run.lineno}: {_RUN_SHAPE}")
     for name in ("init", "shutdown"):

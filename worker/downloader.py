@@ -17,6 +17,8 @@ from common.storage import Storage, StorageOptions, is_remote, open_storage
 
 log = logging.getLogger(__name__)
 
+OUTAGE_PATIENCE = 60.0  # seconds one download waits out an unreachable endpoint before the try fails
+
 
 @dataclass
 class Fetched:
@@ -37,9 +39,11 @@ class Fetched:
 class Downloader:
     """Fetches batches; one shared pool of connections for object downloads."""
 
-    def __init__(self, work_root: Path, options: StorageOptions, threads: int = 16) -> None:
+    def __init__(self, work_root: Path, options: StorageOptions, threads: int = 16,
+                 patience: float = OUTAGE_PATIENCE) -> None:  # fmt: skip
         self.work_root = work_root
         self.options = options
+        self.patience = patience
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bf-download")
         self._storages: dict[str, Storage] = {}
         self._lock = threading.Lock()
@@ -60,6 +64,9 @@ class Downloader:
         return fetched
 
     def _download(self, job_id: str, message: BatchMessage, attempt: int) -> Fetched:
+        """A gone, denied or unsafe object fails its item; an endpoint outage fails this try (it is retried)."""
+        from common.storage.s3 import EndpointUnreachable
+
         folder = self.work_root / job_id / "batches" / f"{message.batch_id:09d}-{attempt}"
         folder.mkdir(parents=True, exist_ok=True)
         storage = self._storage(message.items[0].uri)
@@ -72,14 +79,20 @@ class Downloader:
                 log.warning("batch %d: %s", message.batch_id, exc.line())
                 errors.append(f"{item.name}: {exc.line()}")
                 continue
-            started.append((item, target, self._pool.submit(storage.download, item.uri, target)))
+            started.append((item, target, self._pool.submit(self._download_one, storage, item.uri, target)))
+        fatal: BatchfleetError | None = None
         for item, target, future in started:
             try:
                 future.result()
                 paths.append(str(target))
+            except EndpointUnreachable as exc:
+                fatal = fatal or exc
             except BatchfleetError as exc:
                 log.warning("batch %d: %s", message.batch_id, exc.line())
                 errors.append(f"{item.name}: {exc.line()}")
+        if fatal is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise fatal
         error = "; ".join(errors[:3]) + (f" (+{len(errors) - 3} more)" if len(errors) > 3 else "")
         return Fetched(paths=paths, missing=len(errors), missing_error=error or None, folder=folder)
 
@@ -90,6 +103,22 @@ class Downloader:
             if scheme not in self._storages:
                 self._storages[scheme] = open_storage(uri, self.options)
             return self._storages[scheme]
+
+    def _download_one(self, storage: Storage, uri: str, target: Path) -> None:
+        """One object; an unreachable endpoint is waited out with capped backoff, up to `patience`."""
+        from common.storage.s3 import EndpointUnreachable
+
+        deadline, delay = time.monotonic() + self.patience, 0.5
+        while True:
+            try:
+                storage.download(uri, target)
+                return
+            except EndpointUnreachable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("%s; retrying in %.1fs", exc.message, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

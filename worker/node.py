@@ -325,7 +325,15 @@ class WorkerNode:
 
     def _fetch_and_submit(self, runtime: JobRuntime, delivery: Delivery, message: BatchMessage) -> None:
         binding = runtime.job.inputs[message.input or runtime.job.input_data[0]]
-        fetched: Fetched = self.downloader.fetch(runtime.job.job_id, binding, message, delivery.attempt)
+        try:
+            fetched: Fetched = self.downloader.fetch(runtime.job.job_id, binding, message, delivery.attempt)
+        except BatchfleetError as exc:
+            # A failed download is a failed try (requeued, counted), never items silently lost.
+            task = Task(message.batch_id, delivery.attempt, {"total": len(message.items)}, delivery)
+            outcome = {"status": "error", "error": f"download failed: {exc.line()}", "total": len(message.items),
+                       "error_type": type(exc).__name__}  # fmt: skip
+            self._finish(runtime, task, outcome, "downloader")
+            return
         payload = {
             "batch_id": message.batch_id,
             "attempt": delivery.attempt,

@@ -55,6 +55,10 @@ class ObjectGone(StorageError):
     """The object does not exist (any more)."""
 
 
+class EndpointUnreachable(StorageError):
+    """The endpoint did not answer even after boto3's retries: an outage, worth waiting out."""
+
+
 def split_uri(uri: str) -> tuple[str, str]:
     """s3://bucket/key -> (bucket, key); the key may be empty."""
     if not uri.startswith("s3://"):
@@ -158,7 +162,7 @@ class S3Storage(Storage):
                 "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile (AWS_PROFILE)",
             ) from None
         if isinstance(exc, UNREACHABLE):
-            raise StorageError(
+            raise EndpointUnreachable(
                 f"cannot reach S3 endpoint {client.meta.endpoint_url} ({type(exc).__name__}) for {uri}",
                 "check the endpoint URL and that the service is up",
             ) from None
