@@ -75,6 +75,21 @@ class JobRuntime:
         self.sampler: PerfSampler | None = None
         self.fetchers = ThreadPoolExecutor(max_workers=2 * processes + 1, thread_name_prefix="bf-fetch")
         self.ended = False
+        self.held: dict[int, Delivery] = {}  # taken from the broker, not settled yet (by id)
+        self.held_lock = threading.Lock()
+
+    def hold(self, delivery: Delivery) -> None:
+        with self.held_lock:
+            self.held[id(delivery)] = delivery
+
+    def drop(self, delivery: Delivery) -> None:
+        with self.held_lock:
+            self.held.pop(id(delivery), None)
+
+    def take_held(self) -> list[Delivery]:
+        with self.held_lock:
+            left, self.held = list(self.held.values()), {}
+        return left
 
 
 def planned_total(binding: InputBinding, message: BatchMessage) -> int:
@@ -194,14 +209,35 @@ class WorkerNode:
                 return
             self._by_queue.pop(runtime.names.batches, None)
             runtime.ended = True
+        if runtime.consumer_tag is not None:
+            self.broker.pause(runtime.consumer_tag)  # nothing new arrives while we finish and hand back
         runtime.pool.stop(grace)
         self.reporter.flush()  # finished batches are reported and acked before the rest go back
+        runtime.fetchers.shutdown(wait=True, cancel_futures=True)
+        self._hand_back(runtime)
         if runtime.consumer_tag is not None:
             self.broker.cancel(runtime.consumer_tag)
-        runtime.fetchers.shutdown(wait=False, cancel_futures=True)
         self._flush_logs(runtime)
         self._event(runtime, "node_stopped", "")
         log.info("stopped serving job %s", job_id)
+
+    def _hand_back(self, runtime: JobRuntime) -> None:
+        """What this node took and did not finish goes back without costing a try: a stop is no failure."""
+        waiting: list[Delivery] = []
+        others: list[Delivery] = []
+        while True:
+            try:
+                delivery = self.sink.get_nowait()
+            except queue.Empty:
+                break
+            (waiting if delivery.queue == runtime.names.batches else others).append(delivery)
+        for delivery in others:
+            self.sink.put(delivery)
+        for delivery in [*runtime.take_held(), *waiting]:
+            try:
+                self.broker.release(delivery)
+            except BatchfleetError as exc:
+                log.warning("could not hand back a batch of %s: %s", runtime.job.job_id, exc.line())
 
     def _flush_logs(self, runtime: JobRuntime) -> None:
         """Per-node perf CSV, and staged logs and outputs, to the job's output location."""
@@ -302,6 +338,10 @@ class WorkerNode:
             log.error("dead-lettering batch %d of %s: %s", message.batch_id, runtime.job.job_id, reason)
             self.broker.settle(delivery, "dead", reason)
             return
+        if delivery.attempt > runtime.job.settings.run_max_try:
+            # a handed-back copy carries its earlier tries, which the queue's delivery limit cannot see
+            self.broker.settle(delivery, "dead", "delivery_limit")
+            return
         if self.config.signing_key is not None:
             try:
                 verify_batch(self.config.signing_key, runtime.job.job_id, message)
@@ -309,6 +349,7 @@ class WorkerNode:
                 log.error("dead-lettering batch %d of %s: %s", message.batch_id, runtime.job.job_id, exc.line())
                 self.broker.settle(delivery, "dead", exc.line())
                 return
+        runtime.hold(delivery)
         binding = runtime.job.inputs[message.input or runtime.job.input_data[0]]
         if self.downloader.needs_download(binding, message):
             runtime.fetchers.submit(self._fetch_guarded, runtime, delivery, message)
@@ -321,6 +362,7 @@ class WorkerNode:
             self._fetch_and_submit(runtime, delivery, message)
         except Exception:
             log.exception("batch %d of %s: fetching failed", message.batch_id, runtime.job.job_id)
+            runtime.drop(delivery)
             self.broker.settle(delivery, "requeue")
 
     def _fetch_and_submit(self, runtime: JobRuntime, delivery: Delivery, message: BatchMessage) -> None:
@@ -386,7 +428,9 @@ class WorkerNode:
         self.metrics.observe(report)
         self._tune_prefetch(runtime, report.seconds)
         body = encode_report(report)
-        self.reporter.put(Outgoing(runtime.names.reports, body, task.delivery, action, task.cleanup))
+        self.reporter.put(
+            Outgoing(runtime.names.reports, body, task.delivery, action, lambda: self._done(runtime, task))
+        )
 
     def _tune_prefetch(self, runtime: JobRuntime, seconds: float) -> None:
         """Follow the batches' pace: a deep window for fast ones, a shallow one for slow ones."""
@@ -402,6 +446,14 @@ class WorkerNode:
                 self.broker.set_prefetch(runtime.consumer_tag, wanted)
             except BatchfleetError as exc:
                 log.debug("prefetch unchanged: %s", exc.line())
+
+    @staticmethod
+    def _done(runtime: JobRuntime, task: Task) -> None:
+        """After the report went out and the delivery was settled."""
+        if task.delivery is not None:
+            runtime.drop(task.delivery)
+        if task.cleanup is not None:
+            task.cleanup()
 
     def _init_failed(self, runtime: JobRuntime, line: str, tb: str) -> None:
         log.error(

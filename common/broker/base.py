@@ -11,6 +11,7 @@ from typing import Literal, NamedTuple
 Settle = Literal["ack", "requeue", "dead"]
 
 REASON_HEADER = "x-batchfleet-reason"
+PRIOR_TRIES_HEADER = "x-batchfleet-prior-tries"  # tries a handed-back copy had before it was re-published
 
 
 class QueueNames(NamedTuple):
@@ -79,6 +80,14 @@ class Broker(ABC):
     @abstractmethod
     def settle(self, delivery: Delivery, action: Settle, reason: str | None = None) -> None:
         """Ack, requeue (costs a try) or dead-letter (with a reason) one delivery."""
+
+    @abstractmethod
+    def pause(self, consumer_tag: str) -> None:
+        """Stop new deliveries to a consumer; what it holds stays unsettled until settled or released."""
+
+    @abstractmethod
+    def release(self, delivery: Delivery) -> None:
+        """Give back a delivery this node will not run (graceful stop) without costing it a try."""
 
     @abstractmethod
     def depth(self, queue_name: str) -> int:

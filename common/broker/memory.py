@@ -28,6 +28,7 @@ class _Consumer:
     prefetch: int
     sink: queue.Queue[Delivery]
     unsettled: dict[int, _Message] = field(default_factory=dict)
+    paused: bool = False
 
 
 @dataclass
@@ -127,6 +128,24 @@ class MemoryBroker(Broker):
                 self._dead_letter(q, message, reason or "rejected")
             self._dispatch(consumer.queue_name)
 
+    def pause(self, consumer_tag: str) -> None:
+        with self._lock:
+            consumer = self._consumers.get(consumer_tag)
+            if consumer is not None:
+                consumer.paused = True
+
+    def release(self, delivery: Delivery) -> None:
+        """Back to the front of the queue, its count unchanged."""
+        consumer_tag, delivery_tag = cast(tuple[str, int], delivery.tag)
+        with self._lock:
+            consumer = self._consumers.get(consumer_tag)
+            message = consumer.unsettled.pop(delivery_tag, None) if consumer is not None else None
+            q = self._queues.get(consumer.queue_name) if consumer is not None else None
+            if message is None or q is None or consumer is None:
+                return
+            q.ready.appendleft(message)
+            self._dispatch(consumer.queue_name)
+
     def depth(self, queue_name: str) -> int:
         with self._lock:
             return len(self._queue(queue_name).ready)
@@ -211,6 +230,6 @@ class MemoryBroker(Broker):
         for _ in range(len(q.consumers)):
             q.turn = (q.turn + 1) % len(q.consumers)
             consumer = self._consumers[q.consumers[q.turn]]
-            if len(consumer.unsettled) < consumer.prefetch:
+            if not consumer.paused and len(consumer.unsettled) < consumer.prefetch:
                 return consumer
         return None

@@ -15,7 +15,7 @@ import pika
 import pika.exceptions as pex
 from pika.channel import Channel
 
-from common.broker.base import REASON_HEADER, Broker, Delivery, Settle, delivery_limit, queue_names
+from common.broker.base import PRIOR_TRIES_HEADER, REASON_HEADER, Broker, Delivery, Settle, delivery_limit, queue_names
 from common.broker.rabbitmq_io import AmqpLink, Op, channel_error, connection_parameters, parse_endpoint
 from common.broker.rabbitmq_publish import ANNOUNCE_EXCHANGE, Publisher
 from common.errors import BrokerError
@@ -45,6 +45,7 @@ class _Consumer:
     announce: bool = False
     session: _Session | None = None
     waiter: Op | None = None
+    paused: bool = False
 
 
 Step = Callable[[Callable[[Any], None]], None]  # a channel call that takes its completion callback
@@ -267,6 +268,34 @@ class RabbitBroker(Broker):
 
         self._sub.call(start, f"cancelling consumer on {spec.queue_name}")
 
+    def pause(self, consumer_tag: str) -> None:
+        """basic.cancel, keeping the channel open so held deliveries can still be acked or released."""
+        with self._lock:
+            spec = self._consumers.get(consumer_tag)
+        if spec is None or self._sub is None:
+            return
+        spec.paused = True
+
+        def start(op: Op) -> None:
+            session = spec.session
+            if session is None or not session.alive or not session.channel.is_open:
+                op.resolve()
+                return
+            session.channel.basic_cancel(spec.tag, callback=lambda _frame: op.resolve())
+
+        self._sub.call(start, f"pausing consumer on {spec.queue_name}")
+
+    def release(self, delivery: Delivery) -> None:
+        """Quorum queues count every return as a failed delivery, so publish a fresh copy that carries
+        the tries so far, then ack the original (a crash in between only duplicates the batch)."""
+        tag: Any = delivery.tag
+        session, delivery_tag = tag
+        if not isinstance(session, _Session) or not self._still_unsettled(session, delivery_tag, delivery.queue):
+            return
+        headers = {PRIOR_TRIES_HEADER: delivery.attempt - 1}
+        self._publisher.publish("", delivery.queue, [delivery.body], headers=headers)
+        self.settle(delivery, "ack")
+
     def settle(self, delivery: Delivery, action: Settle, reason: str | None = None) -> None:
         tag: Any = delivery.tag
         session, delivery_tag = tag
@@ -331,7 +360,7 @@ class RabbitBroker(Broker):
 
     def _sub_up(self, _conn: pika.SelectConnection) -> None:
         with self._lock:
-            specs = list(self._consumers.values())
+            specs = [spec for spec in self._consumers.values() if not spec.paused]
         for spec in specs:
             self._open_consumer(spec)
 
@@ -394,7 +423,7 @@ class RabbitBroker(Broker):
     def _on_message(self, spec: _Consumer, session: _Session) -> Callable[..., None]:
         def on_message(ch: Channel, method: Any, props: pika.BasicProperties, body: bytes) -> None:
             headers = _delivery_headers(props)
-            count = int(headers.get("x-delivery-count") or 0)  # type: ignore[call-overload]
+            count = int(headers.get("x-delivery-count") or 0) + int(headers.get(PRIOR_TRIES_HEADER) or 0)  # type: ignore[call-overload]
             with session.lock:
                 session.unsettled.add(method.delivery_tag)
             delivery = Delivery(spec.queue_name, body, 1 + count, (session, method.delivery_tag), headers)
