@@ -199,8 +199,7 @@ def report(name: str, ours: Side, baseline: Side, params: dict[str, Any], items:
         runs = ", ".join(f"{s:.2f}" for s in side.seconds)
         rate = items / side.median()
         print(
-            f"  {side.label:<{width}}  {side.median():8.2f} s median  {rate:10.0f} items/s  "
-            f"runs [{runs}]  ({side.how})"
+            f"  {side.label:<{width}}  {side.median():8.2f} s median  {rate:10.0f} items/s  runs [{runs}]  ({side.how})"
         )
     print(f"  ratio {ours.label} / {baseline.label}: {ratio:.2f}")
     summary: dict[str, Any] = {

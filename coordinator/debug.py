@@ -287,13 +287,9 @@ def print_counts(loaded: Loaded, rows: int, out: TextIO) -> None:
     """Counts as worker.child commits them: rows stand for succeeded items, capped by the batch."""
     total = loaded.total
     succeeded = min(rows, total - loaded.missing)
-    out.write(
-        f"as the worker counts it: {succeeded} succeeded, {total - succeeded} failed of {total} items\n"
-    )
+    out.write(f"as the worker counts it: {succeeded} succeeded, {total - succeeded} failed of {total} items\n")
     if rows > total:
-        out.write(
-            f"  note: run() returned {rows} rows for {total} items; counts are capped at the batch size\n"
-        )
+        out.write(f"  note: run() returned {rows} rows for {total} items; counts are capped at the batch size\n")
 
 
 def print_outputs(job: JobConfig, result: Any, folders: Folders, out: TextIO) -> bool:

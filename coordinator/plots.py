@@ -144,16 +144,12 @@ def throughput_svg(records: Sequence[BatchResult], t0: float | None = None) -> s
     scale, xlabel = _time_unit(span)
     fig = _figure(9, 4.2)
     top, bottom = fig.subplots(2, 1, sharex=True)
-    top.stairs(
-        _rate(ends[ok], items[ok], edges, width), edges / scale, fill=True, color="#4c78a8", alpha=0.85
-    )
+    top.stairs(_rate(ends[ok], items[ok], edges, width), edges / scale, fill=True, color="#4c78a8", alpha=0.85)
     top.set_title(f"{title}: items/s (bins of {_duration(width)})", loc="left")
     top.set_ylabel("items/s")
     bottom.stairs(_rate(ends[ok], None, edges, width), edges / scale, color="#4c78a8", label="committed")
     if (~ok).any():
-        bottom.stairs(
-            _rate(ends[~ok], None, edges, width), edges / scale, color="#e45756", label="failed tries"
-        )
+        bottom.stairs(_rate(ends[~ok], None, edges, width), edges / scale, color="#e45756", label="failed tries")
     bottom.set_title("batches/s", loc="left")
     bottom.set_ylabel("batches/s")
     bottom.set_xlabel(xlabel)
@@ -301,9 +297,7 @@ def _phase_boxes(ax: Axes, phases: dict[str, np.ndarray]) -> None:
         ax.hlines(i, p5, p95, color=color, linewidth=1.2)
         ax.barh(i, max(p75 - p25, 1e-9), left=p25, height=0.5, color=color, alpha=0.85)
         ax.vlines(p50, i - 0.3, i + 0.3, color="#222222", linewidth=1.4)
-        ax.annotate(
-            f"median {_duration(p50)}", (p95, i), xytext=(6, 0), textcoords="offset points", va="center"
-        )
+        ax.annotate(f"median {_duration(p50)}", (p95, i), xytext=(6, 0), textcoords="offset points", va="center")
     ax.set_yticks(range(len(names)), names)
     ax.set_ylim(len(names) - 0.5, -0.6)
     ax.set_xlim(left=0)

@@ -247,8 +247,7 @@ def _summary_section(summary: Mapping[str, Any], records: Sequence[BatchResult])
         ("Finished", _when(finished)),
     ]
     html = "".join(
-        f'<div class="card"><div class="k">{k}</div>'
-        f'<div class="v{" sm" if k in _TIME_CARDS else ""}">{v}</div></div>'
+        f'<div class="card"><div class="k">{k}</div><div class="v{" sm" if k in _TIME_CARDS else ""}">{v}</div></div>'
         for k, v in cards
     )
     return f'<section id="summary"><h2>Summary</h2><div class="cards">{html}</div></section>'
@@ -355,9 +354,7 @@ def _settings_section(job: JobConfig, redact: Redactor) -> str:
         f"{escape(name)}: <code>{escape(redact(b.uri))}</code> ({escape(b.kind)}, {escape(b.mode)})"
         for name, b in job.inputs.items()
     )
-    outputs = "<br>".join(
-        f"{escape(name)}: <code>{escape(redact(uri))}</code>" for name, uri in job.outputs.items()
-    )
+    outputs = "<br>".join(f"{escape(name)}: <code>{escape(redact(uri))}</code>" for name, uri in job.outputs.items())
     env_names = ", ".join(escape(name) for name in sorted(job.environment_variables))
     job_rows = [
         ("Job id", f"<code>{escape(job.job_id)}</code>"),

@@ -22,9 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     which.add_argument("--batch", type=int, default=0, metavar="N", help="mini-batch number (default 0)")
     which.add_argument("--items", nargs="+", default=None, metavar="PATH",
                        help="one mini-batch of these files (for the first mini-batched input)")  # fmt: skip
-    debug.add_argument(
-        "--s3-endpoint-url", default=None, help="S3 endpoint (MinIO); default from AWS settings"
-    )
+    debug.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (MinIO); default from AWS settings")
     debug.add_argument("--s3-region", default=None, help="S3 region; default from AWS settings")
     debug.add_argument("--s3-path-style", action="store_true", default=None, help="path-style S3 addressing")
     debug.add_argument("--s3-ca-bundle", default=None, help="CA bundle for an https S3 endpoint")

@@ -145,9 +145,7 @@ def cmd_cancel(ns: argparse.Namespace) -> int:
     store, options = store_uri(ns), storage_options(ns)
     if not job_exists(store, job_id, options):
         shown = scrub_text(store)
-        raise UsageError(
-            f"no job {job_id} in store {shown}", "check the job id, --store or $BATCHFLEET_STORE"
-        )
+        raise UsageError(f"no job {job_id} in store {shown}", "check the job id, --store or $BATCHFLEET_STORE")
     state: dict[str, Any] = {}
     try:
         state = read_state(store, job_id, options)

@@ -99,9 +99,7 @@ class BatchfleetWorkerService(win32serviceutil.ServiceFramework):
 
     def _run(self, handler: logging.Handler) -> None:
         name = self._svc_name_
-        env_file = Path(
-            win32serviceutil.GetServiceCustomOption(name, "EnvFile", str(data_dir() / "batchfleet.env"))
-        )
+        env_file = Path(win32serviceutil.GetServiceCustomOption(name, "EnvFile", str(data_dir() / "batchfleet.env")))
         file_env = support.read_env_file(env_file)
         handler.addFilter(RedactingFilter(secret_values_from_env(file_env)))
         exe = Path(win32serviceutil.GetServiceCustomOption(name, "Exe", str(default_exe())))
@@ -172,18 +170,14 @@ def _installed_names() -> list[str]:
     """Every batchfleet worker service on this machine."""
     scm = win32service.OpenSCManager(None, None, win32service.SC_MANAGER_ENUMERATE_SERVICE)
     try:
-        found = win32service.EnumServicesStatus(
-            scm, win32service.SERVICE_WIN32, win32service.SERVICE_STATE_ALL
-        )
+        found = win32service.EnumServicesStatus(scm, win32service.SERVICE_WIN32, win32service.SERVICE_STATE_ALL)
     finally:
         win32service.CloseServiceHandle(scm)
     return sorted(name for name, _display, _status in found if name.startswith(support.SERVICE_PREFIX))
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="batchfleet_service.py", description="batchfleet worker as a Windows service"
-    )
+    parser = argparse.ArgumentParser(prog="batchfleet_service.py", description="batchfleet worker as a Windows service")
     parser.add_argument("command", choices=["install", "remove", "start", "stop"])
     parser.add_argument("--instances", type=int, default=1, help="worker services on this machine")
     parser.add_argument("--all", action="store_true", help="start, stop or remove every installed worker")
@@ -191,9 +185,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--exe", type=Path, default=default_exe(), help="the venv's batchfleet.exe")
     if argv and argv[0] not in {"install", "remove", "start", "stop"}:
         # Anything else (debug, update, restart...) is pywin32's own command line.
-        return int(
-            win32serviceutil.HandleCommandLine(BatchfleetWorkerService, argv=[sys.argv[0], *argv]) or 0
-        )
+        return int(win32serviceutil.HandleCommandLine(BatchfleetWorkerService, argv=[sys.argv[0], *argv]) or 0)
     args = parser.parse_args(argv)
     names = support.service_names(args.instances)
     if args.all and args.command != "install":

@@ -119,9 +119,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise UsageError(
-            f"settings file {path} does not exist", "copy batchfleet.env.example there"
-        ) from None
+        raise UsageError(f"settings file {path} does not exist", "copy batchfleet.env.example there") from None
     except OSError as exc:
         raise UsageError(f"cannot read settings file {path}: {exc.strerror or exc}") from None
     return parse_env_text(text, source=str(path))
@@ -135,15 +133,11 @@ def node_id_for(service_name: str, hostname: str) -> str:
 
     The same shape as the systemd template's `%H-%i`, so node ids look alike in a mixed fleet.
     """
-    suffix = (
-        service_name[len(SERVICE_PREFIX) :].lstrip("-_") if service_name.startswith(SERVICE_PREFIX) else ""
-    )
+    suffix = service_name[len(SERVICE_PREFIX) :].lstrip("-_") if service_name.startswith(SERVICE_PREFIX) else ""
     return f"{hostname}-{suffix or '1'}"
 
 
-def service_settings(
-    env: Mapping[str, str], service_name: str, hostname: str, default_exe: Path
-) -> ServiceSettings:
+def service_settings(env: Mapping[str, str], service_name: str, hostname: str, default_exe: Path) -> ServiceSettings:
     """ServiceSettings from the env file's BATCHFLEET_SERVICE_* keys and the service name."""
     values: dict[str, Any] = {
         "exe": env.get("BATCHFLEET_EXE") or default_exe,
@@ -196,9 +190,7 @@ def break_signal() -> int:
     return int(signal.SIGTERM)
 
 
-def spawn_worker(
-    cmd: Sequence[str], env: Mapping[str, str], output: IO[bytes] | None
-) -> subprocess.Popen[bytes]:
+def spawn_worker(cmd: Sequence[str], env: Mapping[str, str], output: IO[bytes] | None) -> subprocess.Popen[bytes]:
     """Start the worker with stdin closed and output appended to `output` (or discarded)."""
     sink: IO[bytes] | int = output if output is not None else subprocess.DEVNULL
     return subprocess.Popen(
@@ -279,8 +271,7 @@ def supervise(
         failures = [t for t in failures if now - t < settings.failure_window] + [now]
         if len(failures) >= settings.max_failures:
             raise ServiceFailure(
-                f"worker failed {len(failures)} times within {settings.failure_window:.0f} s "
-                f"(last exit code {code})",
+                f"worker failed {len(failures)} times within {settings.failure_window:.0f} s (last exit code {code})",
                 "see the worker log",
             )
         log.warning("worker exited with code %s; restarting in %.0f s", code, settings.restart_delay)
@@ -288,9 +279,7 @@ def supervise(
             return 0
 
 
-def _wait_exit_or_stop(
-    proc: ChildProcess, stop_requested: Callable[[float], bool], interval: float
-) -> int | None:
+def _wait_exit_or_stop(proc: ChildProcess, stop_requested: Callable[[float], bool], interval: float) -> int | None:
     """The child's exit code, or None once a stop is requested first."""
     while True:
         code = proc.poll()

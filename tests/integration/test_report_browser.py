@@ -78,8 +78,7 @@ def page_requests(net_log: Path) -> list[str]:
         {
             s["url"]
             for s in by_source.values()
-            if s.get("url", "").startswith(("http://", "https://"))
-            and "file://" in s.get("network_isolation_key", "")
+            if s.get("url", "").startswith(("http://", "https://")) and "file://" in s.get("network_isolation_key", "")
         }
     )
 

@@ -81,9 +81,7 @@ def test_overrides(argv: list[str], expected: dict[str, object]) -> None:
 
 
 def test_overrides_validate_as_run_settings() -> None:
-    found = overrides(
-        "--mini-batch-size", "10", "--allowed_failed_percent", "5", "--set", "partition_keys=[a,b]"
-    )
+    found = overrides("--mini-batch-size", "10", "--allowed_failed_percent", "5", "--set", "partition_keys=[a,b]")
     settings = RunSettings.model_validate(found)
     assert (settings.mini_batch_size, settings.allowed_failed_percent) == (10, 5)
     assert settings.partition_keys == ["a", "b"]

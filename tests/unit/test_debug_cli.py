@@ -92,10 +92,7 @@ def test_items(tmp_path: Path) -> None:
 
 
 def test_run_raises_prints_the_traceback(tmp_path: Path) -> None:
-    entry = (
-        "def helper(x):\n    raise ValueError('boom ' + x)\n\n"
-        "def run(mini_batch):\n    return helper('now')\n"
-    )
+    entry = "def helper(x):\n    raise ValueError('boom ' + x)\n\ndef run(mini_batch):\n    return helper('now')\n"
     result = debug(tmp_path, entry=entry)
     assert result.code == 1, result.stdout + result.stderr
     err = result.stderr

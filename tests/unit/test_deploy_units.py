@@ -110,9 +110,7 @@ def verify(units: Path, name: str) -> subprocess.CompletedProcess[str]:
 def test_unit_verifies_cleanly(unit_dir: Path, name: str) -> None:
     result = verify(unit_dir, name)
     ours = [
-        line
-        for line in (result.stdout + result.stderr).splitlines()
-        if "batchfleet" in line or str(unit_dir) in line
+        line for line in (result.stdout + result.stderr).splitlines() if "batchfleet" in line or str(unit_dir) in line
     ]
     assert result.returncode == 0, result.stdout + result.stderr
     assert ours == []
@@ -415,9 +413,7 @@ def wait_for_text(path: Path, text: str, timeout: float = 20) -> str:
 
 @posix_only
 @pytest.mark.parametrize(("mode", "outcome"), [("polite", "stopped"), ("stubborn", "killed")])
-def test_stop_sequence_on_a_real_child(
-    support: types.ModuleType, tmp_path: Path, mode: str, outcome: str
-) -> None:
+def test_stop_sequence_on_a_real_child(support: types.ModuleType, tmp_path: Path, mode: str, outcome: str) -> None:
     log = tmp_path / "worker.log"
     with log.open("ab") as output:
         proc = support.spawn_worker([sys.executable, "-c", CHILD, mode], dict(os.environ), output)

@@ -88,9 +88,7 @@ def test_parquet_keeps_schema(tmp_path: Path) -> None:
     assert schema.field("score").type == pa.float64()
     assert schema.field("flag").type == pa.bool_()
     assert pa.types.is_timestamp(schema.field("when").type)
-    assert pa.types.is_string(schema.field("label").type) or pa.types.is_large_string(
-        schema.field("label").type
-    )
+    assert pa.types.is_string(schema.field("label").type) or pa.types.is_large_string(schema.field("label").type)
     assert pq.read_metadata(dest).num_rows == 6
 
 
@@ -158,9 +156,7 @@ def test_types_may_differ_in_text_outputs(tmp_path: Path) -> None:
 
 def test_all_null_column_in_a_later_batch(tmp_path: Path) -> None:
     dest = tmp_path / "out.parquet"
-    merge(
-        [pd.DataFrame({"id": [1], "err": ["bad"]}), pd.DataFrame({"id": [2], "err": [None]})], "parquet", dest
-    )
+    merge([pd.DataFrame({"id": [1], "err": ["bad"]}), pd.DataFrame({"id": [2], "err": [None]})], "parquet", dest)
     got = pq.read_table(dest)
     assert got.column("err").to_pylist() == ["bad", None]
 

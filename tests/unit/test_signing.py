@@ -261,9 +261,7 @@ def test_digest_same_for_same_tree_elsewhere(tmp_path: Path) -> None:
         lambda c: (c / "pkg" / "util.py").rename(c / "pkg" / "util2.py"),
         lambda c: (c / "extra.py").write_text(""),
         lambda c: (c / "pkg" / "data.bin").unlink(),
-        lambda c: (
-            (c / "pkg" / "sub").mkdir() or (c / "pkg" / "util.py").rename(c / "pkg" / "sub" / "util.py")
-        ),
+        lambda c: (c / "pkg" / "sub").mkdir() or (c / "pkg" / "util.py").rename(c / "pkg" / "sub" / "util.py"),
     ],
     ids=["content", "rename", "added", "removed", "moved"],
 )
@@ -309,9 +307,7 @@ def test_snapshot_signature_roundtrip(tmp_path: Path) -> None:
     ],
     ids=["other-job", "changed-code", "other-key"],
 )
-def test_snapshot_signature_failures(
-    tmp_path: Path, job: str, digest_change: bool, key: bytes, reason: str
-) -> None:
+def test_snapshot_signature_failures(tmp_path: Path, job: str, digest_change: bool, key: bytes, reason: str) -> None:
     code = make_code(tmp_path / "code")
     sig = sign_snapshot(key, "job-a", snapshot_digest(code))
     if digest_change:

@@ -134,9 +134,7 @@ def copy_case(tmp_path: Path, source: Path, mutate: Mutate, entry: str | None = 
     target = tmp_path / source.name
     target.write_text(text, encoding="utf-8")
     if entry is not None:
-        spec_entry = (
-            doc["parallel"]["entry"] if "parallel" in doc else "script/" + doc["task"]["entry_script"]
-        )
+        spec_entry = doc["parallel"]["entry"] if "parallel" in doc else "script/" + doc["task"]["entry_script"]
         (tmp_path / spec_entry).write_text(entry, encoding="utf-8")
     return target
 
@@ -620,9 +618,7 @@ def bound(*values: str) -> dict[str, Any]:
     ],
 )
 def test_args_render(tmp_path: Path, template: str, inputs: list[str], expected: list[str]) -> None:
-    resolved = resolve(
-        make_spec(tmp_path, template), bound(*inputs), parse_bindings(["out=/o"], "output"), {}
-    )
+    resolved = resolve(make_spec(tmp_path, template), bound(*inputs), parse_bindings(["out=/o"], "output"), {})
     assert resolved.args == expected
 
 
@@ -659,9 +655,7 @@ def test_resolve_component_fixture(tmp_path: Path) -> None:
 def test_resolve_v2_fixture(tmp_path: Path) -> None:
     spec = load_spec(V2_JOB)
     out_file = tmp_path / "predictions.txt"
-    resolved = resolve(
-        spec, {}, parse_bindings([f"job_output_file={out_file}"], "output"), {"run_max_try": 4}
-    )
+    resolved = resolve(spec, {}, parse_bindings([f"job_output_file={out_file}"], "output"), {"run_max_try": 4})
     folder = V2_JOB.parent.resolve()
     assert resolved.inputs["input_data"].uri == str(folder / "neural-iris-mltable")
     assert (resolved.inputs["input_data"].kind, resolved.inputs["input_data"].mode) == ("tabular", "direct")
@@ -839,8 +833,7 @@ class _Outer(BaseModel):
         (
             lambda: _Outer.model_validate({"parallel": {}, "count": "many", "zzz": 1}),
             "spec.yaml",
-            "spec.yaml: unknown field 'zzz'; check the spelling (allowed: parallel, count) "
-            "(and 1 more problem)",
+            "spec.yaml: unknown field 'zzz'; check the spelling (allowed: parallel, count) (and 1 more problem)",
         ),
     ],
 )

@@ -135,9 +135,7 @@ def test_list_of_an_empty_store(tmp_path: Path) -> None:
 
 
 def test_watch_returns_when_the_job_is_over(jobs: dict[str, Any]) -> None:
-    result = batchfleet(
-        "status", jobs["good"], "--store", jobs["store"], "--watch", "0.2", "--json", timeout=30
-    )
+    result = batchfleet("status", jobs["good"], "--store", jobs["store"], "--watch", "0.2", "--json", timeout=30)
     assert result.code == 0, result.stderr
     [line] = result.stdout.splitlines()
     assert json.loads(line)["state"] == "succeeded"
@@ -147,9 +145,7 @@ def test_silent_coordinator_is_called_out(tmp_path: Path) -> None:
     write_state(tmp_path, "stale-job", updated=time.time() - 100)
     result = batchfleet("status", "stale-job", "--store", tmp_path)
     assert result.code == 0, result.stderr
-    assert re.search(r"coordinator not seen for 1m 4\ds \(stopped or killed\?\)", result.stdout), (
-        result.stdout
-    )
+    assert re.search(r"coordinator not seen for 1m 4\ds \(stopped or killed\?\)", result.stdout), result.stdout
     fresh = batchfleet("status", write_state(tmp_path, "fresh-job").name, "--store", tmp_path)
     assert "not seen" not in fresh.stdout and "2m 20s" in fresh.stdout  # ETA of a live job
 

@@ -130,9 +130,7 @@ def test_every_row_exactly_once(tmp_path: Path, fmt: str, remote: bool, files: i
     for index in range(files):
         write(table(per_file, index * per_file), tmp_path / "in" / f"part-{index}.{fmt}", fmt)
     storage: Storage = CountingStorage() if remote else LocalStorage()
-    plans = plan(
-        storage, tmp_path / "in" if files > 1 else tmp_path / "in" / f"part-0.{fmt}", mini_batch_size="8KB"
-    )
+    plans = plan(storage, tmp_path / "in" if files > 1 else tmp_path / "in" / f"part-0.{fmt}", mini_batch_size="8KB")
     assert len(plans) >= 4 * files, "each file must be cut into several batches"
     assert all(len(p.items) == 1 and p.partition is None for p in plans)
     out = read_all(storage, plans)
