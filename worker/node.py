@@ -45,6 +45,8 @@ from worker.snapshot import fetch_code
 
 log = logging.getLogger(__name__)
 
+STOP = "\0stop"  # a sink entry that is no queue's name
+
 
 @dataclass
 class NodeConfig:
@@ -135,6 +137,7 @@ class WorkerNode:
         self._stopping.set()
         for job_id in list(self._jobs):
             self.end(job_id, grace)
+        self.sink.put(Delivery(queue=STOP, body=b"", attempt=1, tag=None))  # wakes the dispatcher now
         for thread in self._threads:
             thread.join(timeout=grace)
         self.reporter.close()
@@ -289,6 +292,8 @@ class WorkerNode:
                 delivery = self.sink.get(timeout=0.5)
             except queue.Empty:
                 continue
+            if delivery.queue == STOP:
+                return
             try:
                 if delivery.queue == "announce":
                     self._on_announcement(delivery.body)
