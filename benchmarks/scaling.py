@@ -145,6 +145,7 @@ def main() -> None:
     node = None
     url = os.environ.get("BATCHFLEET_BENCH_AMQP_URL")
     if not url:
+        (root / "rabbitmq").mkdir(parents=True, exist_ok=True)
         node = start_rabbitmq(root / "rabbitmq")
         url = node.url
     try:
