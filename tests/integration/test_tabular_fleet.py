@@ -93,7 +93,7 @@ def test_parquet_and_csv_on_s3_split_across_two_workers(tmp_path: Path, rabbitmq
         result = submit(spec, rabbitmq.url, bucket, f"{bucket}/in:tabular", env,
                         "--mini_batch_size", "8KB", "--set", "append_row_format=parquet")  # fmt: skip
     assert result.returncode == 0, result.stderr + result.stdout
-    body = client.get_object(Bucket=name, Key="out/parallel_run_step.txt")["Body"].read()
+    body = client.get_object(Bucket=name, Key="out/parallel_run_step.parquet")["Body"].read()
     merged = pd.read_parquet(io.BytesIO(body))
     pd.testing.assert_frame_equal(merged.drop(columns="batch"), expected)  # every row once, in order
     assert merged["batch"].is_monotonic_increasing and merged["batch"].nunique() >= 10
