@@ -58,3 +58,31 @@ def test_two_workers_on_s3(tmp_path: Path, rabbitmq, s3) -> None:
     assert any(k.startswith("out/logs/user/stdout/node-a/") for k in keys)
     assert any(k.startswith("out/logs/user/stdout/node-b/") for k in keys)
     assert "out/logs/report.html" in keys
+
+
+DIRECT_ENTRY = """\
+def run(mini_batch):
+    return [f"{item}" for item in mini_batch]
+"""
+
+
+def test_direct_mode_passes_uris_without_downloading(tmp_path: Path, rabbitmq, s3) -> None:
+    bucket = s3.make_bucket()
+    name = bucket.removeprefix("s3://")
+    client = s3.client()
+    for i in range(6):
+        client.put_object(Bucket=name, Key=f"in/item{i}.txt", Body=b"x")
+    root = tmp_path / "code"
+    root.mkdir()
+    (root / "component.yaml").write_text(COMPONENT)
+    (root / "entry.py").write_text(DIRECT_ENTRY)
+    env = fleet_env(s3.endpoint_url)
+    with workers(rabbitmq.url, tmp_path / "workers", env, ["node-d"]):
+        result = run_cli(
+            "run", root / "component.yaml", "--broker", rabbitmq.url, "--store", tmp_path / "store",
+            "--input", f"data={bucket}/in:direct", "--output", f"out={tmp_path / 'out'}", "--no-progress", env=env,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = (tmp_path / "out" / "parallel_run_step.txt").read_text().splitlines()
+    assert rows == [f"{bucket}/in/item{i}.txt" for i in range(6)]
+    assert not list((tmp_path / "workers" / "work-node-d").glob("*/batches/*/item*.txt"))
