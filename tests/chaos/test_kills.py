@@ -80,7 +80,9 @@ def test_kill_whole_node_and_replace_it(local_job: LocalJobFactory) -> None:
     assert_exactly_once(job.merged(), expected_lines(job.count))
     processed = {int(row["batch_id"]): row for row in report_rows(job.output, "processed_mini-batches.csv")}
     assert len(processed) == 120
-    assert {row["node"] for row in processed.values()} >= {"node-a", "node-c"}
+    nodes = {row["node"] for row in processed.values()}
+    # the replacement took work; node-a may have been killed before any report of its got out
+    assert "node-c" in nodes and nodes <= {"node-a", "node-b", "node-c"}, nodes
     batches = batch_of(job.area(only_job(job.store)))
     for name in cut_short:
         row = processed[batches[name]]
