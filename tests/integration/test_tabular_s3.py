@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,57 +19,13 @@ import pytest
 from common.messages import InputBinding
 from common.partitions import BatchPlan
 from common.settings import RunSettings
-from common.storage import ObjectInfo, Storage, open_storage
+from common.storage import Storage, open_storage
 from common.tabular import BadDataError, plan_tabular, read_batch
+from tests.storage_helpers import CountingStorage as Counting
 
 pytestmark = pytest.mark.integration
 
 ROWS = 20000
-
-
-class Counting(Storage):
-    """Wraps a storage and records every ranged GET and whole-object read."""
-
-    def __init__(self, inner: Storage) -> None:
-        self.inner = inner
-        self.ranges: list[tuple[str, int, int]] = []
-        self.whole_reads = 0
-
-    def bytes_read(self) -> int:
-        return sum(length for _, _, length in self.ranges)
-
-    def read_bytes(self, uri: str) -> bytes:
-        self.whole_reads += 1
-        return self.inner.read_bytes(uri)
-
-    def read_range(self, uri: str, offset: int, length: int) -> bytes:
-        data = self.inner.read_range(uri, offset, length)
-        self.ranges.append((uri, offset, len(data)))
-        return data
-
-    def write_bytes(self, uri: str, data: bytes) -> None:
-        self.inner.write_bytes(uri, data)
-
-    def exists(self, uri: str) -> bool:
-        return self.inner.exists(uri)
-
-    def size(self, uri: str) -> int:
-        return self.inner.size(uri)
-
-    def list(self, uri: str) -> Iterator[ObjectInfo]:
-        return self.inner.list(uri)
-
-    def download(self, uri: str, dest: Path) -> None:
-        self.inner.download(uri, dest)
-
-    def upload(self, src: Path, uri: str) -> None:
-        self.inner.upload(src, uri)
-
-    def delete(self, uri: str) -> None:
-        self.inner.delete(uri)
-
-    def check_writable(self, uri: str) -> None:
-        self.inner.check_writable(uri)
 
 
 def table(rows: int, start: int = 0) -> pd.DataFrame:

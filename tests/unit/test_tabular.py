@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,56 +17,12 @@ from common.errors import InputError, UsageError
 from common.messages import InputBinding, Item
 from common.partitions import BatchPlan
 from common.settings import RunSettings
-from common.storage.base import ObjectInfo, Storage
+from common.storage.base import Storage
 from common.storage.local import LocalStorage
 from common.tabular import BadDataError, detect_format, plan_tabular, read_batch
+from tests.storage_helpers import CountingStorage
 
 ROWS = 6000
-
-
-class CountingStorage(Storage):
-    """Local files behind the remote code path (not a LocalStorage), counting what is read."""
-
-    def __init__(self) -> None:
-        self.inner = LocalStorage()
-        self.ranges: list[tuple[str, int, int]] = []
-        self.whole_reads = 0
-
-    def bytes_read(self) -> int:
-        return sum(length for _, _, length in self.ranges)
-
-    def read_bytes(self, uri: str) -> bytes:
-        self.whole_reads += 1
-        return self.inner.read_bytes(uri)
-
-    def read_range(self, uri: str, offset: int, length: int) -> bytes:
-        data = self.inner.read_range(uri, offset, length)
-        self.ranges.append((uri, offset, len(data)))
-        return data
-
-    def write_bytes(self, uri: str, data: bytes) -> None:
-        self.inner.write_bytes(uri, data)
-
-    def exists(self, uri: str) -> bool:
-        return self.inner.exists(uri)
-
-    def size(self, uri: str) -> int:
-        return self.inner.size(uri)
-
-    def list(self, uri: str) -> Iterator[ObjectInfo]:
-        return self.inner.list(uri)
-
-    def download(self, uri: str, dest: Path) -> None:
-        self.inner.download(uri, dest)
-
-    def upload(self, src: Path, uri: str) -> None:
-        self.inner.upload(src, uri)
-
-    def delete(self, uri: str) -> None:
-        self.inner.delete(uri)
-
-    def check_writable(self, uri: str) -> None:
-        self.inner.check_writable(uri)
 
 
 def table(rows: int = ROWS, start: int = 0) -> pd.DataFrame:
