@@ -1,29 +1,37 @@
-"""Cut the job's inputs into mini-batches, streaming: listing never holds every item at once."""
+"""Cut the job's inputs into mini-batches, streaming: listing never holds every item at once.
+
+Plain-file plans are built as wire dicts directly: a million files through pydantic costs
+seconds, and every worker validates the message it receives anyway (see `plan_lines`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import islice
+from typing import Any
 
 from common.errors import InputError, StorageError, UsageError
-from common.messages import BatchMessage, InputBinding, Item, JobConfig
+from common.messages import WIRE_VERSION, BatchMessage, InputBinding, Item, JobConfig
 from common.partitions import BatchPlan, partition_files
 from common.storage import ObjectInfo, StorageOptions, is_remote, open_storage
 
+# A planned batch in its wire form (BatchMessage.model_dump(exclude_none=True)).
+PlannedBatch = dict[str, Any]
 
-def _listing(binding: InputBinding, options: StorageOptions) -> Iterator[ObjectInfo]:
+
+def _listing(binding: InputBinding, options: StorageOptions, sizes: bool = True) -> Iterator[ObjectInfo]:
     try:
-        yield from _list_input(binding, options)
+        yield from _list_input(binding, options, sizes)
     except StorageError as exc:
         raise InputError(f"input {binding.name}: {exc.message}", exc.hint) from exc
 
 
-def _list_input(binding: InputBinding, options: StorageOptions) -> Iterator[ObjectInfo]:
+def _list_input(binding: InputBinding, options: StorageOptions, sizes: bool) -> Iterator[ObjectInfo]:
     storage = open_storage(binding.uri, options)
     if not is_remote(binding.uri) and not storage.exists(binding.uri):
         raise InputError(f"input {binding.name}: {binding.uri} does not exist", "check the path given with --input")
     seen = False
-    for info in storage.list(binding.uri):
+    for info in storage.list(binding.uri, sizes):
         seen = True
         yield info
     if not seen:
@@ -31,19 +39,28 @@ def _list_input(binding: InputBinding, options: StorageOptions) -> Iterator[Obje
         raise InputError(f"input {binding.name}: {binding.uri} {where}", "point --input at a folder with data")
 
 
-def _file_batches(binding: InputBinding, job: JobConfig, options: StorageOptions) -> Iterator[BatchPlan]:
+def _item_dicts(items: list[Item]) -> list[dict[str, Any]]:
+    return [item.model_dump(exclude_none=True) for item in items]
+
+
+def _file_batches(
+    binding: InputBinding, job: JobConfig, options: StorageOptions
+) -> Iterator[tuple[list[dict[str, Any]], dict[str, str] | None]]:
     settings = job.settings
     try:
         per_batch = settings.files_per_batch()
     except ValueError as exc:
         raise UsageError(f"setting mini_batch_size: {exc}") from exc
-    listing = _listing(binding, options)
     if settings.partition_keys:
-        yield from partition_files(listing, settings.partition_keys, settings.partition_layout)
+        listing = _listing(binding, options)
+        for plan in partition_files(listing, settings.partition_keys, settings.partition_layout):
+            yield _item_dicts(plan.items), plan.partition
         return
+    # Batches by count need no sizes; a stat per local file would double the listing time.
+    listing = _listing(binding, options, sizes=False)
     while chunk := list(islice(listing, per_batch)):
-        # Built from our own listing: model_construct skips re-validating every item.
-        yield BatchPlan([Item.model_construct(uri=i.uri, name=i.rel, size=i.size) for i in chunk], None)
+        yield [{"uri": i.uri, "name": i.rel} if i.size is None else {"uri": i.uri, "name": i.rel, "size": i.size}
+               for i in chunk], None  # fmt: skip
 
 
 def _named(binding: InputBinding, plans: Iterator[BatchPlan]) -> Iterator[BatchPlan]:
@@ -54,19 +71,31 @@ def _named(binding: InputBinding, plans: Iterator[BatchPlan]) -> Iterator[BatchP
         raise InputError(f"input {binding.name}: {exc.message}", exc.hint) from exc
 
 
-def plan_batches(job: JobConfig, options: StorageOptions) -> Iterator[BatchMessage]:
-    """Every mini-batch of the job, numbered in merge order."""
+def _tabular_batches(
+    binding: InputBinding, job: JobConfig, options: StorageOptions
+) -> Iterator[tuple[list[dict[str, Any]], dict[str, str] | None]]:
+    from common.tabular import plan_tabular
+
+    for plan in _named(binding, plan_tabular(open_storage(binding.uri, options), binding, job.settings)):
+        yield _item_dicts(plan.items), plan.partition
+
+
+def plan_lines(job: JobConfig, options: StorageOptions) -> Iterator[PlannedBatch]:
+    """Every mini-batch of the job in wire form, numbered in merge order (None fields left out)."""
     batch_id = 0
     for name in job.input_data:
         binding = job.inputs[name]
-        if binding.kind == "tabular":
-            from common.tabular import plan_tabular
-
-            plans = _named(binding, plan_tabular(open_storage(binding.uri, options), binding, job.settings))
-        else:
-            plans = _file_batches(binding, job, options)
-        for plan in plans:
-            yield BatchMessage(
-                job_id=job.job_id, batch_id=batch_id, input=name, items=plan.items, partition=plan.partition
-            )
+        planner = _tabular_batches if binding.kind == "tabular" else _file_batches
+        for items, partition in planner(binding, job, options):
+            message: PlannedBatch = {"v": WIRE_VERSION, "job_id": job.job_id, "batch_id": batch_id, "input": name}
+            message["items"] = items
+            if partition is not None:
+                message["partition"] = partition
+            yield message
             batch_id += 1
+
+
+def plan_batches(job: JobConfig, options: StorageOptions) -> Iterator[BatchMessage]:
+    """Every mini-batch of the job as validated messages (for `debug` and tests)."""
+    for message in plan_lines(job, options):
+        yield BatchMessage.model_validate(message)

@@ -27,7 +27,6 @@ from coordinator.submit import (
     job_area,
     mark_published,
     new_job_id,
-    publish_plan,
     snapshot_code,
     write_job,
     write_plan,
@@ -119,8 +118,13 @@ class JobRun:
 
     def publish(self) -> tuple[int, int]:
         opts = self.options
-        manifest, batches, items = write_plan(self.job, opts.storage_options, opts.signing_key)
-        publish_plan(opts.broker, self.job, manifest)
+        names = queue_names(self.job.job_id)
+
+        def sink(chunk: list[bytes]) -> None:
+            opts.broker.publish(names.batches, chunk)
+
+        manifest, batches, items = write_plan(self.job, opts.storage_options, opts.signing_key, sink)
+        log.info("published %d mini-batches for %s", batches, self.job.job_id)
         mark_published(self.job, opts.storage_options)
         shutil.rmtree(manifest.parent, ignore_errors=True)  # the store keeps the plan
         return batches, items

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from common.broker.base import Broker, queue_names
 from common.messages import BatchMessage, JobConfig
 from common.storage import StorageOptions, is_remote, join_uri, open_storage
-from coordinator.planner import plan_batches
-from worker.security import sign_batch
+from coordinator.planner import plan_lines
+from worker.security import sign_planned
 
 log = logging.getLogger(__name__)
 
 PUBLISH_CHUNK = 2000
+# Small first chunks, so workers get going while the rest is planned.
+FIRST_CHUNK = 64
 
 
 def new_job_id(name: str) -> str:
@@ -51,22 +54,38 @@ def write_job(job: JobConfig, options: StorageOptions) -> None:
     storage.write_bytes(join_uri(job.store_uri, "job.json"), job.model_dump_json(indent=2).encode())
 
 
-def write_plan(job: JobConfig, options: StorageOptions, key: bytes | None = None) -> tuple[Path, int, int]:
+def write_plan(
+    job: JobConfig,
+    options: StorageOptions,
+    key: bytes | None = None,
+    sink: Callable[[list[bytes]], object] | None = None,
+) -> tuple[Path, int, int]:
     """Stream the plan to a local manifest (one message per line) and into the store.
 
+    With a `sink` (a publisher), lines go out in chunks while planning goes on, so workers
+    start on the first mini-batches while a big input is still being listed.
     Returns (local manifest, batches, items).
     """
     local = Path(tempfile.mkdtemp(prefix="bf-plan-")) / "plan.jsonl"
     batches = items = 0
+    chunk: list[bytes] = []
+    chunk_size = FIRST_CHUNK
     try:
-        with open(local, "w", encoding="utf-8") as out:
-            for message in plan_batches(job, options):
+        with open(local, "wb") as out:
+            for message in plan_lines(job, options):
                 if key is not None:
-                    message = sign_batch(key, message)
-                out.write(message.model_dump_json())
-                out.write("\n")
+                    sign_planned(key, message)
+                line = json.dumps(message, separators=(",", ":")).encode()
+                out.write(line + b"\n")
                 batches += 1
-                items += sum(item.rows or 1 for item in message.items) if message.items else 0
+                items += sum(item.get("rows") or 1 for item in message["items"])
+                if sink is not None:
+                    chunk.append(line)
+                    if len(chunk) >= chunk_size:
+                        sink(chunk)
+                        chunk, chunk_size = [], min(chunk_size * 2, PUBLISH_CHUNK)
+        if chunk and sink is not None:
+            sink(chunk)
         storage = open_storage(job.store_uri, options)
         storage.upload(local, join_uri(job.store_uri, "plan.jsonl"))
     except BaseException:

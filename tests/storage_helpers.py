@@ -38,8 +38,8 @@ class CountingStorage(Storage):
     def size(self, uri: str) -> int:
         return self.inner.size(uri)
 
-    def list(self, uri: str) -> Iterator[ObjectInfo]:
-        return self.inner.list(uri)
+    def list(self, uri: str, sizes: bool = True) -> Iterator[ObjectInfo]:
+        return self.inner.list(uri, sizes)
 
     def download(self, uri: str, dest: Path) -> None:
         self.inner.download(uri, dest)

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from common.messages import BatchMessage, JobConfig
-from common.signing import SignatureError, canonical_body, sign_snapshot, verify_message, verify_snapshot
+from common.signing import (
+    SignatureError,
+    canonical_body,
+    sign_message,
+    sign_snapshot,
+    verify_message,
+    verify_snapshot,
+)
 
 
 def job_digest(job: JobConfig) -> str:
@@ -26,14 +34,22 @@ def check_job_signature(job: JobConfig, key: bytes | None) -> None:
     verify_snapshot(key, job.job_id, job_digest(job), job.code_sig)
 
 
-def sign_batch(key: bytes, message: BatchMessage) -> BatchMessage:
-    from common.signing import sign_message
+def _signed_body(message: BatchMessage) -> bytes:
+    # None fields are left out, so a plan line built as a plain dict signs the same body.
+    return canonical_body(message.model_dump(mode="json", exclude={"sig"}, exclude_none=True))
 
-    body = canonical_body(message.model_dump(mode="json", exclude={"sig"}))
+
+def sign_batch(key: bytes, message: BatchMessage) -> BatchMessage:
+    body = _signed_body(message)
     return message.model_copy(update={"sig": sign_message(key, message.job_id, message.batch_id, body)})
+
+
+def sign_planned(key: bytes, message: dict[str, Any]) -> None:
+    """Sign a planned batch in wire form (no None values), in place."""
+    message.pop("sig", None)
+    message["sig"] = sign_message(key, message["job_id"], message["batch_id"], canonical_body(message))
 
 
 def verify_batch(key: bytes, job_id: str, message: BatchMessage) -> None:
     """Raise SignatureError unless the message was signed for this job and batch."""
-    body = canonical_body(message.model_dump(mode="json", exclude={"sig"}))
-    verify_message(key, job_id, message.batch_id, body, message.sig)
+    verify_message(key, job_id, message.batch_id, _signed_body(message), message.sig)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,16 +24,16 @@ class StorageOptions(BaseModel):
     profile: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
+class ObjectInfo(NamedTuple):
     """One listed object: its URI, its path relative to the listed root, its size.
 
-    A plain dataclass, not a model: listings yield millions of these.
+    A named tuple, not a model: listings yield millions of these. `size` is None when the
+    listing was asked not to read sizes (a local stat per file costs more than planning it).
     """
 
     uri: str
     rel: str
-    size: int
+    size: int | None
 
 
 def is_remote(uri: str) -> bool:
@@ -68,8 +68,11 @@ class Storage(ABC):
     def size(self, uri: str) -> int: ...
 
     @abstractmethod
-    def list(self, uri: str) -> Iterator[ObjectInfo]:
-        """Every object below `uri`, recursively, in sorted order, streamed."""
+    def list(self, uri: str, sizes: bool = True) -> Iterator[ObjectInfo]:
+        """Every object below `uri`, recursively, in sorted order, streamed.
+
+        With `sizes=False` a store may leave `size` None when reading it costs extra.
+        """
 
     @abstractmethod
     def download(self, uri: str, dest: Path) -> None: ...

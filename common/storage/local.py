@@ -13,7 +13,7 @@ from common.errors import StorageError
 from common.storage.base import ObjectInfo, Storage
 
 
-def _walk_sorted(root: str, prefix: str = "") -> Iterator[tuple[str, str, int]]:
+def _walk_sorted(root: str, prefix: str = "", sizes: bool = True) -> Iterator[tuple[str, str, int | None]]:
     """(path, relative posix path, size) below root in sorted order, one folder in memory at a time."""
     try:
         # Folders sort as "name/", so the order matches an S3 listing of the same keys.
@@ -23,9 +23,9 @@ def _walk_sorted(root: str, prefix: str = "") -> Iterator[tuple[str, str, int]]:
     for entry in entries:
         rel = f"{prefix}{entry.name}"
         if entry.is_dir(follow_symlinks=True):
-            yield from _walk_sorted(entry.path, f"{rel}/")
+            yield from _walk_sorted(entry.path, f"{rel}/", sizes)
         elif entry.is_file(follow_symlinks=True):
-            yield entry.path, rel, entry.stat(follow_symlinks=True).st_size
+            yield entry.path, rel, entry.stat(follow_symlinks=True).st_size if sizes else None
 
 
 class LocalStorage(Storage):
@@ -64,12 +64,12 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise StorageError(f"cannot stat {uri}: {exc.strerror or exc}") from exc
 
-    def list(self, uri: str) -> Iterator[ObjectInfo]:
+    def list(self, uri: str, sizes: bool = True) -> Iterator[ObjectInfo]:
         root = Path(uri)
         if root.is_file():
             yield ObjectInfo(uri=str(root), rel=root.name, size=root.stat().st_size)
             return
-        for path, rel, size in _walk_sorted(str(root)):
+        for path, rel, size in _walk_sorted(str(root), sizes=sizes):
             yield ObjectInfo(path, rel, size)
 
     def download(self, uri: str, dest: Path) -> None:

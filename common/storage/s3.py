@@ -228,7 +228,7 @@ class S3Storage(Storage):
         bucket, key = split_uri(uri)
         return self._call(uri, "read", lambda c: c.head_object(Bucket=bucket, Key=key))
 
-    def list(self, uri: str) -> Iterator[ObjectInfo]:
+    def list(self, uri: str, sizes: bool = True) -> Iterator[ObjectInfo]:
         """Objects below uri in key order, one page in memory; a URI naming one object lists it."""
         bucket, key = split_uri(uri)
         if key and not key.endswith("/"):
