@@ -1,28 +1,22 @@
-"""Report plots: matplotlib figures rendered as self-contained inline SVG strings.
+"""Report plots as self-contained inline SVG strings, drawn with coordinator.svg (no plotting library).
 
-Figures are built from `matplotlib.figure.Figure` directly (no pyplot, no global backend), so
-rendering is safe in any process and leaves no state behind. Every plot copes with no data and
-with very many records by binning or sampling, so the SVG stays small.
+Every plot copes with no data and with very many records by binning or sampling, so the SVG stays
+small (a few hundred KiB at most) and rendering stays cheap.
 """
 
 from __future__ import annotations
 
-import functools
-import io
-import re
+import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar
-
-import matplotlib as mpl
-import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from operator import attrgetter
 
 from common.messages import BatchResult
 from common.perf import PerfSample
+from coordinator import svg
+from coordinator.svg import Key, Panel
 
 OUTCOME_COLORS = {"committed": "#4c78a8", "retry": "#f58518", "failed": "#e45756"}
 PHASE_COLORS = {"download": "#72b7b2", "run()": "#4c78a8", "commit": "#54a24b", "other": "#9d9d9d"}
@@ -31,73 +25,11 @@ NODE_COLORS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2",
 MAX_BARS = 3000
 MAX_BINS = 60
 MAX_POINTS = 600
+MAX_LEGEND_NODES = 12
+NUMPY_FROM = 50_000  # values from which percentiles() selects with numpy instead of sorting
 NICE_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
-
-_STYLE: dict[Any, Any] = {
-    # Glyphs become paths: the page needs no font and looks the same in every browser.
-    "svg.fonttype": "path",
-    # Fixed salt: the same input renders the same SVG; ids are made unique per plot afterwards.
-    "svg.hashsalt": "batchfleet",
-    # Node ids and process names are user text: never parse them as mathtext.
-    "text.parse_math": False,
-    "font.size": 9,
-    "axes.titlesize": 10,
-    "axes.titleweight": "bold",
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.color": "#e6e6e6",
-    "grid.linewidth": 0.6,
-    "axes.axisbelow": True,
-    "legend.frameon": False,
-}
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _styled(func: Callable[P, R]) -> Callable[P, R]:
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with mpl.rc_context(_STYLE):
-            return func(*args, **kwargs)
-
-    return wrapper
-
-
-def _figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _to_svg(fig: Figure, prefix: str, label: str) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})
-    return clean_svg(buf.getvalue(), prefix, label)
-
-
-def clean_svg(raw: str, prefix: str, label: str) -> str:
-    """Make matplotlib's SVG fit inline in HTML: no prolog, metadata or comments, ids unique per plot."""
-    svg = raw[raw.find("<svg") :]
-    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, flags=re.S)
-    # matplotlib escapes '--' inside its comments, so the first '-->' always closes the comment.
-    svg = re.sub(r"\s*<!--.*?-->", "", svg, flags=re.S)
-    svg = svg.replace("xlink:href=", "href=")
-    svg = re.sub(r'\bid="', f'id="{prefix}-', svg)
-    svg = svg.replace('href="#', f'href="#{prefix}-').replace("url(#", f"url(#{prefix}-")
-    head, rest = svg.split(">", 1)
-    head = re.sub(r'\s(?:width|height)="[^"]*"', "", head)
-    head = head.replace(' xmlns:xlink="http://www.w3.org/1999/xlink"', "")
-    safe_label = label.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
-    return f'{head} class="plot" role="img" aria-label="{safe_label}">{rest.strip()}\n'
-
-
-def _empty(prefix: str, title: str, message: str) -> str:
-    fig = _figure(9, 0.75)
-    ax = fig.add_subplot()
-    ax.set_axis_off()
-    ax.set_title(title, loc="left")
-    ax.text(0.5, 0.4, message, ha="center", va="center", color="#777777", transform=ax.transAxes)
-    return _to_svg(fig, prefix, f"{title}: {message}")
+RIGHT = svg.WIDTH - 14  # right edge of every panel
+AXIS_ROOM = 46  # below a panel: tick labels and the axis title
 
 
 def _origin(starts: Sequence[float], t0: float | None) -> float:
@@ -121,48 +53,77 @@ def _bin_width(span: float) -> float:
     return span / MAX_BINS
 
 
-def _rate(ends: np.ndarray, weights: np.ndarray | None, edges: np.ndarray, width: float) -> np.ndarray:
-    counts, _ = np.histogram(ends, bins=edges, weights=weights)
-    return np.asarray(counts, dtype=float) / width
+def _throughput_bins(
+    records: Sequence[BatchResult], origin: float
+) -> tuple[float, float, list[float], list[float], list[float]]:
+    """Span, bin width, then items/s, committed tries/s and failed tries/s per bin, on when each try ended."""
+    ends = [r.started + r.seconds - origin for r in records]
+    span = max(max(ends), 1e-3)
+    width = _bin_width(span)
+    count = max(1, math.ceil(span / width - 1e-9))
+    items, good, bad = [0.0] * count, [0.0] * count, [0.0] * count
+    last = count - 1
+    for record, end in zip(records, ends, strict=True):
+        if end < 0:
+            continue
+        i = int(end / width)
+        if i > last:
+            i = last
+        if record.outcome == "committed":
+            good[i] += 1
+            items[i] += record.succeeded
+        else:
+            bad[i] += 1
+    return span, width, [v / width for v in items], [v / width for v in good], [v / width for v in bad]
 
 
-@_styled
 def throughput_svg(records: Sequence[BatchResult], t0: float | None = None) -> str:
     """Items/s and batches/s over time, binned on when each try finished."""
     title = "Throughput"
     if not records:
-        return _empty("throughput", title, "No batches ran.")
-    origin = _origin([r.started for r in records], t0)
-    ends = np.fromiter((r.started + r.seconds - origin for r in records), float, len(records))
-    ok = np.fromiter((r.outcome == "committed" for r in records), bool, len(records))
-    items = np.fromiter((r.succeeded for r in records), float, len(records))
-    span = max(float(ends.max()), 1e-3)
-    width = _bin_width(span)
-    edges = np.arange(0.0, span + width, width)
-    if len(edges) < 2:
-        edges = np.array([0.0, width])
+        return svg.empty("throughput", title, "No batches ran.")
+    span, width, items, good, bad = _throughput_bins(records, _origin([r.started for r in records], t0))
     scale, xlabel = _time_unit(span)
-    fig = _figure(9, 4.2)
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    top.stairs(_rate(ends[ok], items[ok], edges, width), edges / scale, fill=True, color="#4c78a8", alpha=0.85)
-    top.set_title(f"{title}: items/s (bins of {_duration(width)})", loc="left")
-    top.set_ylabel("items/s")
-    bottom.stairs(_rate(ends[ok], None, edges, width), edges / scale, color="#4c78a8", label="committed")
-    if (~ok).any():
-        bottom.stairs(_rate(ends[~ok], None, edges, width), edges / scale, color="#e45756", label="failed tries")
-    bottom.set_title("batches/s", loc="left")
-    bottom.set_ylabel("batches/s")
-    bottom.set_xlabel(xlabel)
-    bottom.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=2)
-    for ax in (top, bottom):
-        ax.set_ylim(bottom=0)
-        ax.set_xlim(0, edges[-1] / scale)
-    return _to_svg(fig, "throughput", "Throughput over time: items per second and batches per second")
+    edges = [i * width / scale for i in range(len(items) + 1)]
+    x_ticks = svg.ticks(0.0, edges[-1], 8)
+    items_top = svg.upper(max(items))
+    rate_top = svg.upper(max(max(good), max(bad)))
+    items_ticks, rate_ticks = svg.ticks(0.0, items_top, 5), svg.ticks(0.0, rate_top, 5)
+    left = svg.y_margin(svg.tick_labels(items_ticks) + svg.tick_labels(rate_ticks))
+    keys = [Key("committed", OUTCOME_COLORS["committed"], line=True)]
+    if any(bad):
+        keys.append(Key("failed tries", OUTCOME_COLORS["failed"], line=True))
+    head1, h1 = svg.header(f"{title}: items/s (bins of {_duration(width)})", [], left, RIGHT, 6)
+    top = Panel(left, 6 + h1 + 4, RIGHT - left, 150, 0.0, edges[-1], 0.0, items_top)
+    head2, h2 = svg.header("batches/s", keys, left, RIGHT, top.bottom + 14)
+    bottom = Panel(left, top.bottom + 14 + h2 + 4, RIGHT - left, 150, 0.0, edges[-1], 0.0, rate_top)
+    body = [
+        head1,
+        svg.x_axis(top, x_ticks, labels=False),
+        svg.y_axis(top, items_ticks, "items/s"),
+        svg.stairs(top, edges, items, OUTCOME_COLORS["committed"], fill=True),
+        svg.spines(top),
+        head2,
+        svg.x_axis(bottom, x_ticks, xlabel),
+        svg.y_axis(bottom, rate_ticks, "batches/s"),
+        svg.stairs(bottom, edges, good, OUTCOME_COLORS["committed"], fill=False),
+    ]
+    if any(bad):
+        body.append(svg.stairs(bottom, edges, bad, OUTCOME_COLORS["failed"], fill=False))
+    body.append(svg.spines(bottom))
+    label = "Throughput over time: items per second and batches per second"
+    return svg.document("throughput", label, bottom.bottom + AXIS_ROOM, body)
 
 
 def lane_of(record: BatchResult) -> str:
     """Timeline row of a try: node, and process when known."""
     return f"{record.node_id}/{record.process}" if record.process else record.node_id
+
+
+def _lanes(records: Sequence[BatchResult]) -> list[str]:
+    """Sorted distinct lanes (pairs first: one string per try would cost more than the rest)."""
+    pairs = {(r.node_id, r.process) for r in records}
+    return sorted({f"{node}/{process}" if process else node for node, process in pairs})
 
 
 def _even(seq: Sequence[BatchResult], count: int) -> list[BatchResult]:
@@ -178,152 +139,227 @@ def sample_tries(records: Sequence[BatchResult], limit: int = MAX_BARS) -> list[
     """At most `limit` tries, keeping failed and retried ones first, the rest evenly spread."""
     if len(records) <= limit:
         return list(records)
-    ordered = sorted(records, key=lambda r: r.started)
+    ordered = sorted(records, key=attrgetter("started"))
     bad = [r for r in ordered if r.outcome != "committed"]
     good = [r for r in ordered if r.outcome == "committed"]
     kept_bad = _even(bad, limit // 2) if len(bad) > limit // 2 else bad
     return kept_bad + _even(good, limit - len(kept_bad))
 
 
-@_styled
 def timeline_svg(records: Sequence[BatchResult], t0: float | None = None, max_bars: int = MAX_BARS) -> str:
     """One row per node/process, one bar per try, coloured by outcome."""
     title = "Timeline of tries per node / process"
     if not records:
-        return _empty("timeline", title, "No batches ran.")
+        return svg.empty("timeline", title, "No batches ran.")
     origin = _origin([r.started for r in records], t0)
-    lanes = sorted({lane_of(r) for r in records})
-    row = {lane: i for i, lane in enumerate(lanes)}
+    lanes = _lanes(records)
     shown = sample_tries(records, max_bars)
     span = max(max(r.started + r.seconds for r in shown) - origin, 1e-3)
     scale, xlabel = _time_unit(span)
-    min_width = span / 1500  # a near-instant try still shows as a sliver
-    bars: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
-    for r in shown:
-        start = (r.started - origin) / scale
-        bars[(row[lane_of(r)], r.outcome)].append((start, max(r.seconds, min_width) / scale))
-    fig = _figure(9, min(max(1.4 + 0.24 * len(lanes), 2.6), 12))
-    ax = fig.add_subplot()
-    for (index, outcome), ranges in sorted(bars.items()):
-        ax.broken_barh(
-            ranges, (index - 0.38, 0.76), facecolors=OUTCOME_COLORS[outcome], edgecolor="white", linewidth=0.4
-        )
-    _lane_ticks(ax, lanes)
-    ax.set_xlim(0, span * 1.01 / scale)
-    ax.set_xlabel(xlabel)
-    ax.grid(axis="y", visible=False)
-    present = sorted({r.outcome for r in shown}, key=list(OUTCOME_COLORS).index)
-    handles = [Patch(color=OUTCOME_COLORS[o], label=o) for o in present]
-    ax.legend(handles=handles, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=len(handles))
     if len(shown) < len(records):
         title += f" (showing {len(shown):,} of {len(records):,} tries, failed ones first)"
-    ax.set_title(title, loc="left")
-    return _to_svg(fig, "timeline", title)
-
-
-def _lane_ticks(ax: Axes, lanes: list[str]) -> None:
+    present = sorted({r.outcome for r in shown}, key=list(OUTCOME_COLORS).index)
     step = max(1, len(lanes) // 45)
-    ticks = list(range(0, len(lanes), step))
-    ax.set_yticks(ticks, [_short(lanes[i], 28) for i in ticks])
-    ax.set_ylim(len(lanes) - 0.5, -0.5)
-    ax.tick_params(axis="y", length=0)
+    rows = list(range(0, len(lanes), step))
+    names = [svg.shorten(lanes[i], 28) for i in rows]
+    left = svg.y_margin(names, title=False)
+    head, head_height = svg.header(title, [Key(o, OUTCOME_COLORS[o]) for o in present], left, RIGHT, 6)
+    height = 100 * min(max(1.4 + 0.24 * len(lanes), 2.6), 12)
+    top = 6 + head_height + 4
+    panel = Panel(left, top, RIGHT - left, height - top - AXIS_ROOM, 0.0, span * 1.01 / scale)
+    panel.y0, panel.y1 = len(lanes) - 0.5, -0.5  # first lane at the top
+    body = [
+        head,
+        svg.x_axis(panel, svg.ticks(0.0, panel.x1, 8), xlabel),
+        svg.y_axis(panel, [float(i) for i in rows], grid=False, names=names),
+        _bars(panel, shown, {lane: i for i, lane in enumerate(lanes)}, origin, scale, span / 1500),
+        svg.spines(panel),
+    ]
+    return svg.document("timeline", title, height, body)
 
 
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _bars(
+    panel: Panel, shown: Sequence[BatchResult], row: dict[str, int], origin: float, scale: float, min_width: float
+) -> str:
+    """One rect per try (a near-instant try still shows as a sliver), grouped by outcome colour."""
+    bar_height = svg.num(abs(panel.y(1.0) - panel.y(0.0)) * 0.76)
+    lane_y = {lane: f"{panel.y(i - 0.38):.1f}" for lane, i in row.items()}
+    per_second = panel.width / panel.x1 / scale
+    groups: dict[str, list[str]] = defaultdict(list)
+    for r in shown:
+        # A try that began before the job's recorded start is drawn from the start (as if clipped).
+        start = r.started - origin
+        x = panel.left + (start if start > 0 else 0.0) * per_second
+        width = max(r.seconds + (start if start < 0 else 0.0), min_width) * per_second
+        # A hairline gap keeps back-to-back tries apart; a stroke would wash out thin bars.
+        width = width - 0.5 if width > 2 else max(width, 1.0)
+        tip = f"batch {r.batch_id}, try {r.attempt}, {r.outcome}, {_duration(r.seconds)}"
+        groups[r.outcome].append(
+            f'<rect x="{x:.1f}" y="{lane_y[lane_of(r)]}" width="{width:.1f}" height="{bar_height}">'
+            f"<title>{tip}</title></rect>"
+        )
+    return "".join(f'<g fill="{OUTCOME_COLORS[o]}">{"".join(groups[o])}</g>' for o in OUTCOME_COLORS if o in groups)
 
 
-def phase_seconds(records: Sequence[BatchResult]) -> dict[str, np.ndarray]:
+def phase_seconds(records: Sequence[BatchResult]) -> dict[str, list[float]]:
     """Seconds per phase of each try; 'other' is what the three phases do not explain."""
-    n = len(records)
-    down = np.fromiter((r.download_seconds for r in records), float, n)
-    run = np.fromiter((r.run_seconds for r in records), float, n)
-    commit = np.fromiter((r.commit_seconds for r in records), float, n)
-    total = np.fromiter((r.seconds for r in records), float, n)
-    other = np.clip(total - down - run - commit, 0.0, None)
-    return {"download": down, "run()": run, "commit": commit, "other": other}
+    down = [r.download_seconds for r in records]
+    run = [r.run_seconds for r in records]
+    commit = [r.commit_seconds for r in records]
+    rest = [r.seconds - d - u - c for r, d, u, c in zip(records, down, run, commit, strict=True)]
+    return {"download": down, "run()": run, "commit": commit, "other": [v if v > 0 else 0.0 for v in rest]}
 
 
-@_styled
+def percentiles(values: Sequence[float], qs: Sequence[float]) -> list[float]:
+    """Percentiles with linear interpolation between ranks (numpy's default); zeros when empty."""
+    if not values:
+        return [0.0 for _ in qs]
+    if len(values) >= NUMPY_FROM:
+        # Imported here: ~0.1 s that only pays off on huge jobs, where sorting in Python costs more.
+        import numpy as np
+
+        return [float(v) for v in np.percentile(np.asarray(values, dtype=float), qs)]
+    ordered = sorted(values)
+    out = []
+    for q in qs:
+        rank = q / 100 * (len(ordered) - 1)
+        low = int(rank)
+        high = min(low + 1, len(ordered) - 1)
+        out.append(ordered[low] + (ordered[high] - ordered[low]) * (rank - low))
+    return out
+
+
+@dataclass
+class _Histogram:
+    """Tries per duration bin and outcome; longer tries may be folded into the last bin."""
+
+    edges: list[float]
+    counts: dict[str, list[int]]
+    note: str
+
+    @property
+    def top(self) -> float:
+        totals = [sum(c[i] for c in self.counts.values()) for i in range(len(self.edges) - 1)]
+        return svg.upper(max(totals), 5, integer=True)
+
+
 def durations_svg(records: Sequence[BatchResult]) -> str:
     """Histogram of try durations by outcome, and each phase's spread (box 25-75 %, whiskers 5-95 %)."""
     title = "Batch duration"
     if not records:
-        return _empty("durations", title, "No batches ran.")
-    fig = _figure(9, 3.4)
-    left, right = fig.subplots(1, 2, width_ratios=(1.15, 1))
-    _duration_histogram(left, records)
+        return svg.empty("durations", title, "No batches ran.")
+    hist = _histogram(records)
+    y_ticks = svg.ticks(0.0, hist.top, 5, integer=True)
+    split = 470.0  # the histogram gets a little more room than the phases
+    hist_left = svg.y_margin(svg.tick_labels(y_ticks))
+    keys = [Key(o, OUTCOME_COLORS[o]) for o in hist.counts]
+    hist_head, h1 = svg.header("Seconds per try", keys, hist_left, split, 6)
     committed = [r for r in records if r.outcome == "committed"] or list(records)
-    _phase_boxes(right, phase_seconds(committed))
-    right.set_title(f"Phases of {len(committed):,} {'try' if len(committed) == 1 else 'tries'}", loc="left")
-    return _to_svg(fig, "durations", "Batch duration distribution, split into download, run() and commit")
+    phases = phase_seconds(committed)
+    box_left = split + 24 + svg.y_margin(phases, title=False)
+    phases_title = f"Phases of {len(committed):,} {'try' if len(committed) == 1 else 'tries'}"
+    box_head, h2 = svg.header(phases_title, [], box_left, RIGHT, 6)
+    top = 6 + max(h1, h2) + 4
+    hist_panel = Panel(hist_left, top, split - hist_left, 240, hist.edges[0], hist.edges[-1], 0.0, hist.top)
+    body = [
+        hist_head,
+        svg.x_axis(hist_panel, svg.ticks(hist.edges[0], hist.edges[-1], 6), f"seconds{hist.note}"),
+        svg.y_axis(hist_panel, y_ticks, "tries"),
+        _histogram_bars(hist_panel, hist),
+        svg.spines(hist_panel),
+        box_head,
+        _phase_boxes(Panel(box_left, top, RIGHT - box_left, 240), phases),
+    ]
+    label = "Batch duration distribution, split into download, run() and commit"
+    return svg.document("durations", label, top + 240 + AXIS_ROOM, body)
 
 
-def _duration_histogram(ax: Axes, records: Sequence[BatchResult]) -> None:
-    seconds = np.fromiter((r.seconds for r in records), float, len(records))
-    high = float(seconds.max()) if len(seconds) else 0.0
-    cap = float(np.percentile(seconds, 99))
+def _histogram(records: Sequence[BatchResult]) -> _Histogram:
+    """40 bins from 0 (or the shortest try) to just past the longest try, or to the 99th percentile."""
+    seconds = [r.seconds for r in records]
+    high = max(seconds)
+    cap = percentiles(seconds, [99])[0]
     note = ""
     if cap > 0 and high > 3 * cap:
         # A few stragglers would squash everything else into one bin: fold them into the last bin.
-        note = f" ({int((seconds > cap).sum()):,} longer tries counted in the last bin)"
+        note = f" ({sum(s > cap for s in seconds):,} longer tries counted in the last bin)"
         high = cap
-    low = float(seconds.min())
+    low = min(seconds)
     if low < 0.25 * high or high - low < 0.1 * high:
         low = 0.0  # start at zero unless that leaves most of the plot empty
     # One bin of headroom so the longest try sits inside the last bin, not on its edge.
-    edges = np.linspace(low, max(high + (high - low) / 40, low + 1e-3), 41)
-    data, colors, labels = [], [], []
-    for outcome, color in OUTCOME_COLORS.items():
-        values = np.clip([r.seconds for r in records if r.outcome == outcome], 0.0, high)
-        if len(values):
-            data.append(values)
-            colors.append(color)
-            labels.append(outcome)
-    ax.hist(data, bins=edges.tolist(), stacked=True, color=colors, label=labels)
-    ax.set_title("Seconds per try", loc="left")
-    ax.set_xlabel(f"seconds{note}")
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("tries")
-    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=len(labels))
+    end = max(high + (high - low) / 40, low + 1e-3)
+    width = (end - low) / 40
+    counts: dict[str, list[int]] = {o: [0] * 40 for o in OUTCOME_COLORS}
+    for record, value in zip(records, seconds, strict=True):
+        i = int(((value if value < high else high) - low) / width)
+        counts[record.outcome][0 if i < 0 else 39 if i > 39 else i] += 1
+    present = {o: c for o, c in counts.items() if any(c)}
+    return _Histogram([low + width * i for i in range(41)], present, note)
 
 
-def _phase_boxes(ax: Axes, phases: dict[str, np.ndarray]) -> None:
+def _histogram_bars(panel: Panel, hist: _Histogram) -> str:
+    """Stacked bars, one colour per outcome."""
+    base = [0] * (len(hist.edges) - 1)
+    groups = []
+    for outcome, counts in hist.counts.items():
+        rects = []
+        for i, count in enumerate(counts):
+            if not count:
+                continue
+            x, y_high, y_low = panel.x(hist.edges[i]), panel.y(base[i] + count), panel.y(base[i])
+            rects.append(
+                f'<rect x="{svg.num(x)}" y="{svg.num(y_high)}" width="{svg.num(panel.x(hist.edges[i + 1]) - x)}" '
+                f'height="{svg.num(y_low - y_high)}"/>'
+            )
+            base[i] += count
+        groups.append(f'<g fill="{OUTCOME_COLORS[outcome]}">{"".join(rects)}</g>')
+    return "".join(groups)
+
+
+def _phase_boxes(panel: Panel, phases: dict[str, list[float]]) -> str:
+    """Per phase: whiskers 5-95 %, box 25-75 %, a median line and a note saying the median."""
     names = list(phases)
-    for i, name in enumerate(names):
-        p5, p25, p50, p75, p95 = np.percentile(phases[name], [5, 25, 50, 75, 95])
-        color = PHASE_COLORS[name]
-        ax.hlines(i, p5, p95, color=color, linewidth=1.2)
-        ax.barh(i, max(p75 - p25, 1e-9), left=p25, height=0.5, color=color, alpha=0.85)
-        ax.vlines(p50, i - 0.3, i + 0.3, color="#222222", linewidth=1.4)
-        ax.annotate(f"median {_duration(p50)}", (p95, i), xytext=(6, 0), textcoords="offset points", va="center")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_ylim(len(names) - 0.5, -0.6)
-    ax.set_xlim(left=0)
-    ax.margins(x=0.35)
-    ax.set_xlabel("seconds")
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
-    ax.grid(axis="y", visible=False)
-    ax.tick_params(axis="y", length=0)
+    stats = [percentiles(phases[name], [5, 25, 50, 75, 95]) for name in names]
+    notes = [f"median {_duration(s[2])}" for s in stats]
+    # Leave room right of the longest whisker for its note.
+    room = max(panel.width - 8 - max(svg.text_width(n) for n in notes), 40.0)
+    panel.x1 = max(max(s[4] for s in stats), 1e-3) * panel.width / room
+    panel.y0, panel.y1 = len(names) - 0.5, -0.6
+    parts = [
+        svg.x_axis(panel, svg.ticks(0.0, panel.x1, 6), "seconds"),
+        svg.y_axis(panel, [float(i) for i in range(len(names))], grid=False, names=names),
+    ]
+    for i, (name, (p5, p25, p50, p75, p95)) in enumerate(zip(names, stats, strict=True)):
+        color, y, x25 = PHASE_COLORS[name], svg.num(panel.y(i)), panel.x(p25)
+        box_top, box_bottom = panel.y(i - 0.25), panel.y(i + 0.25)
+        parts.append(
+            f'<path d="M{svg.num(panel.x(p5))} {y}H{svg.num(panel.x(p95))}" stroke="{color}" stroke-width="1.2"/>'
+            f'<rect x="{svg.num(x25)}" y="{svg.num(box_top)}" width="{svg.num(max(panel.x(p75) - x25, 1.0))}" '
+            f'height="{svg.num(box_bottom - box_top)}" fill="{color}" fill-opacity="0.85"/>'
+            f'<path d="M{svg.num(panel.x(p50))} {svg.num(panel.y(i - 0.3))}V{svg.num(panel.y(i + 0.3))}" '
+            f'stroke="#222222" stroke-width="1.4"/>'
+        )
+        parts.append(svg.text(panel.x(p95) + 6, panel.y(i), notes[i]))
+    parts.append(svg.spines(panel))
+    return "".join(parts)
 
 
-def _downsample(times: np.ndarray, values: np.ndarray, limit: int = MAX_POINTS) -> tuple[Any, Any]:
-    if len(times) <= limit:
+def _downsample(times: list[float], values: list[float], limit: int = MAX_POINTS) -> tuple[list[float], list[float]]:
+    """At most `limit` points, each the mean of a run of consecutive samples."""
+    n = len(times)
+    if n <= limit:
         return times, values
-    chunks = np.array_split(np.arange(len(times)), limit)
-    return (
-        np.array([times[c].mean() for c in chunks]),
-        np.array([values[c].mean() for c in chunks]),
-    )
+    bounds = [i * n // limit for i in range(limit + 1)]
+    pairs = list(pairwise(bounds))
+    return [sum(times[a:b]) / (b - a) for a, b in pairs], [sum(values[a:b]) / (b - a) for a, b in pairs]
 
 
-@_styled
 def resources_svg(perf: Sequence[PerfSample], t0: float | None = None) -> str:
     """CPU % and resident memory per node over time, from psutil samples."""
     title = "Resource use per node"
     if not perf:
-        return _empty("resources", title, "No resource samples were recorded.")
+        return svg.empty("resources", title, "No resource samples were recorded.")
     origin = _origin([s.at for s in perf], t0)
     by_node: dict[str, list[PerfSample]] = defaultdict(list)
     for s in perf:
@@ -332,29 +368,34 @@ def resources_svg(perf: Sequence[PerfSample], t0: float | None = None) -> str:
     scale, xlabel = _time_unit(span)
     peak = max(s.rss_bytes for s in perf)
     mem_unit, mem_label = (1024**3, "GiB") if peak >= 2 * 1024**3 else (1024**2, "MiB")
-    fig = _figure(9, 4.2)
-    cpu_ax, mem_ax = fig.subplots(2, 1, sharex=True)
-    for i, (node, samples) in enumerate(sorted(by_node.items())):
-        samples.sort(key=lambda s: s.at)
-        times = (np.array([s.at for s in samples]) - origin) / scale
+    mem_top = svg.upper(peak / mem_unit)
+    cpu_ticks, mem_ticks = svg.ticks(0.0, 100.0, 5), svg.ticks(0.0, mem_top, 5)
+    left = svg.y_margin(svg.tick_labels(cpu_ticks) + svg.tick_labels(mem_ticks))
+    nodes = sorted(by_node)
+    keys = [Key(svg.shorten(node, 24), NODE_COLORS[i % len(NODE_COLORS)], line=True) for i, node in enumerate(nodes)]
+    cpu_title = f"{title}: CPU % of the machine (process tree)"
+    head1, h1 = svg.header(cpu_title, keys[:MAX_LEGEND_NODES], left, RIGHT, 6, min(len(nodes), 6))
+    x_end = span * 1.02 / scale
+    cpu = Panel(left, 6 + h1 + 4, RIGHT - left, 150, 0.0, x_end, 0.0, 105.0)
+    head2, h2 = svg.header("Resident memory (process tree)", [], left, RIGHT, cpu.bottom + 14)
+    mem = Panel(left, cpu.bottom + 14 + h2 + 4, RIGHT - left, 150, 0.0, x_end, 0.0, mem_top)
+    x_ticks = svg.ticks(0.0, x_end, 8)
+    body = [head1, svg.x_axis(cpu, x_ticks, labels=False), svg.y_axis(cpu, cpu_ticks, "CPU %"), head2]
+    body += [svg.x_axis(mem, x_ticks, xlabel), svg.y_axis(mem, mem_ticks, mem_label)]
+    for i, node in enumerate(nodes):
+        samples = sorted((s for s in by_node[node] if s.at >= origin), key=attrgetter("at"))
+        times = [(s.at - origin) / scale for s in samples]
         color = NODE_COLORS[i % len(NODE_COLORS)]
-        label = _short(node, 24) if i < 12 else None
-        cpu_ax.plot(*_downsample(times, np.array([s.cpu_percent for s in samples])), color=color, label=label)
-        rss = np.array([s.rss_bytes for s in samples], dtype=float) / mem_unit
-        mem_ax.plot(*_downsample(times, rss), color=color)
-    cpu_ax.set_title(f"{title}: CPU % of the machine (process tree)", loc="left")
-    cpu_ax.set_ylabel("CPU %")
-    cpu_ax.set_ylim(0, 105)
-    mem_ax.set_title("Resident memory (process tree)", loc="left")
-    mem_ax.set_ylabel(mem_label)
-    mem_ax.set_ylim(bottom=0)
-    mem_ax.set_xlabel(xlabel)
-    mem_ax.set_xlim(left=0)
-    cpu_ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=min(len(by_node), 6))
-    return _to_svg(fig, "resources", "Resource use per node: CPU and memory over time")
+        body.append(svg.polyline(cpu, *_downsample(times, [s.cpu_percent for s in samples]), color))
+        body.append(svg.polyline(mem, *_downsample(times, [s.rss_bytes / mem_unit for s in samples]), color))
+    body += [svg.spines(cpu), svg.spines(mem)]
+    label = "Resource use per node: CPU and memory over time"
+    return svg.document("resources", label, mem.bottom + AXIS_ROOM, body)
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 0.01:
+        return f"{seconds * 1000:.2g} ms"  # fast tries: "0.47 ms", not "0 ms"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 120:

@@ -131,9 +131,8 @@ def first_line(text: str | None) -> str:
 def failure_groups(records: Sequence[BatchResult]) -> list[FailureGroup]:
     """Failed tries grouped by (error type, first message line), most frequent first."""
     groups: dict[tuple[str, str], FailureGroup] = {}
-    for r in sorted(records, key=lambda r: (r.started, r.batch_id, r.attempt)):
-        if r.outcome == "committed" and not r.error:
-            continue
+    failed = [r for r in records if r.outcome != "committed" or r.error]
+    for r in sorted(failed, key=lambda r: (r.started, r.batch_id, r.attempt)):
         key = (r.error_type or "Error", first_line(r.error))
         group = groups.get(key)
         if group is None:
@@ -149,17 +148,26 @@ def node_stats(records: Sequence[BatchResult], perf: Sequence[PerfSample]) -> li
     """Per-node totals, including nodes seen only through resource samples."""
     nodes: dict[str, NodeStats] = {}
     for r in records:
-        s = nodes.setdefault(r.node_id, NodeStats(r.node_id))
+        # get() first: setdefault would build a throw-away NodeStats for every try.
+        s = nodes.get(r.node_id)
+        if s is None:
+            s = nodes[r.node_id] = NodeStats(r.node_id)
         if r.process:
             s.processes.add(r.process)
         s.tries += 1
-        s.committed += r.outcome == "committed"
-        s.failed_tries += r.outcome != "committed"
+        if r.outcome == "committed":
+            s.committed += 1
+        else:
+            s.failed_tries += 1
         s.items += r.succeeded
         s.seconds += r.seconds
-        s.last_seen = max(s.last_seen, r.started + r.seconds)
+        end = r.started + r.seconds
+        if end > s.last_seen:
+            s.last_seen = end
     for p in perf:
-        s = nodes.setdefault(p.node_id, NodeStats(p.node_id))
+        s = nodes.get(p.node_id)
+        if s is None:
+            s = nodes[p.node_id] = NodeStats(p.node_id)
         s.cpu.append(p.cpu_percent)
         s.peak_rss = max(s.peak_rss, p.rss_bytes)
         s.last_seen = max(s.last_seen, p.at)

@@ -240,7 +240,7 @@ def run_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> Summary:
     """Submit and follow a job to its end; returns its summary (state may be failed)."""
     job = build_job(spec, resolved, options)
     run = JobRun(job, options)
-    run.renderer = ReportRenderer()  # imports its plotting library while the job runs
+    run.renderer = ReportRenderer()
     try:
         run.prepare()
         if options.embedded:

@@ -144,6 +144,9 @@ def test_report_loads_offline_with_plots_and_no_errors(chromium: str, tmp_path: 
     dom, console, requests = load(chromium, tmp_path, page)
     assert dom.count("<svg") == 4
     assert len(re.findall(r'<svg[^>]*class="plot"', dom)) == 4
+    # Axis titles and legends are SVG text, so they are in the DOM (and selectable, searchable).
+    for label in ("seconds since start", "failed tries", "Phases of 113 tries", "node-2/p1", "MiB"):
+        assert label in dom, label
     for section in ("summary", "plots", "failures", "slowest", "nodes", "settings"):
         assert f'id="{section}"' in dom
     assert "disk &lt;full&gt;" in dom

@@ -211,9 +211,9 @@ def test_many_records_stay_small_and_fast() -> None:
     began = time.perf_counter()
     html = render_report(make_job(), records, summary_for(records, "succeeded"), synthetic_perf())
     elapsed = time.perf_counter() - began
-    assert len(html) < 3_000_000
+    assert len(html) < 1_000_000
     assert "showing 3,000 of 100,000 tries, failed ones first" in html
-    assert elapsed < 60
+    assert elapsed < 10  # ~0.4 s on a quiet 2-core box (plain SVG strings); generous for a busy CI
     assert len(plots.sample_tries(records)) == plots.MAX_BARS
 
 
