@@ -237,9 +237,9 @@ def run_baseline(table: Path, merged: Path, code: Path, batch_bytes: int, proces
     sys.path.insert(0, str(code))  # spawned workers inherit it and import the same b4_model
     source = pq.ParquetFile(table)
     meta = source.metadata
-    in_memory = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-    # Whole row groups per piece, about batch_bytes each, as batchfleet's planner cuts them.
-    groups = max(1, batch_bytes * meta.num_row_groups // max(in_memory, 1))
+    # Whole row groups per piece, as many as fit batch_bytes once decoded, as batchfleet's
+    # planner cuts them (the row groups are all alike).
+    groups = max(1, batch_bytes // max(source.read_row_group(0).nbytes, 1))
     rows = groups * meta.row_group(0).num_rows
     stats: dict[int, dict[str, int]] = {}
     merged.parent.mkdir(parents=True, exist_ok=True)

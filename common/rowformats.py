@@ -14,7 +14,8 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,6 +24,8 @@ from common.settings import RowFormat
 
 # Rows per slice converted to pandas when writing CSV or JSON Lines, to bound memory.
 _SLICE_ROWS = 65536
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+_MMAP_THRESHOLD = 256 * 1024
 
 
 class RowFormatError(BatchfleetError):
@@ -41,6 +44,31 @@ def part_extension(fmt: RowFormat) -> str:
 def _short(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def lean_worker_memory(environ: MutableMapping[str, str]) -> None:
+    """Call in a worker process before pyarrow loads: allocators that give memory back.
+
+    Arrow's bundled mimalloc and jemalloc keep the pages Arrow frees for Arrow alone, so one
+    batch's decoding scratch stays resident beside the next batch and the user's numpy arrays.
+    On Linux, Arrow is pointed at glibc's malloc, shared with numpy, whose freed memory
+    release_unused() trims; and glibc stops raising its mmap threshold to the largest block
+    freed so far, so big arrays are unmapped when freed instead of fragmenting the heap.
+    Settings the user chose (ARROW_DEFAULT_MEMORY_POOL, MALLOC_MMAP_THRESHOLD_) stay.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # read once, when Arrow loads
+    if "MALLOC_MMAP_THRESHOLD_" in environ:
+        return
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return  # not glibc
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
 
 
 def encode_part(result: Any, fmt: RowFormat) -> bytes:
@@ -64,8 +92,29 @@ def encode_part(result: Any, fmt: RowFormat) -> bytes:
     else:
         table = pa.table({"result": pa.array([str(row) for row in result], pa.string())})
     sink = io.BytesIO()
-    pq.write_table(table, sink)
+    # Dictionary pages pay off for repeated texts; for numbers the writer's trial dictionary
+    # (a hash table per column, given up after 1 MiB) costs several times the part's size.
+    pq.write_table(table, sink, use_dictionary=_dictionary_columns(table.schema))
+    del table
+    pa.default_memory_pool().release_unused()  # the writer's scratch, before the next batch
     return sink.getvalue()
+
+
+def _dictionary_columns(schema: Any) -> list[str]:
+    """Top-level text, binary and categorical columns: the ones worth dictionary-encoding."""
+    import pyarrow as pa
+
+    def wanted(kind: Any) -> bool:
+        return bool(
+            pa.types.is_string(kind)
+            or pa.types.is_large_string(kind)
+            or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind)
+            or pa.types.is_dictionary(kind)
+            or pa.types.is_string_view(kind)
+        )
+
+    return [field.name for field in schema if wanted(field.type)]
 
 
 def merge_parts(

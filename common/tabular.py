@@ -2,7 +2,7 @@
 
 Planning reads only metadata: Parquet footers and small windows around each cut point of a
 line-based file. A batch never crosses a file. Parquet batches are runs of row groups sized by
-their uncompressed (in-memory) bytes; CSV and JSON Lines batches are byte ranges ending at a
+their decoded (in-memory) bytes, estimated from the footer; CSV and JSON Lines batches are byte ranges ending at a
 line break, sized by file bytes.
 
 CSV limitation: cuts fall on any line break, so a quoted field holding a line break cannot be
@@ -38,7 +38,14 @@ from common.messages import InputBinding, Item
 from common.partitions import BatchPlan, check_keys, group_by_values, partition_files
 from common.settings import RunSettings
 from common.storage.base import ObjectInfo, Storage
-from common.storage.local import LocalStorage
+from common.tabular_parquet import (
+    first_line,
+    group_memory,
+    offset_widths,
+    parquet_file,
+    read_parquet,
+    release_arrow_memory,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +61,6 @@ _EXTENSIONS: dict[str, Format] = {
     ".ndjson": "jsonl",
 }
 _WINDOW = 4 * 1024  # first read at a cut point; lines are usually far shorter
-_TAIL = 64 * 1024
-_MERGE_GAP = 1024 * 1024
 
 
 def detect_format(name: str) -> Format | None:
@@ -63,107 +68,6 @@ def detect_format(name: str) -> Format | None:
     base = name.rsplit("/", 1)[-1].lower()
     dot = base.rfind(".")
     return _EXTENSIONS.get(base[dot:]) if dot > 0 else None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
-
-
-class RangeFile(io.RawIOBase):
-    """A read-only file over Storage.read_range, serving cached blocks from memory.
-
-    pyarrow reads Parquet through it; caching the footer and each needed span up front turns
-    many small reads into one ranged GET each.
-    """
-
-    def __init__(self, storage: Storage, uri: str, size: int) -> None:
-        super().__init__()
-        self._storage, self._uri, self._size = storage, uri, size
-        self._pos = 0
-        self._blocks: list[tuple[int, bytes]] = []
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def cache(self, offset: int, length: int) -> None:
-        """Fetch [offset, offset+length) once; later reads inside it cost nothing."""
-        length = min(length, self._size - offset)
-        if length > 0:
-            self._blocks.append((offset, self._storage.read_range(self._uri, offset, length)))
-
-    def cache_tail(self) -> None:
-        start = max(0, self._size - _TAIL)
-        self.cache(start, self._size - start)
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        count = min(len(buffer), self._size - self._pos)
-        if count <= 0:
-            return 0
-        data = self._fetch(self._pos, count)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-    def _fetch(self, pos: int, count: int) -> bytes | memoryview:
-        for start, block in self._blocks:
-            if start <= pos and pos + count <= start + len(block):
-                return memoryview(block)[pos - start : pos - start + count]
-        return self._storage.read_range(self._uri, pos, count)
-
-
-def _parquet_file(storage: Storage, uri: str, size: int | None) -> tuple[pq.ParquetFile, RangeFile | None]:
-    if isinstance(storage, LocalStorage):
-        return pq.ParquetFile(uri), None
-    handle = RangeFile(storage, uri, size if size is not None else storage.size(uri))
-    handle.cache_tail()
-    return pq.ParquetFile(handle), handle
-
-
-def _chunk_ranges(meta: pq.FileMetaData, groups: list[int], columns: list[str] | None) -> list[tuple[int, int]]:
-    """Byte spans of the needed column chunks, merged when close, so each span is one GET."""
-    spans: list[tuple[int, int]] = []
-    for group in groups:
-        row_group = meta.row_group(group)
-        for index in range(row_group.num_columns):
-            chunk = row_group.column(index)
-            top = chunk.path_in_schema.split(".", 1)[0]
-            if columns is not None and top not in columns:
-                continue
-            start = chunk.data_page_offset
-            if chunk.has_dictionary_page and chunk.dictionary_page_offset:
-                start = min(start, chunk.dictionary_page_offset)
-            spans.append((start, start + chunk.total_compressed_size))
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(spans):
-        if merged and start - merged[-1][1] <= _MERGE_GAP:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    return [(start, end - start) for start, end in merged]
-
-
-def _read_parquet(storage: Storage, item: Item, columns: list[str] | None) -> pa.Table:
-    try:
-        parquet, handle = _parquet_file(storage, item.uri, item.size)
-        groups = item.row_groups if item.row_groups is not None else list(range(parquet.num_row_groups))
-        if handle is not None:
-            for start, length in _chunk_ranges(parquet.metadata, groups, columns):
-                handle.cache(start, length)
-        return parquet.read_row_groups(groups, columns=columns, use_pandas_metadata=columns is None)
-    except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
-        raise BadDataError(f"{item.uri}: not a readable Parquet file: {_short(exc)}") from exc
 
 
 def _line_at(storage: Storage, uri: str, pos: int, size: int) -> bytes:
@@ -260,9 +164,9 @@ class _Planner:
         fmt = detect_format(info.rel)
         if fmt == "parquet" and info.size:
             try:
-                meta = _parquet_file(self.storage, info.uri, info.size)[0].metadata
+                meta = parquet_file(self.storage, info.uri, info.size)[0].metadata
             except (pa.ArrowException, OSError, ValueError) as exc:
-                logger.warning("%s: %s; its batch will fail", info.uri, _short(exc))
+                logger.warning("%s: %s; its batch will fail", info.uri, first_line(exc))
                 return None, None, 0
             return _parquet_schema(meta), meta, 0
         if fmt == "csv" and info.size:
@@ -290,13 +194,15 @@ class _Planner:
         units: list[Item] = []
         groups: list[int] = []
         size = rows = 0
+        offsets = offset_widths(meta)
         for index in range(meta.num_row_groups):
             group = meta.row_group(index)
-            if groups and size + group.total_byte_size > self.target:
+            group_size = group_memory(meta, group, offsets)
+            if groups and size + group_size > self.target:
                 units.append(whole.model_copy(update={"row_groups": groups, "rows": rows}))
                 groups, size, rows = [], 0, 0
             groups.append(index)
-            size += group.total_byte_size
+            size += group_size
             rows += group.num_rows
         if groups:
             units.append(whole.model_copy(update={"row_groups": groups, "rows": rows}))
@@ -395,7 +301,7 @@ def _key_text(column: pa.ChunkedArray | pa.Array, key: str) -> pa.ChunkedArray |
 
 def _unit_combos(storage: Storage, unit: Item, keys: list[str]) -> set[tuple[str, ...]]:
     if unit.fmt == "parquet":
-        table = _read_parquet(storage, unit, keys)
+        table = read_parquet(storage, unit, keys)
         texts = [_key_text(table.column(key), key).to_pylist() for key in keys]
     else:
         frame = _read_lines(storage, unit, keys, {})
@@ -414,7 +320,7 @@ def _read_lines(storage: Storage, item: Item, keys: list[str], headers: dict[str
         try:
             return pd.read_json(io.BytesIO(data), lines=True, dtype=dtype or True) if data.strip() else pd.DataFrame()
         except ValueError as exc:
-            raise BadDataError(f"{item.uri}: bad JSON Lines near byte {offset}: {_short(exc)}") from exc
+            raise BadDataError(f"{item.uri}: bad JSON Lines near byte {offset}: {first_line(exc)}") from exc
     if (offset > 0 or offset + length < size) and data.count(b'"') % 2:
         raise BadDataError(
             f"{item.uri}: a quoted CSV field spans a line break at a batch boundary near byte {offset}",
@@ -430,7 +336,7 @@ def _read_lines(storage: Storage, item: Item, keys: list[str], headers: dict[str
             warnings.simplefilter("error", pd.errors.ParserWarning)
             return pd.read_csv(io.BytesIO(data), on_bad_lines="error", index_col=False, dtype=dtype)
     except (ValueError, pd.errors.ParserWarning, pd.errors.EmptyDataError) as exc:
-        raise BadDataError(f"{item.uri}: bad CSV near byte {offset}: {_short(exc)}") from exc
+        raise BadDataError(f"{item.uri}: bad CSV near byte {offset}: {first_line(exc)}") from exc
 
 
 def _filter_frame(frame: pd.DataFrame, partition: dict[str, str]) -> pd.DataFrame:
@@ -460,12 +366,13 @@ def _read_item(
     storage: Storage, item: Item, partition: dict[str, str] | None, headers: dict[str, bytes]
 ) -> pd.DataFrame:
     if item.fmt == "parquet":
-        table = _read_parquet(storage, item, None)
+        table = read_parquet(storage, item, None)
         if partition:
             table = _filter_table(table, partition)
         # Frees Arrow buffers column by column while converting: lower peak memory per worker.
         frame = table.to_pandas(split_blocks=True, self_destruct=True)
         del table
+        release_arrow_memory()
     elif item.fmt in ("csv", "jsonl"):
         frame = _read_lines(storage, item, list(partition or ()), headers)
         if partition:
@@ -477,6 +384,7 @@ def _read_item(
 
 def read_batch(storage: Storage, items: list[Item], partition: dict[str, str] | None) -> pd.DataFrame:
     """The batch's rows as one DataFrame: only its own ranges are read; BadDataError when unparsable."""
+    release_arrow_memory()  # what the previous batch freed
     headers: dict[str, bytes] = {}
     frames = [_read_item(storage, item, partition, headers) for item in items]
     # Empty pieces only add dtype noise (and a pandas warning) to the concatenation.

@@ -20,7 +20,7 @@ from typing import Any
 from common.errors import BadDataError, BatchfleetError
 from common.messages import Item, JobConfig
 from common.parts import PartWriter
-from common.rowformats import encode_part, is_dataframe
+from common.rowformats import encode_part, is_dataframe, lean_worker_memory
 from common.storage import Storage, StorageOptions, join_uri, open_storage
 from worker.context import MiniBatchContext
 from worker.entry import EntryPoints, load_entry
@@ -154,6 +154,7 @@ class Child:
         tables = [binding for binding in self.job.inputs.values() if binding.kind == "tabular"]
         if not tables:
             return
+        lean_worker_memory(os.environ)  # before pyarrow loads: allocators that hand memory back
         from common.tabular import read_batch
 
         self.read_batch = read_batch

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +18,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.errors import BatchfleetError
-from common.rowformats import RowFormatError, encode_part, is_dataframe, merge_parts, part_extension
+from common.rowformats import (
+    RowFormatError,
+    encode_part,
+    is_dataframe,
+    lean_worker_memory,
+    merge_parts,
+    part_extension,
+)
 from common.settings import RowFormat
 
 
@@ -235,3 +246,37 @@ def test_numeric_drift_between_batches_is_cast(
 def test_lossy_cast_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RowFormatError, match="part 1 returned column 'v' as double"):
         merge([pd.DataFrame({"v": [1, 2]}), pd.DataFrame({"v": [3.5]})], "parquet", tmp_path / "out.parquet")
+
+
+def test_parquet_parts_dictionary_encode_only_texts() -> None:
+    """Numbers skip the writer's trial dictionary (several times a part's size in scratch)."""
+    result = frame(0, 500).assign(kind=pd.Categorical(["a", "b"] * 250))
+    data = encode_part(result, "parquet")
+    meta = pq.read_metadata(io.BytesIO(data))
+    encoded = {meta.schema.column(i).name: meta.row_group(0).column(i).encodings for i in range(meta.num_columns)}
+    assert {name for name, kinds in encoded.items() if "RLE_DICTIONARY" in kinds} == {"label", "kind"}
+    back = pq.read_table(io.BytesIO(data)).to_pandas()
+    pd.testing.assert_frame_equal(back, result, check_dtype=False)
+    assert back["kind"].dtype == "category"
+
+
+def test_lean_worker_memory_keeps_a_chosen_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "linux")
+    chosen = {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc", "MALLOC_MMAP_THRESHOLD_": "1048576"}
+    lean_worker_memory(chosen)
+    assert chosen == {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc", "MALLOC_MMAP_THRESHOLD_": "1048576"}
+    monkeypatch.setattr(sys, "platform", "win32")
+    untouched: dict[str, str] = {}
+    lean_worker_memory(untouched)
+    assert untouched == {}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the system pool is chosen on Linux only")
+def test_lean_worker_memory_before_arrow_loads_picks_system_pool() -> None:
+    code = (
+        "import os; from common.rowformats import lean_worker_memory; lean_worker_memory(os.environ); "
+        "import pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "ARROW_DEFAULT_MEMORY_POOL"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "system"

@@ -20,6 +20,7 @@ from common.settings import RunSettings
 from common.storage.base import Storage
 from common.storage.local import LocalStorage
 from common.tabular import BadDataError, detect_format, plan_tabular, read_batch
+from common.tabular_parquet import group_memory, offset_widths
 from tests.storage_helpers import CountingStorage
 
 ROWS = 6000
@@ -117,7 +118,8 @@ def test_line_ranges_tile_each_file(tmp_path: Path, fmt: str) -> None:
 def test_parquet_cuts_at_row_groups(tmp_path: Path) -> None:
     path = write(table(), tmp_path / "t.parquet", "parquet", row_group=250)
     meta = pq.read_metadata(path)
-    sizes = [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
+    offsets = offset_widths(meta)
+    sizes = [group_memory(meta, meta.row_group(i), offsets) for i in range(meta.num_row_groups)]
     target = max(sizes) * 3
     plans = plan(LocalStorage(), path, mini_batch_size=f"{target}B")
     runs = [p.items[0].row_groups or [] for p in plans]
@@ -127,6 +129,41 @@ def test_parquet_cuts_at_row_groups(tmp_path: Path) -> None:
     for run, after in itertools.pairwise(runs):
         assert sum(sizes[g] for g in run) + sizes[after[0]] > target, "and is as full as it can be"
     assert sum(p.items[0].rows or 0 for p in plans) == ROWS
+
+
+@pytest.mark.parametrize("dictionary", [True, False])
+def test_parquet_sizes_are_decoded_sizes(tmp_path: Path, dictionary: bool) -> None:
+    """Numbers by width, texts by their bytes even when only a dictionary is stored."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.standard_normal(5000), "n": np.arange(5000, dtype=np.int32)})
+    frame["tag"] = np.array([f"segment-{n:04d}" for n in range(50)])[rng.integers(0, 50, 5000)]
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, use_dictionary=dictionary)
+    meta = pq.read_metadata(path)
+    decoded = pq.ParquetFile(path).read_row_group(0).nbytes
+    assert abs(group_memory(meta, meta.row_group(0), offset_widths(meta)) - decoded) < 0.05 * decoded
+
+
+def test_parquet_batch_is_its_size_in_memory(tmp_path: Path) -> None:
+    path = write(table(20000), tmp_path / "t.parquet", "parquet", row_group=500)
+    plans = plan(LocalStorage(), path, mini_batch_size="64KB")
+    sizes = [read_batch(LocalStorage(), p.items, None).memory_usage(index=False).sum() for p in plans[:-1]]
+    assert 0.7 * 64 * 1024 < min(sizes) and max(sizes) < 1.1 * 64 * 1024
+
+
+def test_parquet_reads_match_pyarrow(tmp_path: Path) -> None:
+    """Column-by-column decoding gives what one whole read gives: values, dtypes, pandas index."""
+    frame = table(3000).set_index("id")
+    frame["when"] = pd.date_range("2026-01-01", periods=3000, freq="min", tz="UTC")
+    frame["kind"] = pd.Categorical(np.where(frame["score"] > 500, "high", "low"))
+    frame["maybe"] = np.where(frame["score"] > 700, np.nan, frame["score"])
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pandas(frame), path, row_group_size=700)
+    plans = plan(LocalStorage(), path, mini_batch_size="40KB")
+    assert len(plans) > 1
+    got = read_all(LocalStorage(), plans)
+    expected = pq.read_table(path).to_pandas().reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected)
 
 
 def test_row_group_larger_than_batch_is_its_own_batch(tmp_path: Path) -> None:
