@@ -60,15 +60,16 @@ def is_stalled(now: float, last_progress: float, busy: bool, stall_timeout: floa
 
 def prefetch_for(processes: int, batch_seconds: float | None) -> int:
     """Deliveries a node may hold for a job: two in each child's pipe plus about a second of
-    queued work per child, between 3 and 16 per child.
+    queued work per child, between 3 and 64 per child.
 
-    Fast batches need a deep window (each ack, confirm and redelivery is a round trip); slow
-    ones a shallow one, so a node does not hoard work other nodes could be doing.
+    Fast batches need a deep window: each is acked only after its report is confirmed, so the
+    window must cover the batches run during a confirm round trip. Slow ones get a shallow one,
+    so a node does not hoard work other nodes could be doing.
     """
     if batch_seconds is None:
         return 3 * processes
     per_child = 2 + math.ceil(1.0 / max(batch_seconds, 1e-3))
-    return processes * min(max(per_child, 3), 16)
+    return processes * min(max(per_child, 3), 64)
 
 
 def init_gives_up(failures: int, init_max_try: int) -> bool:

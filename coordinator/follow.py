@@ -15,9 +15,11 @@ from common.broker.base import Broker, Delivery, queue_names
 from common.messages import BatchMessage, BatchResult, JobConfig, JobEvent, decode_report
 from common.policy import is_stalled, threshold_breach
 from coordinator.tally import Tally
+from worker.reporter import unbundle
 
 log = logging.getLogger(__name__)
 
+DRAIN = 500  # deliveries folded, and acked together, per wake-up (the consumers' prefetch)
 SILENT_AFTER = 15.0  # three missed heartbeats at the workers' default 5s: the node is gone, stop waiting
 
 
@@ -25,6 +27,17 @@ SILENT_AFTER = 15.0  # three missed heartbeats at the workers' default 5s: the n
 class Verdict:
     state: str  # "succeeded" | "failed" | "cancelled"
     reason: str | None = None
+
+
+def decode_reports(body: bytes, where: str) -> list[BatchResult | JobEvent]:
+    """The reports in one reports-queue message; unreadable ones are logged and skipped."""
+    reports: list[BatchResult | JobEvent] = []
+    for part in unbundle(body):
+        try:
+            reports.append(decode_report(part))
+        except (ValidationError, ValueError) as exc:
+            log.warning("ignored an unreadable report on %s: %s", where, exc)
+    return reports
 
 
 def _genuine(key: bytes, job_id: str, message: BatchMessage) -> bool:
@@ -78,11 +91,7 @@ class Follower:
         while not self.tally.finished:
             if self.cancelled.is_set():
                 return Verdict("cancelled", "cancelled by request")
-            try:
-                delivery = self.sink.get(timeout=0.2)
-            except queue.Empty:
-                delivery = None
-            verdict = self._handle(delivery) if delivery is not None else None
+            verdict = self._handle_all(self._take(0.2))
             if verdict is not None:
                 return verdict
             reason = threshold_breach(self.tally.counts(), settings)
@@ -96,21 +105,46 @@ class Follower:
                 self.on_change(self.tally)
         return Verdict("succeeded")
 
-    def _handle(self, delivery: Delivery) -> Verdict | None:
+    def _take(self, timeout: float) -> list[Delivery]:
+        """Whatever has arrived, up to DRAIN deliveries, waiting at most `timeout` for the first."""
         try:
-            if delivery.queue == self.names.dead:
-                self._dead(delivery)
-                return None
-            report = decode_report(delivery.body)
-        except (ValidationError, ValueError) as exc:
-            log.warning("ignored an unreadable report on %s: %s", delivery.queue, exc)
-            return None
+            taken = [self.sink.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while len(taken) < DRAIN:
+            try:
+                taken.append(self.sink.get_nowait())
+            except queue.Empty:
+                break
+        return taken
+
+    def _handle_all(self, deliveries: list[Delivery]) -> Verdict | None:
+        """Fold deliveries in order until one decides the job; ack the ones folded in one call
+        (the rest stay unacked and return to the queue when the consumers are cancelled)."""
+        verdict: Verdict | None = None
+        handled = 0
+        try:
+            for delivery in deliveries:
+                handled += 1
+                verdict = self._handle(delivery)
+                if verdict is not None or self.tally.finished:
+                    break
         finally:
-            self.broker.settle(delivery, "ack")
-        if isinstance(report, BatchResult):
-            self._apply(report)
+            if handled:
+                self.broker.settle_many([(d, "ack") for d in deliveries[:handled]])
+        return verdict
+
+    def _handle(self, delivery: Delivery) -> Verdict | None:
+        if delivery.queue == self.names.dead:
+            self._dead(delivery)
             return None
-        return self._event(report)
+        verdict: Verdict | None = None
+        for report in decode_reports(delivery.body, delivery.queue):
+            if isinstance(report, BatchResult):
+                self._apply(report)
+            elif verdict is None:
+                verdict = self._event(report)
+        return verdict
 
     def _event(self, event: JobEvent) -> Verdict | None:
         if event.kind == "heartbeat":
@@ -209,16 +243,13 @@ def await_nodes_stopped(broker: Broker, job: JobConfig, nodes: dict[str, float],
             except queue.Empty:
                 continue
             broker.settle(delivery, "ack")
-            try:
-                report = decode_report(delivery.body)
-            except (ValidationError, ValueError):
-                continue
-            if report.node_id not in last_seen:
-                continue
-            if isinstance(report, JobEvent) and report.kind == "node_stopped":
-                gone.add(report.node_id)
-            else:
-                last_seen[report.node_id] = time.time()
+            for report in decode_reports(delivery.body, delivery.queue):
+                if report.node_id not in last_seen:
+                    continue
+                if isinstance(report, JobEvent) and report.kind == "node_stopped":
+                    gone.add(report.node_id)
+                else:
+                    last_seen[report.node_id] = time.time()
     finally:
         broker.cancel(tag)
     return set(last_seen) - gone

@@ -438,14 +438,14 @@ class WorkerNode:
         )
 
     def _tune_prefetch(self, runtime: JobRuntime, seconds: float) -> None:
-        """Follow the batches' pace: a deep window for fast ones, a shallow one for slow ones."""
+        """Follow the batches' pace: the window deepens once batches prove fast."""
         avg = runtime.batch_seconds
         runtime.batch_seconds = seconds if avg is None else 0.8 * avg + 0.2 * seconds
         runtime.finished += 1
         if runtime.finished % 16 or runtime.consumer_tag is None:
             return
         wanted = prefetch_for(runtime.processes, runtime.batch_seconds)
-        if wanted != runtime.prefetch:
+        if wanted > runtime.prefetch:  # a broker's window only grows (see Broker.set_prefetch)
             runtime.prefetch = wanted
             try:
                 self.broker.set_prefetch(runtime.consumer_tag, wanted)

@@ -1,8 +1,9 @@
-"""Report, then settle: many reports share one publisher-confirm wait.
+"""Report, then settle: many reports share one publisher-confirm wait and one message.
 
 Waiting for a confirm per report would cap a node near the one-at-a-time confirm rate;
-here every report waiting when the thread wakes goes out together, and each delivery is
-settled only after its report was confirmed (report before ack, as before).
+here every report waiting when the thread wakes goes out together, bundled into as few
+messages as their size allows, and each delivery is settled only after its report was
+confirmed (report before ack, as before).
 """
 
 from __future__ import annotations
@@ -17,6 +18,38 @@ from common.broker.base import Broker, Delivery, Settle
 from common.errors import BatchfleetError
 
 log = logging.getLogger(__name__)
+
+BUNDLE = b"B"  # a bundle: this tag, then encoded reports joined by newlines
+BUNDLE_BYTES = 256 * 1024
+
+
+def bundle(bodies: list[bytes], limit: int = BUNDLE_BYTES) -> list[bytes]:
+    """Encoded reports as few messages: a report's JSON holds no raw newline, so one separates them.
+    A lone report stays as it is."""
+    out: list[bytes] = []
+    group: list[bytes] = []
+    size = 0
+    for body in bodies:
+        if b"\n" in body:  # not from encode_report; never joined
+            out.append(body)
+            continue
+        if group and size + len(body) > limit:
+            out.append(_joined(group))
+            group, size = [], 0
+        group.append(body)
+        size += len(body) + 1
+    if group:
+        out.append(_joined(group))
+    return out
+
+
+def _joined(group: list[bytes]) -> bytes:
+    return group[0] if len(group) == 1 else BUNDLE + b"\n".join(group)
+
+
+def unbundle(body: bytes) -> list[bytes]:
+    """The encoded reports in a reports-queue message (one, or a bundle's)."""
+    return body[1:].split(b"\n") if body[:1] == BUNDLE else [body]
 
 
 @dataclass
@@ -78,7 +111,7 @@ class Reporter:
             by_queue.setdefault(item.queue_name, []).append(item)
         for name, group in by_queue.items():
             try:
-                self.broker.publish(name, [item.body for item in group])
+                self.broker.publish(name, bundle([item.body for item in group]))
                 settle_all(self.broker, group, None)
             except BatchfleetError as exc:
                 # Not reported, so not done: give the batches back (they run again; merges dedupe).
@@ -87,12 +120,14 @@ class Reporter:
 
 
 def settle_all(broker: Broker, group: list[Outgoing], override: Settle | None) -> None:
-    for item in group:
-        try:
-            if item.delivery is not None:
-                broker.settle(item.delivery, override or item.action)
-        except BatchfleetError as exc:
-            log.warning("could not settle a delivery on %s: %s", item.delivery and item.delivery.queue, exc.line())
-        finally:
+    """Settle the group's deliveries in one call, then run each item's `after`, whatever happened."""
+    try:
+        settles = [(item.delivery, override or item.action) for item in group if item.delivery is not None]
+        if settles:
+            broker.settle_many(settles)
+    except BatchfleetError as exc:
+        log.warning("could not settle some of %d deliveries: %s", len(group), exc.line())
+    finally:
+        for item in group:
             if item.after is not None:
                 item.after()

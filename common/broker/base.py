@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import queue
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
+
+from common.errors import BrokerError
 
 Settle = Literal["ack", "requeue", "dead"]
 
@@ -71,7 +73,8 @@ class Broker(ABC):
 
     @abstractmethod
     def set_prefetch(self, consumer_tag: str, prefetch: int) -> None:
-        """Change how many deliveries a consumer may hold unsettled (takes effect for new ones)."""
+        """Raise how many deliveries a consumer may hold unsettled (for new ones); a lower value is
+        ignored, as a RabbitMQ consumer's window cannot shrink while it holds deliveries."""
 
     @abstractmethod
     def cancel(self, consumer_tag: str) -> None:
@@ -80,6 +83,18 @@ class Broker(ABC):
     @abstractmethod
     def settle(self, delivery: Delivery, action: Settle, reason: str | None = None) -> None:
         """Ack, requeue (costs a try) or dead-letter (with a reason) one delivery."""
+
+    def settle_many(self, settles: Sequence[tuple[Delivery, Settle]]) -> None:
+        """Settle several deliveries at once, each as `settle` would (dead letters without a reason).
+        Every one is attempted; the first error is raised afterwards."""
+        first_error: BrokerError | None = None
+        for delivery, action in settles:
+            try:
+                self.settle(delivery, action)
+            except BrokerError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
 
     @abstractmethod
     def pause(self, consumer_tag: str) -> None:

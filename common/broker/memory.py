@@ -93,7 +93,7 @@ class MemoryBroker(Broker):
             raise ValueError("prefetch must be at least 1")
         with self._lock:
             consumer = self._consumers.get(consumer_tag)
-            if consumer is not None:
+            if consumer is not None and prefetch > consumer.prefetch:  # never shrinks, as on RabbitMQ
                 consumer.prefetch = prefetch
                 self._dispatch(consumer.queue_name)
 

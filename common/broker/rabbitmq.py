@@ -6,8 +6,7 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -16,77 +15,31 @@ import pika.exceptions as pex
 from pika.channel import Channel
 
 from common.broker.base import PRIOR_TRIES_HEADER, REASON_HEADER, Broker, Delivery, Settle, delivery_limit, queue_names
-from common.broker.rabbitmq_io import AmqpLink, Op, channel_error, connection_parameters, parse_endpoint
+from common.broker.rabbitmq_io import (
+    AmqpLink,
+    Op,
+    Step,
+    channel_error,
+    connection_parameters,
+    delete_step,
+    parse_endpoint,
+    run_steps,
+)
 from common.broker.rabbitmq_publish import ANNOUNCE_EXCHANGE, Publisher
+from common.broker.rabbitmq_session import (
+    Consumer,
+    Session,
+    dead_queue_of,
+    message_handler,
+    send_frames,
+    settle_frames,
+)
 from common.errors import BrokerError
 
 log = logging.getLogger(__name__)
 
 QUORUM = {"x-queue-type": "quorum"}
 CONSUMER_REOPEN_DELAY = 1.0
-
-
-@dataclass(eq=False)
-class _Session:
-    """One consumer channel's life; deliveries from a dead session are never settled on a new one."""
-
-    channel: Channel
-    alive: bool = True
-    unsettled: set[int] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-@dataclass(eq=False)
-class _Consumer:
-    tag: str
-    queue_name: str
-    prefetch: int
-    sink: queue.Queue[Delivery]
-    announce: bool = False
-    session: _Session | None = None
-    waiter: Op | None = None
-    paused: bool = False
-
-
-Step = Callable[[Callable[[Any], None]], None]  # a channel call that takes its completion callback
-
-
-def _steps(ch: Channel, op: Op, steps: list[Step], result: Callable[[Any], Any]) -> None:
-    """Run channel calls one after another (each takes a callback), then resolve op and close the channel."""
-
-    def step(index: int, frame: Any) -> None:
-        if index == len(steps):
-            op.resolve(result(frame))
-            if ch.is_open:
-                ch.close()
-            return
-        steps[index](lambda f: step(index + 1, f))
-
-    step(0, None)
-
-
-def _delete_step(ch: Channel, name: str) -> Step:
-    def step(callback: Callable[[Any], None]) -> None:
-        ch.queue_delete(name, callback=callback)
-
-    return step
-
-
-def _dead_queue_of(queue_name: str) -> str | None:
-    """The dead queue of a job's batches queue; None for queues without one."""
-    prefix, suffix = "bf.", ".batches"
-    if queue_name.startswith(prefix) and queue_name.endswith(suffix):
-        names = queue_names(queue_name[len(prefix) : -len(suffix)])
-        if names.batches == queue_name:
-            return names.dead
-    return None
-
-
-def _delivery_headers(props: pika.BasicProperties) -> dict[str, object]:
-    headers = dict(props.headers or {})
-    if REASON_HEADER not in headers and "x-first-death-reason" in headers:
-        headers[REASON_HEADER] = str(headers["x-first-death-reason"])  # broker dead-lettering, e.g. delivery_limit
-    return headers
 
 
 class RabbitBroker(Broker):
@@ -114,7 +67,7 @@ class RabbitBroker(Broker):
         self._op_timeout = op_timeout
         self._lock = threading.Lock()
         self._jobs: dict[str, int] = {}
-        self._consumers: dict[str, _Consumer] = {}
+        self._consumers: dict[str, Consumer] = {}
         self._closed = False
         self._publisher = Publisher(lambda: self._pub, self._endpoint, op_timeout)
         self._pub = AmqpLink(self._pub_params, self._endpoint, "pub", self._pub_up, self._publisher.on_down, op_timeout)
@@ -135,8 +88,8 @@ class RabbitBroker(Broker):
 
         def start(op: Op) -> None:
             def body(ch: Channel) -> None:
-                steps: list[Step] = [_delete_step(ch, name) for name in names]
-                _steps(ch, op, steps, lambda _f: None)
+                steps: list[Step] = [delete_step(ch, name) for name in names]
+                run_steps(ch, op, steps, lambda _f: None)
 
             self._pub.temp_channel(op, f"deleting the queues of job {job_id}", body)
 
@@ -161,7 +114,7 @@ class RabbitBroker(Broker):
             self._pub.temp_channel(
                 op,
                 what,
-                lambda ch: _steps(ch, op, [lambda cb: call(ch, cb)], lambda f: f.method.message_count),
+                lambda ch: run_steps(ch, op, [lambda cb: call(ch, cb)], lambda f: f.method.message_count),
             )
 
         return self._pub.call(start, what)
@@ -181,7 +134,7 @@ class RabbitBroker(Broker):
                 lambda cb: ch.queue_declare(names.reports, durable=True, arguments=QUORUM, callback=cb),
                 lambda cb: ch.queue_declare(names.batches, durable=True, arguments=batches_args, callback=cb),
             ]
-            _steps(ch, op, steps, lambda _f: None)
+            run_steps(ch, op, steps, lambda _f: None)
 
         self._pub.temp_channel(op, f"declaring the queues of job {job_id}", body)
 
@@ -209,15 +162,15 @@ class RabbitBroker(Broker):
         if prefetch < 1:
             raise ValueError("prefetch must be at least 1")
         return self._subscribe(
-            _Consumer(f"bf-{uuid.uuid4().hex[:12]}", queue_name, prefetch, sink),
+            Consumer(f"bf-{uuid.uuid4().hex[:12]}", queue_name, prefetch, sink),
             f"consuming from queue {queue_name}",
         )
 
     def subscribe_announcements(self, sink: queue.Queue[Delivery]) -> str:
-        spec = _Consumer(f"bf-ann-{uuid.uuid4().hex[:12]}", "announce", 1, sink, announce=True)
+        spec = Consumer(f"bf-ann-{uuid.uuid4().hex[:12]}", "announce", 1, sink, announce=True)
         return self._subscribe(spec, "subscribing to job announcements")
 
-    def _subscribe(self, spec: _Consumer, what: str) -> str:
+    def _subscribe(self, spec: Consumer, what: str) -> str:
         link = self._consumer_link()
         with self._lock:
             self._consumers[spec.tag] = spec
@@ -240,16 +193,31 @@ class RabbitBroker(Broker):
         with self._lock:
             spec = self._consumers.get(consumer_tag)
         link = self._sub
-        if spec is None or link is None:
+        if spec is None or link is None or prefetch <= spec.prefetch:
             return
-        spec.prefetch = prefetch  # a reconnect re-applies it
+        spec.prefetch = prefetch  # a reconnect opens one consumer with the whole window
+        link.threadsafe(lambda: self._grow(spec))
 
-        def apply() -> None:
-            session = spec.session
-            if session is not None and session.alive and session.channel.is_open:
-                session.channel.basic_qos(prefetch_count=prefetch)
+    def _grow(self, spec: Consumer) -> None:
+        """A consumer's prefetch is fixed when it starts (basic.qos only applies to later consumers),
+        and cancelling to start over would return what is in flight, costing tries. So the extra room
+        is one more consumer on the same channel, with the difference as its prefetch."""
+        session = spec.session
+        if session is None or not session.alive or not session.channel.is_open or session.on_message is None:
+            return
+        extra = spec.prefetch - session.granted
+        if extra <= 0 or spec.paused or not self._registered(spec):
+            return
+        session.granted = spec.prefetch
+        tag = f"{spec.tag}.{len(session.tags)}"
+        ch, on_message = session.channel, session.on_message
 
-        link.threadsafe(apply)
+        def consume(_frame: Any) -> None:
+            if session.alive and ch.is_open and not spec.paused and self._registered(spec):
+                session.tags.append(tag)
+                ch.basic_consume(spec.queue_name, on_message, consumer_tag=tag)
+
+        ch.basic_qos(prefetch_count=extra, callback=consume)
 
     def cancel(self, consumer_tag: str) -> None:
         """Closing the consumer's channel returns its unsettled deliveries, each counting as a try."""
@@ -281,7 +249,19 @@ class RabbitBroker(Broker):
             if session is None or not session.alive or not session.channel.is_open:
                 op.resolve()
                 return
-            session.channel.basic_cancel(spec.tag, callback=lambda _frame: op.resolve())
+            ch = session.channel
+            tags = [tag for tag in session.tags if tag in ch.consumer_tags]
+            waiting = set(tags)
+
+            def cancelled(frame: Any) -> None:
+                waiting.discard(frame.method.consumer_tag)
+                if not waiting:
+                    op.resolve()
+
+            if not tags:
+                op.resolve()
+            for tag in tags:
+                ch.basic_cancel(tag, callback=cancelled)
 
         self._sub.call(start, f"pausing consumer on {spec.queue_name}")
 
@@ -290,35 +270,74 @@ class RabbitBroker(Broker):
         the tries so far, then ack the original (a crash in between only duplicates the batch)."""
         tag: Any = delivery.tag
         session, delivery_tag = tag
-        if not isinstance(session, _Session) or not self._still_unsettled(session, delivery_tag, delivery.queue):
+        if not isinstance(session, Session) or not self._still_unsettled(session, delivery_tag, delivery.queue):
             return
         headers = {PRIOR_TRIES_HEADER: delivery.attempt - 1}
         self._publisher.publish("", delivery.queue, [delivery.body], headers=headers)
         self.settle(delivery, "ack")
 
     def settle(self, delivery: Delivery, action: Settle, reason: str | None = None) -> None:
-        tag: Any = delivery.tag
-        session, delivery_tag = tag
-        if not isinstance(session, _Session):
-            raise BrokerError(f"delivery on {delivery.queue} did not come from this broker")
+        session, delivery_tag = self._tag_of(delivery)
         if not self._still_unsettled(session, delivery_tag, delivery.queue):
             return
-        dead_queue = _dead_queue_of(delivery.queue) if action == "dead" else None
+        dead_queue = dead_queue_of(delivery.queue) if action == "dead" else None
         if dead_queue is not None:
             # Publish the copy first: the reason travels, and a crash in between only duplicates.
             headers = {k: v for k, v in delivery.headers.items() if not k.startswith("x-")}
             headers[REASON_HEADER] = reason or "rejected"
             self._publisher.publish("", dead_queue, [delivery.body], headers=headers)
+            action = "ack"  # the copy is the dead letter; the original just goes
+        self._settle_tags(session, [(delivery_tag, action)], delivery.queue, strict=False)
+
+    def settle_many(self, settles: Sequence[tuple[Delivery, Settle]]) -> None:
+        """Acks and requeues of many deliveries in one hop to the I/O thread, with contiguous acks
+        as one multiple-ack; dead letters go one by one (each publishes its copy first)."""
+        by_session: dict[Session, list[tuple[int, Settle]]] = {}
+        first_error: BrokerError | None = None
+        queue_name = ""
+        for delivery, action in settles:
+            try:
+                if action == "dead":
+                    self.settle(delivery, action)
+                    continue
+                session, delivery_tag = self._tag_of(delivery)
+            except BrokerError as exc:
+                first_error = first_error or exc
+                continue
+            by_session.setdefault(session, []).append((delivery_tag, action))
+            queue_name = delivery.queue
+        for session, items in by_session.items():
+            try:
+                self._settle_tags(session, items, queue_name, strict=True)
+            except BrokerError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+
+    @staticmethod
+    def _tag_of(delivery: Delivery) -> tuple[Session, int]:
+        tag: Any = delivery.tag
+        session, delivery_tag = tag if isinstance(tag, tuple) else (None, None)
+        if not isinstance(session, Session):
+            raise BrokerError(f"delivery on {delivery.queue} did not come from this broker")
+        return session, delivery_tag
+
+    def _settle_tags(self, session: Session, items: list[tuple[int, Settle]], queue_name: str, strict: bool) -> None:
+        link = self._sub
         with session.lock:
             if not session.alive:
+                log.debug("ignoring %d settles from a closed channel; the broker requeued them", len(items))
                 return
-            session.unsettled.discard(delivery_tag)
-        copied = dead_queue is not None
-        link = self._sub
-        if link is not None:
-            link.threadsafe(lambda: self._settle_now(session, delivery_tag, action, copied))
+            done = [(tag, action) for tag, action in items if tag in session.unsettled]
+            session.unsettled.difference_update(tag for tag, _ in done)
+            frames = settle_frames(done, session.unsettled)
+            if link is not None and frames:
+                # queued under the lock: frames reach the wire in the order tags left `unsettled`
+                link.threadsafe(partial(send_frames, session, frames))
+        if strict and len(done) < len(items):
+            raise BrokerError(f"{len(items) - len(done)} deliveries on {queue_name} were already settled")
 
-    def _still_unsettled(self, session: _Session, delivery_tag: int, queue_name: str) -> bool:
+    def _still_unsettled(self, session: Session, delivery_tag: int, queue_name: str) -> bool:
         with session.lock:
             if not session.alive:
                 log.debug(
@@ -329,16 +348,6 @@ class RabbitBroker(Broker):
             if delivery_tag not in session.unsettled:
                 raise BrokerError(f"delivery {delivery_tag} on {queue_name} was already settled")
         return True
-
-    @staticmethod
-    def _settle_now(session: _Session, delivery_tag: int, action: Settle, copied: bool) -> None:
-        ch = session.channel
-        if not session.alive or not ch.is_open:
-            return
-        if action == "ack" or (action == "dead" and copied):
-            ch.basic_ack(delivery_tag)
-        else:
-            ch.basic_nack(delivery_tag, requeue=action == "requeue")
 
     # consumer channels (I/O thread)
 
@@ -364,7 +373,7 @@ class RabbitBroker(Broker):
         for spec in specs:
             self._open_consumer(spec)
 
-    def _open_consumer(self, spec: _Consumer) -> None:
+    def _open_consumer(self, spec: Consumer) -> None:
         link = self._sub
         conn = link.connection if link is not None else None
         if conn is None:
@@ -374,14 +383,16 @@ class RabbitBroker(Broker):
             if not self._registered(spec):
                 ch.close()  # cancelled while the channel was opening
                 return
-            session = _Session(ch)
+            session = Session(ch)
             spec.session = session
             ch.add_on_close_callback(lambda _ch, reason: self._consumer_closed(spec, session, reason))
             ch.add_on_cancel_callback(lambda _frame: self._broker_cancelled(spec, ch))
             if spec.announce:
                 self._start_announcements(spec, session)
             else:
-                on_message = self._on_message(spec, session)
+                on_message = session.on_message = message_handler(spec, session)
+                session.tags.append(spec.tag)
+                session.granted = spec.prefetch
 
                 def consume(_frame: Any) -> None:
                     ch.basic_consume(spec.queue_name, on_message, consumer_tag=spec.tag, callback=ok)
@@ -393,7 +404,7 @@ class RabbitBroker(Broker):
 
         conn.channel(on_open_callback=opened)
 
-    def _start_announcements(self, spec: _Consumer, session: _Session) -> None:
+    def _start_announcements(self, spec: Consumer, session: Session) -> None:
         ch = session.channel
 
         def on_message(_ch: Channel, _method: Any, _props: Any, body: bytes) -> None:
@@ -415,33 +426,12 @@ class RabbitBroker(Broker):
 
         ch.exchange_declare(ANNOUNCE_EXCHANGE, "fanout", durable=True, callback=declare)
 
-    def _consuming(self, spec: _Consumer) -> None:
+    def _consuming(self, spec: Consumer) -> None:
         if spec.waiter is not None:
             spec.waiter.resolve(spec.tag)
             spec.waiter = None
 
-    def _on_message(self, spec: _Consumer, session: _Session) -> Callable[..., None]:
-        def on_message(ch: Channel, method: Any, props: pika.BasicProperties, body: bytes) -> None:
-            headers = _delivery_headers(props)
-            count = int(headers.get("x-delivery-count") or 0) + int(headers.get(PRIOR_TRIES_HEADER) or 0)  # type: ignore[call-overload]
-            with session.lock:
-                session.unsettled.add(method.delivery_tag)
-            delivery = Delivery(spec.queue_name, body, 1 + count, (session, method.delivery_tag), headers)
-            try:
-                spec.sink.put_nowait(delivery)
-            except queue.Full:
-                log.error(
-                    "consumer sink for %s is full; returning delivery %s",
-                    spec.queue_name,
-                    method.delivery_tag,
-                )
-                with session.lock:
-                    session.unsettled.discard(method.delivery_tag)
-                ch.basic_nack(method.delivery_tag, requeue=True)
-
-        return on_message
-
-    def _consumer_closed(self, spec: _Consumer, session: _Session, reason: BaseException) -> None:
+    def _consumer_closed(self, spec: Consumer, session: Session, reason: BaseException) -> None:
         with session.lock:
             session.alive = False
             session.unsettled.clear()
@@ -462,16 +452,16 @@ class RabbitBroker(Broker):
         if self._sub is not None:
             self._sub.later(CONSUMER_REOPEN_DELAY, lambda: self._reopen(spec, session))
 
-    def _reopen(self, spec: _Consumer, dead: _Session) -> None:
+    def _reopen(self, spec: Consumer, dead: Session) -> None:
         """Re-open unless cancelled or already re-opened by a reconnect in the meantime."""
         if spec.session is dead and self._registered(spec):
             self._open_consumer(spec)
 
-    def _registered(self, spec: _Consumer) -> bool:
+    def _registered(self, spec: Consumer) -> bool:
         with self._lock:
             return self._consumers.get(spec.tag) is spec
 
-    def _broker_cancelled(self, spec: _Consumer, ch: Channel) -> None:
+    def _broker_cancelled(self, spec: Consumer, ch: Channel) -> None:
         """The queue was deleted (job ended): drop the consumer."""
         log.info("consumer on %s cancelled by the broker (queue deleted)", spec.queue_name)
         with self._lock:

@@ -422,3 +422,27 @@ class AmqpLink:
             conn.close()  # _lost stops the loop once the close completes
         else:
             self._ioloop.stop()
+
+
+Step = Callable[[Callable[[Any], None]], None]  # a channel call that takes its completion callback
+
+
+def run_steps(ch: Channel, op: Op, steps: list[Step], result: Callable[[Any], Any]) -> None:
+    """Run channel calls one after another (each takes a callback), then resolve op and close the channel."""
+
+    def step(index: int, frame: Any) -> None:
+        if index == len(steps):
+            op.resolve(result(frame))
+            if ch.is_open:
+                ch.close()
+            return
+        steps[index](lambda f: step(index + 1, f))
+
+    step(0, None)
+
+
+def delete_step(ch: Channel, name: str) -> Step:
+    def step(callback: Callable[[Any], None]) -> None:
+        ch.queue_delete(name, callback=callback)
+
+    return step

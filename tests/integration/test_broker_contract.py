@@ -191,6 +191,40 @@ def test_prefetch_is_respected(broker: Broker, job: str) -> None:
     eventually(lambda: broker.depth(names.batches), 2)
 
 
+def test_raised_prefetch_reaches_a_running_consumer(broker: Broker, job: str) -> None:
+    names = queue_names(job)
+    broker.publish(names.batches, [b"%d" % i for i in range(10)])
+    tag, sink = consume(broker, names.batches, prefetch=2)
+    held = [take(sink), take(sink)]
+    assert quiet(sink)
+    broker.set_prefetch(tag, 5)
+    held += [take(sink) for _ in range(3)]
+    assert quiet(sink)
+    broker.set_prefetch(tag, 3)  # lowering is ignored: the window stays 5
+    broker.settle_many([(d, "ack") for d in held])
+    rest = [take(sink) for _ in range(5)]
+    assert quiet(sink)
+    assert sorted(int(d.body) for d in held + rest) == list(range(10))
+    assert all(d.attempt == 1 for d in held + rest)
+
+
+def test_settle_many_mixes_acks_and_requeues(broker: Broker, job: str) -> None:
+    names = queue_names(job)
+    broker.publish(names.batches, [b"%d" % i for i in range(6)])
+    _, sink = consume(broker, names.batches, prefetch=6)
+    got = [take(sink) for _ in range(6)]
+    # 4 stays held: acks below it may go as one multiple-ack, which must not touch 4 or the requeued 2
+    broker.settle_many([(got[i], "requeue" if i == 2 else "ack") for i in (0, 1, 2, 3, 5)])
+    again = take(sink)
+    assert (again.body, again.attempt) == (b"2", 2)
+    assert quiet(sink)
+    with pytest.raises(BrokerError, match="already settled"):
+        broker.settle_many([(got[0], "ack"), (got[4], "ack")])
+    broker.settle(again, "ack")  # 4 was settled by the call that raised
+    assert quiet(sink)
+    eventually(lambda: broker.depth(names.batches), 0)
+
+
 def test_work_is_shared_across_consumers(broker: Broker, job: str) -> None:
     names = queue_names(job)
     sinks = [consume(broker, names.batches, prefetch=1)[1] for _ in range(2)]

@@ -130,6 +130,18 @@ def test_prefetch_is_respected(broker: MemoryBroker) -> None:
     assert broker.depth(NAMES.batches) == 2
 
 
+def test_prefetch_only_grows(broker: MemoryBroker) -> None:
+    broker.publish(NAMES.batches, [b"%d" % i for i in range(8)])
+    sink: queue.Queue[Delivery] = queue.Queue()
+    tag = broker.consume(NAMES.batches, 2, sink)
+    broker.set_prefetch(tag, 4)
+    assert broker.unsettled(NAMES.batches) == 4
+    broker.set_prefetch(tag, 1)  # ignored, as on RabbitMQ
+    broker.settle_many([(take(sink), "ack"), (take(sink), "requeue")])
+    assert broker.unsettled(NAMES.batches) == 4
+    assert broker.depth(NAMES.batches) == 3
+
+
 def test_prefetch_must_be_positive(broker: MemoryBroker) -> None:
     with pytest.raises(ValueError, match="prefetch"):
         broker.consume(NAMES.batches, 0, queue.Queue())

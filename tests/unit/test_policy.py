@@ -92,7 +92,16 @@ def test_merged_file_name_follows_format(settings, name) -> None:
 
 @pytest.mark.parametrize(
     ("processes", "seconds", "prefetch"),
-    [(2, None, 6), (2, 0.0001, 32), (2, 0.1, 24), (2, 0.5, 8), (2, 1.0, 6), (2, 600.0, 6), (4, 0.25, 24)],
+    [
+        (2, None, 6),
+        (2, 0.0001, 128),
+        (2, 0.02, 104),
+        (2, 0.1, 24),
+        (2, 0.5, 8),
+        (2, 1.0, 6),
+        (2, 600.0, 6),
+        (4, 0.25, 24),
+    ],
 )
 def test_prefetch_follows_batch_pace(processes, seconds, prefetch) -> None:
     assert prefetch_for(processes, seconds) == prefetch
