@@ -72,6 +72,18 @@ def prefetch_for(processes: int, batch_seconds: float | None) -> int:
     return processes * min(max(per_child, 3), 64)
 
 
+def pipeline_depth(batch_seconds: float | None) -> int:
+    """Tasks kept in one child's pipe: two, or more when batches take milliseconds.
+
+    The supervising thread shares the node's GIL with dispatch and reporting; with a few
+    milliseconds of work queued in the pipe a child never waits for it. Slow batches keep
+    two, so a node does not hoard work and a crash re-sends little.
+    """
+    if batch_seconds is None or batch_seconds >= 0.05:
+        return 2
+    return 4 if batch_seconds >= 0.005 else 8
+
+
 def init_gives_up(failures: int, init_max_try: int) -> bool:
     """A node stops retrying init() after init_max_try failures for one job."""
     return failures >= init_max_try

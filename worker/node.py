@@ -387,7 +387,8 @@ class WorkerNode:
             "total": planned_total(binding, message),
             "paths": fetched.paths,
             "tabular": binding.kind == "tabular",
-            "items": [item.model_dump() for item in fetched.items],
+            # Only table readers need the items; dumping ten file items costs more than their run().
+            "items": [item.model_dump() for item in fetched.items] if binding.kind == "tabular" else [],
             "partition": message.partition,
             "input": binding.name,
             "missing": fetched.missing,

@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from common.policy import init_gives_up
+from common.policy import init_gives_up, pipeline_depth
 from worker.child import child_main
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,10 @@ class _Slot:
 class ChildPool:
     """Runs tasks on `processes` spawned children."""
 
-    def __init__(self, config: PoolConfig, depth: int = 2) -> None:
+    def __init__(self, config: PoolConfig, depth: int | None = None) -> None:
         self.config = config
-        self.depth = depth
+        self.fixed_depth = depth
+        self.pace: float | None = None  # moving average of a task's seconds in its child
         self.tasks: queue.Queue[Task | None] = queue.Queue()
         self._ctx = multiprocessing.get_context("spawn")
         self._stopping = threading.Event()
@@ -163,7 +164,8 @@ class ChildPool:
     def _fill(self, slot: _Slot, inflight: deque[Task], resend: deque[Task]) -> bool:
         """Send tasks until `depth` are in flight; False when told to stop with nothing in flight."""
         assert slot.conn is not None
-        while len(inflight) < self.depth:
+        depth = self.fixed_depth or pipeline_depth(self.pace)
+        while len(inflight) < depth:
             if self._stopping.is_set():
                 return bool(inflight)
             if resend:
@@ -200,6 +202,9 @@ class ChildPool:
             with self._lock:
                 self._busy -= 1
         inflight.popleft()
+        if outcome.get("status") == "committed":
+            seconds = time.monotonic() - head.sent
+            self.pace = seconds if self.pace is None else 0.8 * self.pace + 0.2 * seconds
         if slot.process is None:  # killed or died: the rest never started
             resend.extend(inflight)
             inflight.clear()
@@ -209,12 +214,8 @@ class ChildPool:
 
     def _start_child(self, slot: _Slot) -> bool:
         """Spawn and wait for init; count failures; False when init failed."""
-        parent, child = self._ctx.Pipe()
         spec = self.config.spec_for(slot.name)
-        process = self._ctx.Process(target=child_main, args=(child, spec), name=f"batchfleet-{slot.name}")
-        process.start()
-        child.close()
-        slot.process, slot.conn = process, parent
+        slot.process, slot.conn = self._spawn(slot.name, spec)
         with self._lock:
             self._busy += 1  # a child in init() is working, not stalled
         try:
@@ -230,6 +231,13 @@ class ChildPool:
         slot.kill()
         self._count_init_failure(slot.name, line, tb)
         return False
+
+    def _spawn(self, name: str, spec: dict[str, Any]) -> tuple[BaseProcess, Connection]:
+        parent, child = self._ctx.Pipe()
+        process = self._ctx.Process(target=child_main, args=(child, spec), name=f"batchfleet-{name}")
+        process.start()
+        child.close()
+        return process, parent
 
     def _wait_ready(self, slot: _Slot) -> tuple[Any, ...] | None:
         assert slot.conn is not None

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from common.policy import Counts, init_gives_up, is_stalled, prefetch_for, settle_for, threshold_breach
+from common.policy import (
+    Counts,
+    init_gives_up,
+    is_stalled,
+    pipeline_depth,
+    prefetch_for,
+    settle_for,
+    threshold_breach,
+)
 from common.settings import RunSettings
 
 
@@ -105,3 +113,11 @@ def test_merged_file_name_follows_format(settings, name) -> None:
 )
 def test_prefetch_follows_batch_pace(processes, seconds, prefetch) -> None:
     assert prefetch_for(processes, seconds) == prefetch
+
+
+@pytest.mark.parametrize(
+    ("seconds", "depth"),
+    [(None, 2), (10.0, 2), (0.05, 2), (0.049, 4), (0.005, 4), (0.0049, 8), (0.0002, 8)],
+)
+def test_pipeline_depth_follows_batch_pace(seconds, depth) -> None:
+    assert pipeline_depth(seconds) == depth
