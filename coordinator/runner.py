@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -24,6 +25,7 @@ from coordinator.progress import Progress
 from coordinator.report import ReportRenderer, write_html, write_job_logs, write_perf
 from coordinator.state import cancel_requested, snapshot, write_snapshot
 from coordinator.submit import (
+    StreamPublisher,
     job_area,
     mark_published,
     new_job_id,
@@ -119,11 +121,22 @@ class JobRun:
     def publish(self) -> tuple[int, int]:
         opts = self.options
         names = queue_names(self.job.job_id)
+        if opts.embedded:
 
-        def sink(chunk: list[bytes]) -> None:
-            opts.broker.publish(names.batches, chunk)
+            def sink(chunk: list[bytes]) -> None:
+                opts.broker.publish(names.batches, chunk)
 
-        manifest, batches, items = write_plan(self.job, opts.storage_options, opts.signing_key, sink)
+            manifest, batches, items = write_plan(self.job, opts.storage_options, opts.signing_key, sink)
+        else:
+            # Over the network, planning must not wait for confirms chunk by chunk.
+            stream = StreamPublisher(opts.broker, names.batches)
+            try:
+                manifest, batches, items = write_plan(self.job, opts.storage_options, opts.signing_key, stream)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    stream.close()
+                raise
+            stream.close()
         log.info("published %d mini-batches for %s", batches, self.job.job_id)
         mark_published(self.job, opts.storage_options)
         shutil.rmtree(manifest.parent, ignore_errors=True)  # the store keeps the plan
@@ -156,6 +169,14 @@ class JobRun:
             except Exception as exc:  # the broker reconnects; keep announcing
                 log.warning("could not announce job %s: %s", self.job.job_id, exc)
             self._announcing.wait(self.options.announce_every)
+
+    def _announce_ended(self) -> None:
+        uri = join_uri(self.job.store_uri, "job.json")
+        ended = JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state="ended")
+        try:
+            self.options.broker.announce(ended.model_dump_json().encode())
+        except BatchfleetError as exc:
+            log.warning("could not announce the end of %s: %s", self.job.job_id, exc.line())
 
     def follow(self, tally: Tally) -> Verdict:
         progress = Progress(tally.batches_total, self.started, enabled=self.options.progress, overview=self.overview)
@@ -205,6 +226,8 @@ class JobRun:
     def abort(self) -> None:
         """Planning failed: stop what was started, leave nothing behind."""
         self._announcing.set()
+        if self._workers_started and not self.options.embedded:
+            self._announce_ended()
         if self.renderer is not None:
             self.renderer.close()
         if self.node is not None:
@@ -227,9 +250,7 @@ class JobRun:
             if self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)
             return
-        uri = join_uri(self.job.store_uri, "job.json")
-        ended = JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state="ended")
-        broker.announce(ended.model_dump_json().encode())
+        self._announce_ended()
         silent = await_nodes_stopped(broker, self.job, tally.live_nodes(), self.options.node_wait)
         if silent:
             log.warning("job %s: no goodbye from %s; their logs may be incomplete", self.job.job_id, sorted(silent))
@@ -243,8 +264,9 @@ def run_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> Summary:
     run.renderer = ReportRenderer()
     try:
         run.prepare()
-        if options.embedded:
-            run.start_workers()  # children start (and init) while the input is listed and planned
+        # Workers start (and init their children) while the input is listed and planned;
+        # in fleet mode that means announcing the job before its first batch is published.
+        run.start_workers()
         batches, items = run.publish()
     except BaseException:
         run.abort()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import re
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -92,6 +94,48 @@ def write_plan(
         shutil.rmtree(local.parent, ignore_errors=True)
         raise
     return local, batches, items
+
+
+class StreamPublisher:
+    """Publishes plan chunks on its own thread as one confirmed stream.
+
+    Planning hands chunks over and goes on; confirms are awaited once, at `close()`. A broker
+    that delivers as it publishes (the in-memory one) does not need this: call publish directly.
+    """
+
+    def __init__(self, broker: Broker, queue_name: str) -> None:
+        self._broker = broker
+        self._queue_name = queue_name
+        self._chunks: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._sent = 0
+        self._thread = threading.Thread(target=self._run, name="bf-publish", daemon=True)
+        self._thread.start()
+
+    def __call__(self, chunk: list[bytes]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._chunks.put(chunk)
+
+    def _bodies(self) -> Iterator[bytes]:
+        while (chunk := self._chunks.get()) is not None:
+            yield from chunk
+
+    def _run(self) -> None:
+        try:
+            self._sent = self._broker.publish(self._queue_name, self._bodies())
+        except BaseException as exc:
+            self._error = exc
+            while self._chunks.get() is not None:
+                pass  # keep taking chunks, so the planner never blocks on a full queue
+
+    def close(self) -> int:
+        """Wait until everything handed over is confirmed; return how many were published."""
+        self._chunks.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._sent
 
 
 def read_plan(manifest: Path) -> Iterator[BatchMessage]:
