@@ -24,8 +24,10 @@ import io
 import itertools
 import json
 import logging
+import os
 import warnings
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Literal, cast
 
 import pandas as pd
@@ -394,3 +396,22 @@ def read_batch(storage: Storage, items: list[Item], partition: dict[str, str] | 
     if len(kept) == 1:
         return kept[0].reset_index(drop=True)
     return pd.concat(kept, ignore_index=True)
+
+
+def warm_reader(scratch: Path) -> None:
+    """Read a tiny Parquet table the way batches are read, before user code loads.
+
+    The reader's code and first allocations then belong to the worker's idle size, not to its
+    first batch; and a broken pyarrow install fails init, before any message is taken.
+    """
+    from common.storage.local import LocalStorage
+
+    path = scratch / f".bf-warm-{os.getpid()}.parquet"  # children share the working folder
+    table = pa.table({"i": pa.array(range(64)), "x": pa.array([0.5] * 64), "s": pa.array(["warm"] * 64)})
+    try:
+        pq.write_table(table, path)
+        item = Item(uri=str(path), name=path.name, fmt="parquet", row_groups=[0], rows=64)
+        read_batch(LocalStorage(), [item], None)
+    finally:
+        path.unlink(missing_ok=True)
+    release_arrow_memory()

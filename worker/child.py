@@ -155,8 +155,9 @@ class Child:
         if not tables:
             return
         lean_worker_memory(os.environ)  # before pyarrow loads: allocators that hand memory back
-        from common.tabular import read_batch
+        from common.tabular import read_batch, warm_reader
 
+        warm_reader(Path(self.spec["working_dir"]))
         self.read_batch = read_batch
         self.input_stores = {binding.name: open_storage(binding.uri, self.options) for binding in tables}
 

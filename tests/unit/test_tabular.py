@@ -19,7 +19,7 @@ from common.partitions import BatchPlan
 from common.settings import RunSettings
 from common.storage.base import Storage
 from common.storage.local import LocalStorage
-from common.tabular import BadDataError, detect_format, plan_tabular, read_batch
+from common.tabular import BadDataError, detect_format, plan_tabular, read_batch, warm_reader
 from common.tabular_parquet import group_memory, offset_widths
 from tests.storage_helpers import CountingStorage
 
@@ -454,3 +454,13 @@ def test_parquet_footer_read_through_ranges(tmp_path: Path) -> None:
     assert len(storage.ranges) == 1, "one tail read gives the whole footer"
     buffer = io.BytesIO(path.read_bytes())
     assert sum(p.items[0].rows or 0 for p in plans) == pq.read_metadata(buffer).num_rows
+
+
+def test_warm_reader_reads_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    warm_reader(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_warm_reader_fails_loudly_where_it_cannot_write(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        warm_reader(tmp_path / "missing")
