@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -41,10 +42,18 @@ def _setup_logging(level: str | None) -> None:
     logging.getLogger("pika").setLevel(logging.DEBUG if chosen == "DEBUG" else logging.CRITICAL)
 
 
+def _tune_gc() -> None:
+    """Modules and models loaded so far live as long as the process: the collector skips them,
+    and runs less often, since a job allocates many short-lived objects and few cycles."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     try:
         ns = build_parser().parse_args(argv)
+        _tune_gc()
         _setup_logging(getattr(ns, "log_level", None))
         return int(ns.handler(ns))
     except BatchfleetError as exc:

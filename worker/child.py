@@ -7,6 +7,7 @@ unpickling our classes after user code has taken over module names.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import os
 import signal
 import sys
@@ -211,6 +212,7 @@ def child_main(conn: Connection, spec: dict[str, Any]) -> None:
         child.logs.error(None, None, error_line(exc), tb)
         conn.send(("init_failed", error_line(exc), tb))
         return
+    gc.freeze()  # user code and its model are loaded for good: the collector need not scan them again
     conn.send(("ready", os.getpid()))
     while True:
         try:
