@@ -72,12 +72,13 @@ def write_plan(
     batches = items = 0
     chunk: list[bytes] = []
     chunk_size = FIRST_CHUNK
+    encoder = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps builds one per call
     try:
         with open(local, "wb") as out:
             for message in plan_lines(job, options):
                 if key is not None:
                     sign_planned(key, message)
-                line = json.dumps(message, separators=(",", ":")).encode()
+                line = encoder.encode(message).encode()
                 out.write(line + b"\n")
                 batches += 1
                 items += sum(item.get("rows") or 1 for item in message["items"])

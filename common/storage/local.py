@@ -7,25 +7,33 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from operator import attrgetter
 from pathlib import Path
 
 from common.errors import StorageError
 from common.storage.base import ObjectInfo, Storage
 
 
-def _walk_sorted(root: str, prefix: str = "", sizes: bool = True) -> Iterator[tuple[str, str, int | None]]:
-    """(path, relative posix path, size) below root in sorted order, one folder in memory at a time."""
+def _sort_key(entry: os.DirEntry[str]) -> str:
+    # Folders sort as "name/", so the order matches an S3 listing of the same keys.
+    return entry.name + "/" if entry.is_dir() else entry.name
+
+
+def _walk_sorted(root: str, prefix: str = "", sizes: bool = True) -> Iterator[ObjectInfo]:
+    """Files below root in sorted order, one folder in memory at a time."""
     try:
-        # Folders sort as "name/", so the order matches an S3 listing of the same keys.
-        entries = sorted(os.scandir(root), key=lambda e: e.name + "/" if e.is_dir() else e.name)
+        with os.scandir(root) as scan:
+            entries = list(scan)
     except FileNotFoundError:
         return
+    # Most folders hold only files: then a C-level key sorts them (a million names in ~1 s less).
+    entries.sort(key=_sort_key if any(e.is_dir() for e in entries) else attrgetter("name"))
     for entry in entries:
-        rel = f"{prefix}{entry.name}"
         if entry.is_dir(follow_symlinks=True):
-            yield from _walk_sorted(entry.path, f"{rel}/", sizes)
+            yield from _walk_sorted(entry.path, f"{prefix}{entry.name}/", sizes)
         elif entry.is_file(follow_symlinks=True):
-            yield entry.path, rel, entry.stat(follow_symlinks=True).st_size if sizes else None
+            size = entry.stat(follow_symlinks=True).st_size if sizes else None
+            yield ObjectInfo(entry.path, prefix + entry.name, size)
 
 
 class LocalStorage(Storage):
@@ -69,8 +77,7 @@ class LocalStorage(Storage):
         if root.is_file():
             yield ObjectInfo(uri=str(root), rel=root.name, size=root.stat().st_size)
             return
-        for path, rel, size in _walk_sorted(str(root), sizes=sizes):
-            yield ObjectInfo(path, rel, size)
+        yield from _walk_sorted(str(root), sizes=sizes)
 
     def download(self, uri: str, dest: Path) -> None:
         try:
