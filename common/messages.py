@@ -137,3 +137,36 @@ def decode_report(body: bytes) -> BatchResult | JobEvent:
     if tag == b"E":
         return JobEvent.model_validate_json(data)
     raise ValueError("a report must start with R (result) or E (event)")
+
+
+BUNDLE = b"B"  # a bundle: this tag, then encoded reports joined by newlines
+BUNDLE_BYTES = 256 * 1024
+
+
+def bundle_reports(bodies: list[bytes], limit: int = BUNDLE_BYTES) -> list[bytes]:
+    """Encoded reports as few messages: a report's JSON holds no raw newline, so one separates them.
+    A lone report stays as it is."""
+    out: list[bytes] = []
+    group: list[bytes] = []
+    size = 0
+    for body in bodies:
+        if b"\n" in body:  # not from encode_report; never joined
+            out.append(body)
+            continue
+        if group and size + len(body) > limit:
+            out.append(_joined(group))
+            group, size = [], 0
+        group.append(body)
+        size += len(body) + 1
+    if group:
+        out.append(_joined(group))
+    return out
+
+
+def _joined(group: list[bytes]) -> bytes:
+    return group[0] if len(group) == 1 else BUNDLE + b"\n".join(group)
+
+
+def unbundle_reports(body: bytes) -> list[bytes]:
+    """The encoded reports in a reports-queue message (one, or a bundle's)."""
+    return body[1:].split(b"\n") if body[:1] == BUNDLE else [body]

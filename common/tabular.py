@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from common.errors import BadDataError, InputError, UsageError
 from common.messages import InputBinding, Item
 from common.partitions import BatchPlan, check_keys, group_by_values, partition_files
+from common.rowformats import release_arrow_memory
 from common.settings import RunSettings
 from common.storage.base import ObjectInfo, Storage
 from common.tabular_parquet import (
@@ -46,7 +47,6 @@ from common.tabular_parquet import (
     offset_widths,
     parquet_file,
     read_parquet,
-    release_arrow_memory,
 )
 
 logger = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from common.errors import BadDataError
 from common.messages import Item
+from common.rowformats import release_arrow_memory
 from common.storage.base import Storage
 from common.storage.local import LocalStorage
 
@@ -182,12 +183,3 @@ def group_memory(meta: pq.FileMetaData, group: pq.RowGroupMetaData, offsets: lis
             guess = chunk.num_values * (offsets[index] + text)
             total += guess if chunk.has_dictionary_page else max(chunk.total_uncompressed_size, guess)
     return total
-
-
-def release_arrow_memory() -> None:
-    """Hand memory that Arrow's pool has freed back to the OS (malloc_trim with the C allocator).
-
-    Between batches and columns: otherwise one batch's decoding scratch stays resident beside
-    the next batch and the user's arrays.
-    """
-    pa.default_memory_pool().release_unused()

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from common.broker.base import Broker, Delivery, queue_names
-from common.messages import BatchMessage, BatchResult, JobConfig, JobEvent, decode_report
+from common.messages import BatchMessage, BatchResult, JobConfig, JobEvent, decode_report, unbundle_reports
 from common.policy import is_stalled, threshold_breach
 from coordinator.tally import Tally
-from worker.reporter import unbundle
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ class Verdict:
 def decode_reports(body: bytes, where: str) -> list[BatchResult | JobEvent]:
     """The reports in one reports-queue message; unreadable ones are logged and skipped."""
     reports: list[BatchResult | JobEvent] = []
-    for part in unbundle(body):
+    for part in unbundle_reports(body):
         try:
             reports.append(decode_report(part))
         except (ValidationError, ValueError) as exc:

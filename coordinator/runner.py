@@ -105,7 +105,6 @@ class JobRun:
         self._announcing = threading.Event()
         self._scratch: Path | None = None
         self._workers_started = False
-        self.renderer: ReportRenderer | None = None
 
     def submit(self) -> tuple[int, int]:
         """Store the job, plan it and publish the plan; returns (batches, items)."""
@@ -170,14 +169,6 @@ class JobRun:
                 log.warning("could not announce job %s: %s", self.job.job_id, exc)
             self._announcing.wait(self.options.announce_every)
 
-    def _announce_ended(self) -> None:
-        uri = join_uri(self.job.store_uri, "job.json")
-        ended = JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state="ended")
-        try:
-            self.options.broker.announce(ended.model_dump_json().encode())
-        except BatchfleetError as exc:
-            log.warning("could not announce the end of %s: %s", self.job.job_id, exc.line())
-
     def follow(self, tally: Tally) -> Verdict:
         progress = Progress(tally.batches_total, self.started, enabled=self.options.progress, overview=self.overview)
         last_write = [0.0]
@@ -226,10 +217,6 @@ class JobRun:
     def abort(self) -> None:
         """Planning failed: stop what was started, leave nothing behind."""
         self._announcing.set()
-        if self._workers_started and not self.options.embedded:
-            self._announce_ended()
-        if self.renderer is not None:
-            self.renderer.close()
         if self.node is not None:
             self.node.stop(grace=0)
         if self._scratch is not None:
@@ -250,7 +237,9 @@ class JobRun:
             if self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)
             return
-        self._announce_ended()
+        uri = join_uri(self.job.store_uri, "job.json")
+        ended = JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state="ended")
+        broker.announce(ended.model_dump_json().encode())
         silent = await_nodes_stopped(broker, self.job, tally.live_nodes(), self.options.node_wait)
         if silent:
             log.warning("job %s: no goodbye from %s; their logs may be incomplete", self.job.job_id, sorted(silent))
@@ -261,7 +250,6 @@ def run_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> Summary:
     """Submit and follow a job to its end; returns its summary (state may be failed)."""
     job = build_job(spec, resolved, options)
     run = JobRun(job, options)
-    run.renderer = ReportRenderer()
     try:
         run.prepare()
         if options.embedded:
@@ -279,7 +267,7 @@ def run_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> Summary:
 def finish_job(run: JobRun, tally: Tally, items: int) -> Summary:
     """Follow to the end, then merge, report and record the state."""
     job, options = run.job, run.options
-    renderer = run.renderer or ReportRenderer()
+    renderer = ReportRenderer()
     sampler = PerfSampler(options.node_id if options.embedded else "coordinator").start()
     run.start_workers()
     try:

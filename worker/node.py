@@ -268,6 +268,7 @@ class WorkerNode:
             spec_for=lambda process: self._child_spec(runtime, process),
             on_outcome=lambda task, outcome, process: self._finish(runtime, task, outcome, process),
             on_init_failed=lambda line, tb: self._init_failed(runtime, line, tb),
+            batch_seconds=lambda: runtime.batch_seconds,
         )
 
     def _child_spec(self, runtime: JobRuntime, process: str) -> dict[str, Any]:

@@ -49,6 +49,8 @@ class PoolConfig:
     spec_for: Callable[[str], dict[str, Any]]
     on_outcome: Callable[[Task, Outcome, str], None]
     on_init_failed: Callable[[str, str], None]
+    # The node's moving average of a batch's seconds (None until one finished): sets the pipe depth.
+    batch_seconds: Callable[[], float | None] = lambda: None
 
 
 class _Slot:
@@ -79,10 +81,8 @@ class _Slot:
 class ChildPool:
     """Runs tasks on `processes` spawned children."""
 
-    def __init__(self, config: PoolConfig, depth: int | None = None) -> None:
+    def __init__(self, config: PoolConfig) -> None:
         self.config = config
-        self.fixed_depth = depth
-        self.pace: float | None = None  # moving average of a task's seconds in its child
         self.tasks: queue.Queue[Task | None] = queue.Queue()
         self._ctx = multiprocessing.get_context("spawn")
         self._stopping = threading.Event()
@@ -164,7 +164,7 @@ class ChildPool:
     def _fill(self, slot: _Slot, inflight: deque[Task], resend: deque[Task]) -> bool:
         """Send tasks until `depth` are in flight; False when told to stop with nothing in flight."""
         assert slot.conn is not None
-        depth = self.fixed_depth or pipeline_depth(self.pace)
+        depth = pipeline_depth(self.config.batch_seconds())
         while len(inflight) < depth:
             if self._stopping.is_set():
                 return bool(inflight)
@@ -202,9 +202,6 @@ class ChildPool:
             with self._lock:
                 self._busy -= 1
         inflight.popleft()
-        if outcome.get("status") == "committed":
-            seconds = time.monotonic() - head.sent
-            self.pace = seconds if self.pace is None else 0.8 * self.pace + 0.2 * seconds
         if slot.process is None:  # killed or died: the rest never started
             resend.extend(inflight)
             inflight.clear()

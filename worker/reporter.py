@@ -16,40 +16,9 @@ from dataclasses import dataclass
 
 from common.broker.base import Broker, Delivery, Settle
 from common.errors import BatchfleetError
+from common.messages import bundle_reports
 
 log = logging.getLogger(__name__)
-
-BUNDLE = b"B"  # a bundle: this tag, then encoded reports joined by newlines
-BUNDLE_BYTES = 256 * 1024
-
-
-def bundle(bodies: list[bytes], limit: int = BUNDLE_BYTES) -> list[bytes]:
-    """Encoded reports as few messages: a report's JSON holds no raw newline, so one separates them.
-    A lone report stays as it is."""
-    out: list[bytes] = []
-    group: list[bytes] = []
-    size = 0
-    for body in bodies:
-        if b"\n" in body:  # not from encode_report; never joined
-            out.append(body)
-            continue
-        if group and size + len(body) > limit:
-            out.append(_joined(group))
-            group, size = [], 0
-        group.append(body)
-        size += len(body) + 1
-    if group:
-        out.append(_joined(group))
-    return out
-
-
-def _joined(group: list[bytes]) -> bytes:
-    return group[0] if len(group) == 1 else BUNDLE + b"\n".join(group)
-
-
-def unbundle(body: bytes) -> list[bytes]:
-    """The encoded reports in a reports-queue message (one, or a bundle's)."""
-    return body[1:].split(b"\n") if body[:1] == BUNDLE else [body]
 
 
 @dataclass
@@ -111,7 +80,7 @@ class Reporter:
             by_queue.setdefault(item.queue_name, []).append(item)
         for name, group in by_queue.items():
             try:
-                self.broker.publish(name, bundle([item.body for item in group]))
+                self.broker.publish(name, bundle_reports([item.body for item in group]))
                 settle_all(self.broker, group, None)
             except BatchfleetError as exc:
                 # Not reported, so not done: give the batches back (they run again; merges dedupe).

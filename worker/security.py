@@ -46,7 +46,6 @@ def sign_batch(key: bytes, message: BatchMessage) -> BatchMessage:
 
 def sign_planned(key: bytes, message: dict[str, Any]) -> None:
     """Sign a planned batch in wire form (no None values), in place."""
-    message.pop("sig", None)
     message["sig"] = sign_message(key, message["job_id"], message["batch_id"], canonical_body(message))
 
 
