@@ -1,3 +1,3 @@
-from batchfleet.cli import main
+from batchfleet.cli import entry
 
-raise SystemExit(main())
+entry()
