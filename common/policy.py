@@ -73,7 +73,7 @@ def prefetch_for(processes: int, batch_seconds: float | None) -> int:
 
 
 def pipeline_depth(batch_seconds: float | None) -> int:
-    """Tasks kept in one child's pipe: two, or more when batches take milliseconds.
+    """Tasks kept in one child's pipe: two, or more when batches take milliseconds or less.
 
     The supervising thread shares the node's GIL with dispatch and reporting; with a few
     milliseconds of work queued in the pipe a child never waits for it. Slow batches keep
@@ -81,7 +81,9 @@ def pipeline_depth(batch_seconds: float | None) -> int:
     """
     if batch_seconds is None or batch_seconds >= 0.05:
         return 2
-    return 4 if batch_seconds >= 0.005 else 8
+    if batch_seconds >= 0.001:
+        return 4 if batch_seconds >= 0.005 else 8
+    return 32  # sub-millisecond batches: ~10 ms of work, topped up 16 at a time
 
 
 def init_gives_up(failures: int, init_max_try: int) -> bool:

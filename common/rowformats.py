@@ -17,10 +17,12 @@ import math
 import sys
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from common.errors import BatchfleetError
-from common.settings import RowFormat
+
+# Here rather than with the settings model: child processes encode parts without loading pydantic.
+RowFormat = Literal["text", "csv", "parquet", "jsonl"]
 
 # Rows per slice converted to pandas when writing CSV or JSON Lines, to bound memory.
 _SLICE_ROWS = 65536

@@ -8,10 +8,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from common.rowformats import RowFormat
 from common.sizes import is_size_text, parse_size
 
 OutputAction = Literal["summary_only", "append_row"]
-RowFormat = Literal["text", "csv", "parquet", "jsonl"]
 
 # Seed FAQ names that differ in the v2 job YAML, mapped to ours.
 V2_ALIASES = {

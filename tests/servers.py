@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from common.storage.base import StorageOptions
+from common.storage import StorageOptions
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY_CONF = REPO / "deploy" / "rabbitmq" / "rabbitmq.conf"

@@ -13,19 +13,72 @@ import signal
 import sys
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.errors import BadDataError, BatchfleetError
-from common.messages import Item, JobConfig
 from common.parts import PartWriter
-from common.rowformats import encode_part, is_dataframe, lean_worker_memory
-from common.storage import Storage, StorageOptions, join_uri, open_storage
+from common.rowformats import RowFormat, encode_part, is_dataframe, lean_worker_memory
+from common.storage import Storage, is_remote, join_uri, open_storage
 from worker.context import MiniBatchContext
 from worker.entry import EntryPoints, load_entry
+from worker.outbox import HOLD, Outbox
 from worker.userlogs import UserLogs
+
+if TYPE_CHECKING:
+    from common.messages import JobConfig
+
+
+@dataclass(frozen=True)
+class ChildJob:
+    """What a child needs of the job, as plain values.
+
+    The node validated the job; a child that loaded the models again would spend most of its
+    start-up (about 0.1 s of CPU) on pydantic, in every child of every job.
+    """
+
+    job_id: str
+    store_uri: str
+    entry_script: str
+    args: list[str]
+    environment_variables: dict[str, str]
+    logging_level: str
+    run_timeout: float
+    output_action: str
+    append_row_format: RowFormat
+    tables: dict[str, str]  # tabular inputs: name -> location
+
+    @classmethod
+    def of(cls, job: JobConfig) -> ChildJob:
+        settings = job.settings
+        return cls(
+            job_id=job.job_id,
+            store_uri=job.store_uri,
+            entry_script=job.entry_script,
+            args=list(job.args),
+            environment_variables=dict(job.environment_variables),
+            logging_level=settings.logging_level,
+            run_timeout=settings.run_invocation_timeout,
+            output_action=settings.output_action,
+            append_row_format=settings.append_row_format,
+            tables={b.name: b.uri for b in job.inputs.values() if b.kind == "tabular"},
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _open(uri: str, options: dict[str, Any]) -> Storage:
+    """Storage for `uri`; the options model (pydantic) loads only for remote locations."""
+    if not is_remote(uri):
+        return open_storage(uri)
+    from common.storage.options import StorageOptions
+
+    return open_storage(uri, StorageOptions.model_validate(options))
 
 
 class ResultError(Exception):
@@ -55,16 +108,16 @@ class Child:
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
-        self.job = JobConfig.model_validate_json(spec["job"])
+        self.job = ChildJob(**spec["job"])
         self.node_id: str = spec["node_id"]
         self.process: str = spec["process"]
         self.logs = UserLogs(Path(spec["log_root"]), self.node_id, self.process)
-        options = StorageOptions.model_validate(spec.get("storage_options") or {})
-        self.store = open_storage(self.job.store_uri, options)
-        self.options = options
+        self.options: dict[str, Any] = spec.get("storage_options") or {}
+        self.store = _open(self.job.store_uri, self.options)
         self.parts = PartWriter(self.store, join_uri(self.job.store_uri, "parts", self.node_id), self.process)
         self.entry: EntryPoints | None = None
         self.read_batch: Callable[..., Any] | None = None
+        self.item_of: Callable[[Any], Any] | None = None
         self.input_stores: dict[str, Storage] = {}
 
     def prepare(self) -> None:
@@ -76,7 +129,7 @@ class Child:
         os.environ["BATCHFLEET_NODE_ID"] = self.node_id
         os.environ.update(self.job.environment_variables)
         Path(self.spec["output_dir"]).mkdir(parents=True, exist_ok=True)
-        self.logs.install(self.job.settings.logging_level)
+        self.logs.install(self.job.logging_level)
         faulthandler.enable(file=sys.__stderr__ or sys.stderr)
         code_dir = Path(self.spec["code_dir"])
         os.chdir(code_dir)
@@ -86,7 +139,7 @@ class Child:
         if self.entry.init is not None:
             self.entry.init()
 
-    def run_task(self, task: dict[str, Any], conn: Connection) -> dict[str, Any]:
+    def run_task(self, task: dict[str, Any], conn: Outbox) -> dict[str, Any]:
         """One try at one batch: run, then commit; every failure becomes an outcome."""
         assert self.entry is not None
         batch_id, attempt = task["batch_id"], task["attempt"]
@@ -118,7 +171,7 @@ class Child:
         return outcome
 
     def bad_data(
-        self, outcome: dict[str, Any], task: dict[str, Any], exc: BadDataError, conn: Connection
+        self, outcome: dict[str, Any], task: dict[str, Any], exc: BadDataError, conn: Outbox
     ) -> dict[str, Any]:
         """Unreadable input: its items failed, which a retry would not change; commit that."""
         self.ran(conn, 0.0)
@@ -137,12 +190,12 @@ class Child:
         self.logs.batch = None
         return outcome
 
-    def ran(self, conn: Connection, run_seconds: float) -> None:
+    def ran(self, conn: Outbox, run_seconds: float) -> None:
         """Tell the supervisor run() is over, when the commit might otherwise look like a timeout.
 
         A local commit is one write; sending this for every batch would cost a pipe round trip.
         """
-        if self.parts.remote or run_seconds > 0.5 * self.job.settings.run_invocation_timeout:
+        if self.parts.remote or run_seconds > 0.5 * self.job.run_timeout:
             conn.send(("ran",))
 
     def load_tabular(self) -> None:
@@ -152,32 +205,33 @@ class Child:
         copy (whose BadDataError the except clause in run_task does not catch) or the user's own
         `common`.
         """
-        tables = [binding for binding in self.job.inputs.values() if binding.kind == "tabular"]
-        if not tables:
+        if not self.job.tables:
             return
         lean_worker_memory(os.environ)  # before pyarrow loads: allocators that hand memory back
+        from common.messages import Item  # tables load pyarrow anyway; pydantic is cheap beside it
         from common.tabular import read_batch, warm_reader
 
         warm_reader(Path(self.spec["working_dir"]))
         self.read_batch = read_batch
-        self.input_stores = {binding.name: open_storage(binding.uri, self.options) for binding in tables}
+        self.item_of = Item.model_validate
+        self.input_stores = {name: _open(uri, self.options) for name, uri in self.job.tables.items()}
 
     def mini_batch(self, task: dict[str, Any]) -> Any:
         if task.get("tabular"):
             assert self.read_batch is not None, "load_tabular() runs before any tabular batch"
-            items = [Item.model_validate(i) for i in task["items"]]
+            assert self.item_of is not None
+            items = [self.item_of(i) for i in task["items"]]
             storage = self.input_stores.get(task.get("input", ""), self.store)
             return self.read_batch(storage, items, task.get("partition"))
         return list(task["paths"])
 
     def commit(self, outcome: dict[str, Any], task: dict[str, Any], result: Any, rows: int) -> None:
         """One frame per batch: rows and counts together, so the commit is a single write."""
-        settings = self.job.settings
         total = task["total"]
         succeeded = min(rows, total - task.get("missing", 0))
         data = b""
-        if settings.output_action == "append_row":
-            data = encode_part(result, settings.append_row_format)
+        if self.job.output_action == "append_row":
+            data = encode_part(result, self.job.append_row_format)
         part = self.parts.commit(task["batch_id"], task["attempt"], succeeded, total - succeeded, data)
         outcome.update(status="committed", succeeded=succeeded, failed=total - succeeded, part=part)
 
@@ -194,7 +248,7 @@ class Child:
             self.entry.shutdown()
 
 
-def child_main(conn: Connection, spec: dict[str, Any]) -> None:
+def child_main(conn: Connection, spec: dict[str, Any], progress: Any = None) -> None:
     """Spawn target: prepare, report ready or init failure, then serve tasks until told to stop."""
     # Ctrl-C / CTRL_BREAK reach the whole process group; the supervisor decides when children stop.
     for name in ("SIGINT", "SIGBREAK"):
@@ -214,16 +268,51 @@ def child_main(conn: Connection, spec: dict[str, Any]) -> None:
         return
     gc.freeze()  # user code and its model are loaded for good: the collector need not scan them again
     conn.send(("ready", os.getpid()))
+    serve(child, conn, progress)
+
+
+def serve(child: Child, conn: Connection, progress: Any = None) -> None:
+    """Run the tasks the supervisor sends, in order, until told to stop or it goes away.
+
+    `progress` (shared memory) counts the tasks started, so the supervisor can tell which one
+    overran its time even while outcomes wait in the outbox.
+    """
+    outbox = Outbox(conn)
+    try:
+        _serve(child, conn, outbox, progress)
+    except (EOFError, OSError):
+        return  # supervisor went away
+
+
+def _serve(child: Child, conn: Connection, outbox: Outbox, progress: Any) -> None:
+    pending: deque[dict[str, Any]] = deque()
     while True:
-        try:
+        if not pending:
+            outbox.flush()  # nothing else at hand: every outcome goes out before we wait
             message = conn.recv()
-        except (EOFError, OSError):
-            return  # supervisor went away
-        if message[0] == "stop":
-            try:
-                child.shutdown()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            return
-        conn.send(("done", child.run_task(message[1], conn)))
+            if message[0] == "stop":
+                stop(child, outbox)
+                return
+            pending.extend(message[1])  # a supervisor tops the pipe up several tasks at a time
+            continue
+        if progress is not None:
+            progress.value += 1
+        outcome = child.run_task(pending.popleft(), outbox)
+        if not pending and conn.poll(0):
+            message = conn.recv()
+            if message[0] == "stop":
+                outbox.put(outcome, hold=False)
+                stop(child, outbox)
+                return
+            pending.extend(message[1])
+        # Only outcomes of sub-millisecond batches wait, and only while another batch is at hand.
+        outbox.put(outcome, hold=bool(pending) and outcome.get("run_seconds", 1.0) < HOLD / 2)
+
+
+def stop(child: Child, outbox: Outbox) -> None:
+    outbox.close()
+    try:
+        child.shutdown()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()

@@ -34,6 +34,7 @@ from common.perf import PerfSampler, write_perf_csv
 from common.policy import TryResult, prefetch_for, settle_for
 from common.spec import predefined_args
 from common.storage import StorageOptions, join_uri, open_storage
+from worker.child import ChildJob
 from worker.downloader import Downloader, Fetched
 from worker.layout import NodeLayout, node_layout
 from worker.metrics import NodeMetrics
@@ -274,7 +275,7 @@ class WorkerNode:
     def _child_spec(self, runtime: JobRuntime, process: str) -> dict[str, Any]:
         job, layout = runtime.job, runtime.layout
         return {
-            "job": job.model_dump_json(),
+            "job": ChildJob.of(job).as_dict(),
             "node_id": self.config.node_id,
             "process": process,
             "log_root": str(layout.log_root),

@@ -38,6 +38,7 @@ class Task:
     received: float = field(default_factory=time.time)
     sent: float = 0.0
     cleanup: Callable[[], None] | None = None
+    seq: int = 0  # its place among the tasks sent to the current child (1, 2, ...)
 
 
 @dataclass
@@ -60,6 +61,12 @@ class _Slot:
         self.name = name
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
+        self.stash: deque[Outcome] = deque()  # outcomes that came with the head's, in task order
+        self.progress: Any = None  # shared with the child: how many tasks it has started
+        self.sent = 0  # tasks sent to the current child
+
+    def started(self) -> int:
+        return int(self.progress.value) if self.progress is not None else 0
 
     def kill(self) -> None:
         if self.process is not None and self.process.is_alive():
@@ -70,6 +77,9 @@ class _Slot:
             self.conn.close()
         self.process = None
         self.conn = None
+        self.stash.clear()
+        self.progress = None
+        self.sent = 0
 
     def terminate(self) -> None:
         """Kill the child from another thread; the supervising thread cleans up when it sees EOF."""
@@ -162,31 +172,50 @@ class ChildPool:
         self._stop_child(slot)
 
     def _fill(self, slot: _Slot, inflight: deque[Task], resend: deque[Task]) -> bool:
-        """Send tasks until `depth` are in flight; False when told to stop with nothing in flight."""
+        """Top the child's pipe up to `depth` tasks; False when told to stop with nothing in flight.
+
+        Deep pipes are topped up once half has drained, in one message: a message per task
+        costs the node a system call and a pickling each, shared with every other thread.
+        """
         assert slot.conn is not None
         depth = pipeline_depth(self.config.batch_seconds())
-        while len(inflight) < depth:
-            if self._stopping.is_set():
-                return bool(inflight)
+        if inflight and len(inflight) > depth // 2:
+            return True
+        batch: list[Task] = []
+        stop = False
+        while len(inflight) + len(batch) < depth and not self._stopping.is_set():
             if resend:
                 task: Task | None = resend.popleft()
             else:
                 try:
-                    task = self.tasks.get(block=not inflight)
+                    task = self.tasks.get(block=not inflight and not batch)
                 except queue.Empty:
-                    return True
+                    break
             if task is None:
-                self._stopping.set()
-                return bool(inflight)
-            try:
-                slot.conn.send(("run", task.payload))
-            except (OSError, ValueError):
-                resend.appendleft(task)
-                if not inflight:  # died while idle: nothing to charge
-                    slot.kill()
-                return True  # otherwise _await_head sees the death and charges the running head
-            task.sent = time.monotonic()
-            inflight.append(task)
+                stop = True
+                break
+            batch.append(task)
+        if batch and not self._send(slot, inflight, resend, batch):
+            return True  # _await_head sees the death and charges the running head
+        if stop or self._stopping.is_set():
+            self._stopping.set()
+            return bool(inflight)
+        return True
+
+    def _send(self, slot: _Slot, inflight: deque[Task], resend: deque[Task], batch: list[Task]) -> bool:
+        assert slot.conn is not None
+        try:
+            slot.conn.send(("run", [task.payload for task in batch]))
+        except (OSError, ValueError):
+            resend.extendleft(reversed(batch))
+            if not inflight:  # died while idle: nothing to charge
+                slot.kill()
+            return False
+        now = time.monotonic()
+        for task in batch:
+            slot.sent += 1
+            task.sent, task.seq = now, slot.sent
+        inflight.extend(batch)
         return True
 
     def _await_head(self, slot: _Slot, inflight: deque[Task], resend: deque[Task]) -> None:
@@ -202,7 +231,15 @@ class ChildPool:
             with self._lock:
                 self._busy -= 1
         inflight.popleft()
-        if slot.process is None:  # killed or died: the rest never started
+        blamed = outcome.pop("culprit", None)
+        culprit = next((t for t in inflight if t.seq == blamed), None) if blamed is not None else None
+        if culprit is not None:
+            # The head had finished, but its outcome waited in the child and was lost with it: the
+            # batch the child was running takes the blame, the others run again.
+            inflight.remove(culprit)
+            inflight.appendleft(head)
+            head, outcome = culprit, {**outcome, "batch_id": culprit.batch_id, "total": culprit.payload["total"]}
+        if slot.process is None:  # killed or died: the rest never started (or must run again)
             resend.extend(inflight)
             inflight.clear()
         elif inflight:
@@ -212,7 +249,8 @@ class ChildPool:
     def _start_child(self, slot: _Slot) -> bool:
         """Spawn and wait for init; count failures; False when init failed."""
         spec = self.config.spec_for(slot.name)
-        slot.process, slot.conn = self._spawn(slot.name, spec)
+        slot.progress = self._ctx.RawValue("q", 0)
+        slot.process, slot.conn = self._spawn(slot.name, spec, slot.progress)
         with self._lock:
             self._busy += 1  # a child in init() is working, not stalled
         try:
@@ -229,9 +267,9 @@ class ChildPool:
         self._count_init_failure(slot.name, line, tb)
         return False
 
-    def _spawn(self, name: str, spec: dict[str, Any]) -> tuple[BaseProcess, Connection]:
+    def _spawn(self, name: str, spec: dict[str, Any], progress: Any) -> tuple[BaseProcess, Connection]:
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=child_main, args=(child, spec), name=f"batchfleet-{name}")
+        process = self._ctx.Process(target=child_main, args=(child, spec, progress), name=f"batchfleet-{name}")
         process.start()
         child.close()
         return process, parent
@@ -265,29 +303,54 @@ class ChildPool:
 
     def _result(self, slot: _Slot, task: Task) -> Outcome:
         """The head task's outcome; run_invocation_timeout is enforced by killing the child."""
+        if slot.stash:
+            return slot.stash.popleft()
         assert slot.conn is not None
         base: Outcome = {"batch_id": task.batch_id, "started": time.time(), "total": task.payload["total"]}
         try:
-            remaining = task.sent + self.config.run_timeout - time.monotonic()
-            if not slot.conn.poll(max(remaining, 0)):
+            overran = self._overran(slot, task)
+            if overran is not None:
                 slot.kill()
-                return self._error(
+                outcome = self._error(
                     base,
                     "TimeoutError",
                     f"run() exceeded run_invocation_timeout={self.config.run_timeout:g}s; "
                     "the process was killed and restarted",
                 )
+                return outcome if overran == task.seq else {**outcome, "culprit": overran}
             message = slot.conn.recv()
             if message[0] == "ran" and slot.conn.poll(self.config.commit_timeout):
                 message = slot.conn.recv()
             if message[0] == "done":
-                return message[1]  # type: ignore[no-any-return]
+                head, *rest = message[1]
+                slot.stash.extend(rest)
+                return head  # type: ignore[no-any-return]
             slot.kill()
             return self._error(base, "TimeoutError", "committing the batch's results timed out")
         except (EOFError, OSError):
+            running = slot.started()  # the task it died in; outcomes before it may have died with it
             reason = self._death(slot)
             slot.kill()
-            return self._error(base, "ProcessDied", reason)
+            outcome = self._error(base, "ProcessDied", reason)
+            return outcome if running <= task.seq else {**outcome, "culprit": running}
+
+    def _overran(self, slot: _Slot, head: Task) -> int | None:
+        """Wait for the child's next message; None when it came, else which task overran its time.
+
+        A short batch's outcome may wait in the child behind the next batch (worker.outbox). When
+        the head's time is up but the child has started later tasks, the one it is on gets a full
+        timeout of its own, and the blame if it overruns too.
+        """
+        assert slot.conn is not None
+        deadline = head.sent + self.config.run_timeout
+        watching = 0
+        while not slot.conn.poll(max(deadline - time.monotonic(), 0)):
+            started = slot.started()
+            if started <= head.seq or started == watching:
+                return max(started, head.seq)
+            watching = started
+            deadline = time.monotonic() + self.config.run_timeout
+        return None
 
     @staticmethod
     def _error(base: Outcome, kind: str, line: str) -> Outcome:

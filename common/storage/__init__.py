@@ -1,5 +1,21 @@
 """Storage by URI: local paths and s3://bucket/prefix behind one interface."""
 
-from common.storage.base import ObjectInfo, Storage, StorageOptions, is_remote, join_uri, open_storage
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from common.storage.base import ObjectInfo, Storage, is_remote, join_uri, open_storage
+
+if TYPE_CHECKING:
+    from common.storage.options import StorageOptions
 
 __all__ = ["ObjectInfo", "Storage", "StorageOptions", "is_remote", "join_uri", "open_storage"]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use: a worker's child process reads local files without pydantic.
+    if name == "StorageOptions":
+        from common.storage.options import StorageOptions
+
+        return StorageOptions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

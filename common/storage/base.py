@@ -5,23 +5,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
-
-from pydantic import BaseModel, ConfigDict
+from typing import TYPE_CHECKING, NamedTuple
 
 from common.errors import UsageError
 
-
-class StorageOptions(BaseModel):
-    """How to reach S3-compatible storage; None means boto3's own lookup (env, profile)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    endpoint_url: str | None = None
-    region: str | None = None
-    path_style: bool | None = None
-    ca_bundle: str | None = None
-    profile: str | None = None
+if TYPE_CHECKING:
+    from common.storage.options import StorageOptions
 
 
 class ObjectInfo(NamedTuple):
@@ -92,6 +81,7 @@ class Storage(ABC):
 def open_storage(uri: str, options: StorageOptions | None = None) -> Storage:
     """The storage that serves `uri`."""
     if is_remote(uri):
+        from common.storage.options import StorageOptions
         from common.storage.s3 import S3Storage
 
         return S3Storage(options or StorageOptions())

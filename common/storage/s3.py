@@ -15,7 +15,8 @@ from boto3.exceptions import Boto3Error
 from botocore.config import Config
 
 from common.errors import StorageError, UsageError
-from common.storage.base import ObjectInfo, Storage, StorageOptions
+from common.storage.base import ObjectInfo, Storage
+from common.storage.options import StorageOptions
 
 T = TypeVar("T")
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from common.errors import StorageError
+from common.storage import StorageOptions
 from common.storage import s3 as s3_module
-from common.storage.base import StorageOptions
 from common.storage.s3 import ObjectGone, S3Storage
 from tests.servers import MotoS3, ServerUnavailable, free_port, start_moto, unavailable
 

@@ -117,7 +117,7 @@ def test_prefetch_follows_batch_pace(processes, seconds, prefetch) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "depth"),
-    [(None, 2), (10.0, 2), (0.05, 2), (0.049, 4), (0.005, 4), (0.0049, 8), (0.0002, 8)],
+    [(None, 2), (10.0, 2), (0.05, 2), (0.049, 4), (0.005, 4), (0.0049, 8), (0.001, 8), (0.00099, 32), (0.0002, 32)],
 )
 def test_pipeline_depth_follows_batch_pace(seconds, depth) -> None:
     assert pipeline_depth(seconds) == depth

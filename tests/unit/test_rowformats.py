@@ -19,6 +19,7 @@ import pytest
 
 from common.errors import BatchfleetError
 from common.rowformats import (
+    RowFormat,
     RowFormatError,
     encode_part,
     is_dataframe,
@@ -26,7 +27,6 @@ from common.rowformats import (
     merge_parts,
     part_extension,
 )
-from common.settings import RowFormat
 
 
 def frame(start: int, rows: int) -> pd.DataFrame:
