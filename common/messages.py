@@ -100,12 +100,16 @@ class BatchResult(Strict):
 
 
 class JobAnnouncement(Strict):
-    """Fanned out to every worker: a job to serve, or one that ended."""
+    """Fanned out to every worker: a job to serve, or one that ended.
+
+    "preparing" comes while the plan is still being published: a worker starts its processes
+    (and init()) but takes no message before "active".
+    """
 
     v: Literal[1] = WIRE_VERSION
     job_id: str
     job_uri: str = Field(description="URI of the job's job.json in the store.")
-    state: Literal["active", "ended"]
+    state: Literal["preparing", "active", "ended"]
     sig: str | None = None
 
 

@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from common.broker.base import Broker, queue_names
 from common.errors import BatchfleetError, StorageError, UsageError
@@ -105,6 +105,7 @@ class JobRun:
         self._announcing = threading.Event()
         self._scratch: Path | None = None
         self._workers_started = False
+        self._announced = False
 
     def submit(self) -> tuple[int, int]:
         """Store the job, plan it and publish the plan; returns (batches, items)."""
@@ -159,14 +160,19 @@ class JobRun:
         else:
             threading.Thread(target=self._announce_loop, name="bf-announce", daemon=True).start()
 
-    def _announce_loop(self) -> None:
+    def announce(self, state: Literal["preparing", "active", "ended"]) -> None:
+        """Tell every worker about the job once; a broker error is logged, not raised."""
         uri = join_uri(self.job.store_uri, "job.json")
+        body = JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state=state).model_dump_json()
+        try:
+            self.options.broker.announce(body.encode())
+            self._announced = True
+        except Exception as exc:  # the broker reconnects; the announce loop repeats "active"
+            log.warning("could not announce job %s: %s", self.job.job_id, exc)
+
+    def _announce_loop(self) -> None:
         while not self._announcing.is_set():
-            body = JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state="active").model_dump_json()
-            try:
-                self.options.broker.announce(body.encode())
-            except Exception as exc:  # the broker reconnects; keep announcing
-                log.warning("could not announce job %s: %s", self.job.job_id, exc)
+            self.announce("active")  # again and again: workers may start (or restart) any time
             self._announcing.wait(self.options.announce_every)
 
     def follow(self, tally: Tally) -> Verdict:
@@ -217,6 +223,8 @@ class JobRun:
     def abort(self) -> None:
         """Planning failed: stop what was started, leave nothing behind."""
         self._announcing.set()
+        if self._announced:
+            self.announce("ended")  # workers that started processes for it stop them
         if self.node is not None:
             self.node.stop(grace=0)
         if self._scratch is not None:
@@ -253,9 +261,12 @@ def run_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> Summary:
     try:
         run.prepare()
         if options.embedded:
-            # Children start (and init) while the input is listed and planned. A fleet hears of
-            # the job once it is published: consuming while publishing halved fleet throughput.
+            # Children start (and init) while the input is listed and planned.
             run.start_workers()
+        else:
+            # Workers start their processes now, and take messages once the plan is published:
+            # consuming while publishing halved fleet throughput (RabbitMQ's flow control).
+            run.announce("preparing")
         batches, items = run.publish()
     except BaseException:
         run.abort()

@@ -47,6 +47,7 @@ from worker.snapshot import fetch_code
 log = logging.getLogger(__name__)
 
 STOP = "\0stop"  # a sink entry that is no queue's name
+PREPARED_WAIT = 600.0  # seconds a job announced "preparing" may take to become active
 
 
 @dataclass
@@ -80,6 +81,7 @@ class JobRuntime:
         self.ended = False
         self.held: dict[int, Delivery] = {}  # taken from the broker, not settled yet (by id)
         self.held_lock = threading.Lock()
+        self.go = threading.Event()  # the plan is published: take messages (see JobAnnouncement)
 
     def hold(self, delivery: Delivery) -> None:
         with self.held_lock:
@@ -156,14 +158,17 @@ class WorkerNode:
 
     # jobs
 
-    def serve(self, job: JobConfig) -> None:
-        """Start a child pool and a consumer for a job (idempotent)."""
+    def serve(self, job: JobConfig, go: bool = True) -> None:
+        """Start a child pool and a consumer for a job (idempotent); without `go`, consume once
+        the job is announced active."""
         with self._lock:
             if job.job_id in self._jobs or job.job_id in self._refused or self._stopping.is_set():
                 return
             processes = self.config.processes or job.settings.processes()
             layout = node_layout(job, self.config.work_root)
             runtime = JobRuntime(job, layout, None, processes)  # type: ignore[arg-type]
+            if go:
+                runtime.go.set()
             if not self._prepare(runtime):
                 return
             runtime.pool = ChildPool(self._pool_config(runtime))
@@ -176,9 +181,13 @@ class WorkerNode:
 
     def _consume_when_ready(self, runtime: JobRuntime) -> None:
         """Take messages only once user code loaded and init() ran: a broken script costs no tries."""
-        pool = runtime.pool
-        while not pool.ready.wait(0.2):
+        pool, since = runtime.pool, time.monotonic()
+        while not (pool.ready.wait(0.2) and runtime.go.wait(0.2)):
             if pool.gave_up or runtime.ended or self._stopping.is_set():
+                return
+            if time.monotonic() - since > PREPARED_WAIT and not runtime.go.is_set():
+                log.warning("job %s was never announced active; stopping its processes", runtime.job.job_id)
+                threading.Thread(target=self.end, args=(runtime.job.job_id,), daemon=True).start()
                 return
         with self._lock:
             if runtime.ended:
@@ -313,14 +322,17 @@ class WorkerNode:
         if announcement.state == "ended":
             threading.Thread(target=self.end, args=(announcement.job_id,), daemon=True).start()
             return
-        if announcement.job_id in self._jobs:
+        runtime = self._jobs.get(announcement.job_id)
+        if runtime is not None:
+            if announcement.state == "active":
+                runtime.go.set()
             return
         try:
             job = self._load_job(announcement)
         except BatchfleetError as exc:
             log.error("cannot serve job %s: %s", announcement.job_id, exc.line())
             return
-        self.serve(job)
+        self.serve(job, go=announcement.state == "active")
 
     def _load_job(self, announcement: JobAnnouncement) -> JobConfig:
         storage = open_storage(announcement.job_uri, self.options)

@@ -270,3 +270,42 @@ def test_broken_script_takes_no_message(tmp_path: Path) -> None:
     finally:
         node.stop()
     assert broker.depth(f"bf.{job.job_id}.batches") == 4  # nothing taken, no try spent
+
+
+def test_a_preparing_job_starts_processes_but_takes_nothing_until_active(tmp_path: Path) -> None:
+    from common.broker.memory import MemoryBroker
+    from common.messages import JobAnnouncement
+    from common.storage import StorageOptions
+    from coordinator.follow import Follower
+    from coordinator.submit import publish_plan, write_job, write_plan
+    from coordinator.tally import Tally
+    from worker.node import NodeConfig, WorkerNode
+
+    make_files(tmp_path / "data", 4)
+    write_script(tmp_path / "code", "def run(b):\n    return b\n")
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=1)
+    broker = MemoryBroker()
+    write_job(job, StorageOptions())
+    manifest, batches, _ = write_plan(job, StorageOptions())
+    broker.declare_job(job.job_id, 3)
+    publish_plan(broker, job, manifest)
+    job_uri = str(Path(job.store_uri) / "job.json")
+
+    def announce(state: str) -> None:
+        broker.announce(JobAnnouncement(job_id=job.job_id, job_uri=job_uri, state=state).model_dump_json().encode())
+
+    node = WorkerNode(broker, NodeConfig(node_id="n1", work_root=tmp_path / "work"))
+    node.start(listen=True)
+    try:
+        announce("preparing")
+        deadline = time.monotonic() + 30
+        while not (job.job_id in node.jobs and node._jobs[job.job_id].pool.ready.is_set()):
+            assert time.monotonic() < deadline, "the pool never got ready"
+            time.sleep(0.05)
+        time.sleep(0.5)  # ready, yet waiting for the plan: nothing is taken
+        assert broker.depth(f"bf.{job.job_id}.batches") == 4
+        announce("active")
+        verdict = Follower(broker, job, Tally(batches)).follow()
+        assert verdict.state == "succeeded"
+    finally:
+        node.stop()
