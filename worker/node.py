@@ -11,20 +11,18 @@ import os
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from common.broker.base import Broker, Delivery, queue_names
+from common.broker.base import Broker, Delivery
 from common.errors import BatchfleetError
 from common.messages import (
     BatchMessage,
     BatchResult,
     EventKind,
-    InputBinding,
     JobAnnouncement,
     JobConfig,
     JobEvent,
@@ -36,11 +34,12 @@ from common.spec import predefined_args
 from common.storage import StorageOptions, join_uri, open_storage
 from worker.child import ChildJob
 from worker.downloader import Downloader, Fetched
-from worker.layout import NodeLayout, node_layout
+from worker.layout import node_layout
 from worker.metrics import NodeMetrics
 from worker.outputs import OutputSync, upload_tree
 from worker.pool import ChildPool, PoolConfig, Task
 from worker.reporter import Outgoing, Reporter
+from worker.runtime import JobRuntime, planned_total
 from worker.security import check_job_signature, verify_batch
 from worker.snapshot import fetch_code
 
@@ -60,50 +59,6 @@ class NodeConfig:
     commit_timeout: float = 300.0
     signing_key: bytes | None = None
     sample_perf: bool = True
-
-
-class JobRuntime:
-    """Everything one node holds for one job."""
-
-    def __init__(self, job: JobConfig, layout: NodeLayout, pool: ChildPool, processes: int) -> None:
-        self.job = job
-        self.layout = layout
-        self.pool = pool
-        self.processes = processes
-        self.names = queue_names(job.job_id)
-        self.consumer_tag: str | None = None
-        self.outputs: OutputSync | None = None
-        self.prefetch = 0
-        self.batch_seconds: float | None = None  # moving average, sets the prefetch window
-        self.finished = 0
-        self.sampler: PerfSampler | None = None
-        self.fetchers = ThreadPoolExecutor(max_workers=2 * processes + 1, thread_name_prefix="bf-fetch")
-        self.ended = False
-        self.held: dict[int, Delivery] = {}  # taken from the broker, not settled yet (by id)
-        self.held_lock = threading.Lock()
-        self.go = threading.Event()  # the plan is published: take messages (see JobAnnouncement)
-
-    def hold(self, delivery: Delivery) -> None:
-        with self.held_lock:
-            self.held[id(delivery)] = delivery
-
-    def drop(self, delivery: Delivery) -> None:
-        with self.held_lock:
-            self.held.pop(id(delivery), None)
-
-    def take_held(self) -> list[Delivery]:
-        with self.held_lock:
-            left, self.held = list(self.held.values()), {}
-        return left
-
-
-def planned_total(binding: InputBinding, message: BatchMessage) -> int:
-    """Items a batch stands for before it is read: files, or rows of a table. A CSV or JSON Lines
-    range has no row count in the plan; it counts as one item, so a crash or timeout before
-    run() returns still fails items (the child replaces the estimate once it has read the rows)."""
-    if binding.kind != "tabular":
-        return len(message.items)
-    return sum(item.rows if item.rows is not None else 1 for item in message.items)
 
 
 class WorkerNode:

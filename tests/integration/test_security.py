@@ -14,7 +14,7 @@ import pytest
 
 from common.messages import BatchMessage, Item
 from tests.fleet_helpers import run_cli, start_worker, stop, wait_for
-from tests.integration.test_fleet_faults import (
+from tests.integration.fault_helpers import (
     Coordinator,
     done_files,
     fleet_run_args,

@@ -1,0 +1,57 @@
+"""What one worker node holds for one job, and what a planned batch stands for."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from common.broker.base import Delivery, queue_names
+from common.messages import BatchMessage, InputBinding, JobConfig
+from common.perf import PerfSampler
+from worker.layout import NodeLayout
+from worker.outputs import OutputSync
+from worker.pool import ChildPool
+
+
+class JobRuntime:
+    """Everything one node holds for one job."""
+
+    def __init__(self, job: JobConfig, layout: NodeLayout, pool: ChildPool, processes: int) -> None:
+        self.job = job
+        self.layout = layout
+        self.pool = pool
+        self.processes = processes
+        self.names = queue_names(job.job_id)
+        self.consumer_tag: str | None = None
+        self.outputs: OutputSync | None = None
+        self.prefetch = 0
+        self.batch_seconds: float | None = None  # moving average, sets the prefetch window
+        self.finished = 0
+        self.sampler: PerfSampler | None = None
+        self.fetchers = ThreadPoolExecutor(max_workers=2 * processes + 1, thread_name_prefix="bf-fetch")
+        self.ended = False
+        self.held: dict[int, Delivery] = {}  # taken from the broker, not settled yet (by id)
+        self.held_lock = threading.Lock()
+        self.go = threading.Event()  # the plan is published: take messages (see JobAnnouncement)
+
+    def hold(self, delivery: Delivery) -> None:
+        with self.held_lock:
+            self.held[id(delivery)] = delivery
+
+    def drop(self, delivery: Delivery) -> None:
+        with self.held_lock:
+            self.held.pop(id(delivery), None)
+
+    def take_held(self) -> list[Delivery]:
+        with self.held_lock:
+            left, self.held = list(self.held.values()), {}
+        return left
+
+
+def planned_total(binding: InputBinding, message: BatchMessage) -> int:
+    """Items a batch stands for before it is read: files, or rows of a table. A CSV or JSON Lines
+    range has no row count in the plan; it counts as one item, so a crash or timeout before
+    run() returns still fails items (the child replaces the estimate once it has read the rows)."""
+    if binding.kind != "tabular":
+        return len(message.items)
+    return sum(item.rows if item.rows is not None else 1 for item in message.items)
