@@ -34,11 +34,11 @@ from coordinator.submit import (
     write_plan,
 )
 from coordinator.tally import Tally
-from worker.node import NodeConfig, WorkerNode
 from worker.security import sign_job
 
 if TYPE_CHECKING:
     from common.spec import JobSpec, Resolved
+    from worker.node import WorkerNode
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,8 @@ class JobRun:
             work_root = opts.work_root
             if work_root is None:
                 work_root = self._scratch = Path(tempfile.mkdtemp(prefix="bf-node-"))
+            from worker.node import NodeConfig, WorkerNode  # embedded only: a fleet's coordinator runs no node
+
             config = NodeConfig(
                 node_id=opts.node_id, work_root=work_root, sample_perf=False, signing_key=opts.signing_key
             )
