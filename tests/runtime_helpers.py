@@ -54,8 +54,8 @@ def make_job(tmp: Path, code: Path, data: Path, job_id: str = "job-1", **setting
     )
 
 
-def run_embedded(job: JobConfig, work_root: Path) -> tuple[Verdict, Tally, tuple[str, int] | None]:
-    """Plan, publish, serve with one in-process node, follow, merge."""
+def submit_in_memory(job: JobConfig) -> tuple[MemoryBroker, int]:
+    """Store the job, plan it and publish the plan on a fresh in-memory broker; (broker, batches)."""
     options = StorageOptions()
     broker = MemoryBroker()
     write_job(job, options)
@@ -63,6 +63,13 @@ def run_embedded(job: JobConfig, work_root: Path) -> tuple[Verdict, Tally, tuple
     broker.declare_job(job.job_id, job.settings.run_max_try)
     publish_plan(broker, job, manifest)
     shutil.rmtree(manifest.parent, ignore_errors=True)
+    return broker, batches
+
+
+def run_embedded(job: JobConfig, work_root: Path) -> tuple[Verdict, Tally, tuple[str, int] | None]:
+    """Plan, publish, serve with one in-process node, follow, merge."""
+    options = StorageOptions()
+    broker, batches = submit_in_memory(job)
     node = WorkerNode(broker, NodeConfig(node_id="n1", work_root=work_root, heartbeat_interval=0.5))
     node.start(listen=False)
     node.serve(job)

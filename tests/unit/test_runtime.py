@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime_helpers import make_files, make_job, run_embedded, write_script
+from tests.runtime_helpers import make_files, make_job, run_embedded, submit_in_memory, write_script
 
 OK_SCRIPT = """
 import os
@@ -190,20 +190,13 @@ def test_user_logs_hold_prints_and_errors(tmp_path: Path) -> None:
 
 
 def test_no_worker_is_a_stall_not_a_hang(tmp_path: Path) -> None:
-    from common.broker.memory import MemoryBroker
-    from common.storage import StorageOptions
     from coordinator.follow import Follower
-    from coordinator.submit import publish_plan, write_job, write_plan
     from coordinator.tally import Tally
 
     make_files(tmp_path / "data", 3)
     write_script(tmp_path / "code", OK_SCRIPT)
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", progress_update_timeout=1)
-    broker = MemoryBroker()
-    write_job(job, StorageOptions())
-    manifest, batches, _ = write_plan(job, StorageOptions())
-    broker.declare_job(job.job_id, 3)
-    publish_plan(broker, job, manifest)
+    broker, batches = submit_in_memory(job)
     verdict = Follower(broker, job, Tally(batches)).follow()
     assert verdict.state == "failed"
     assert "no progress for 1s" in (verdict.reason or "") and "batchfleet worker" in (verdict.reason or "")
@@ -245,19 +238,12 @@ def test_prints_survive_a_timeout_kill(tmp_path: Path) -> None:
 
 
 def test_broken_script_takes_no_message(tmp_path: Path) -> None:
-    from common.broker.memory import MemoryBroker
-    from common.storage import StorageOptions
-    from coordinator.submit import publish_plan, write_job, write_plan
     from worker.node import NodeConfig, WorkerNode
 
     make_files(tmp_path / "data", 4)
     write_script(tmp_path / "code", "def init():\n    raise ValueError('bad model')\ndef run(b):\n    return b\n")
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", init_max_try=2, mini_batch_size=1)
-    broker = MemoryBroker()
-    write_job(job, StorageOptions())
-    manifest, _, _ = write_plan(job, StorageOptions())
-    broker.declare_job(job.job_id, 3)
-    publish_plan(broker, job, manifest)
+    broker, _ = submit_in_memory(job)
     node = WorkerNode(broker, NodeConfig(node_id="n1", work_root=tmp_path / "work"))
     node.start(listen=False)
     node.serve(job)
@@ -273,22 +259,15 @@ def test_broken_script_takes_no_message(tmp_path: Path) -> None:
 
 
 def test_a_preparing_job_starts_processes_but_takes_nothing_until_active(tmp_path: Path) -> None:
-    from common.broker.memory import MemoryBroker
     from common.messages import JobAnnouncement
-    from common.storage import StorageOptions
     from coordinator.follow import Follower
-    from coordinator.submit import publish_plan, write_job, write_plan
     from coordinator.tally import Tally
     from worker.node import NodeConfig, WorkerNode
 
     make_files(tmp_path / "data", 4)
     write_script(tmp_path / "code", "def run(b):\n    return b\n")
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=1)
-    broker = MemoryBroker()
-    write_job(job, StorageOptions())
-    manifest, batches, _ = write_plan(job, StorageOptions())
-    broker.declare_job(job.job_id, 3)
-    publish_plan(broker, job, manifest)
+    broker, batches = submit_in_memory(job)
     job_uri = str(Path(job.store_uri) / "job.json")
 
     def announce(state: str) -> None:
