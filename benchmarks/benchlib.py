@@ -88,6 +88,7 @@ class Worker:
     def __init__(self, url: str, node_id: str, work: Path, processes: int, env: dict[str, str]) -> None:
         work.mkdir(parents=True, exist_ok=True)
         self.log = work / f"{node_id}.log"
+        self._log_start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "batchfleet", "worker", "--broker", url, "--node-id", node_id,
@@ -97,7 +98,18 @@ class Worker:
             )  # fmt: skip
 
     def __enter__(self) -> Worker:
+        self.wait_ready()
         return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the worker listens for jobs: one started later misses the first announcements and
+        waits for the coordinator's next one (every 5 s), which a timed run must not include."""
+        deadline = time.monotonic() + timeout
+        while b" ready (pid " not in self.log.read_bytes()[self._log_start :]:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"batchfleet worker did not get ready; see {self.log}")
+            time.sleep(0.05)
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -45,6 +45,9 @@ class JobConfig(Strict):
     environment: dict[str, Any] | None = None
     environment_variables: dict[str, str] = Field(default_factory=dict)
     code_sig: str | None = Field(default=None, description="HMAC of the snapshot digest, when jobs are signed.")
+    batches_per_message: int = Field(
+        default=1, ge=1, le=64, description="Mini-batches carried per broker message (see common/broker/packs.py)."
+    )
 
 
 class Item(Strict):

@@ -72,6 +72,29 @@ def prefetch_for(processes: int, batch_seconds: float | None) -> int:
     return processes * min(max(per_child, 3), 64)
 
 
+PACKED_PACE = 0.05  # seconds: batches faster than this are worth packing several to a message
+
+
+def keeps_packed(held: int, window: int, batch_seconds: float | None) -> bool:
+    """Whether a node runs one more mini-batch that came packed with others, or hands it back untried.
+
+    Packs pay off only for fast batches, and then a few extra held cost milliseconds. Until its
+    batches have proved fast, a node holds no more than its window, so slow batches spread over
+    nodes as single messages do (handed-back members return as messages of their own).
+    """
+    if batch_seconds is not None and batch_seconds < PACKED_PACE:
+        return True
+    return held < window
+
+
+def messages_window(window: int, per_message: int) -> int:
+    """Broker prefetch for a window of `window` mini-batches sent `per_message` to a message: a
+    pack is settled with its last member, so one more is in hand while it finishes."""
+    if per_message <= 1:
+        return window
+    return -(-window // per_message) + 1
+
+
 def pipeline_depth(batch_seconds: float | None) -> int:
     """Tasks kept in one child's pipe: two, or more when batches take milliseconds or less.
 

@@ -175,18 +175,27 @@ class Follower:
         if reason != "delivery_limit":
             log.error("a worker refused a message on %s: %s", self.names.batches, reason)
             return
+        message = self._own_batch(delivery.body)  # a pack dead-lettered whole arrives member by member
+        if message is not None and not self.tally.resolved(message.batch_id):
+            self._out_of_tries(message)
+
+    def _own_batch(self, body: bytes) -> BatchMessage | None:
+        """The batch a dead letter stands for, if it is genuinely one of this job's."""
         try:
-            message = BatchMessage.model_validate_json(delivery.body)
+            message = BatchMessage.model_validate_json(body)
         except ValidationError:
             log.error("a message on %s went over its delivery limit and does not parse", self.names.batches)
-            return
+            return None
         if self.signing_key is not None and not _genuine(self.signing_key, self.job.job_id, message):
             log.error("a forged message for batch %d went over its delivery limit; ignored", message.batch_id)
-            return
+            return None
         if message.job_id != self.job.job_id or not 0 <= message.batch_id < self.tally.batches_total:
             log.error("a message on %s is not one of this job's batches (%s, batch %d); ignored",
                       self.names.dead, message.job_id, message.batch_id)  # fmt: skip
-            return
+            return None
+        return message
+
+    def _out_of_tries(self, message: BatchMessage) -> None:
         reason = (
             f"out of tries after {self.job.settings.run_max_try} deliveries: "
             "the worker process or node running it died or was lost each time"

@@ -25,6 +25,7 @@ from coordinator.progress import Progress
 from coordinator.report import ReportRenderer, write_html, write_job_logs, write_perf
 from coordinator.state import cancel_requested, snapshot, write_snapshot
 from coordinator.submit import (
+    FLEET_BATCHES_PER_MESSAGE,
     StreamPublisher,
     job_area,
     mark_published,
@@ -81,6 +82,7 @@ def build_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> JobConf
         settings=resolved.settings,
         environment=spec.environment,
         environment_variables=spec.environment_variables,
+        batches_per_message=1 if options.embedded else FLEET_BATCHES_PER_MESSAGE,
     )
     return sign_job(options.signing_key, job) if options.signing_key else job
 
@@ -129,7 +131,7 @@ class JobRun:
             manifest, batches, items = write_plan(self.job, opts.storage_options, opts.signing_key, sink)
         else:
             # Over the network, planning must not wait for confirms chunk by chunk.
-            stream = StreamPublisher(opts.broker, names.batches)
+            stream = StreamPublisher(opts.broker, names.batches, self.job.batches_per_message)
             try:
                 manifest, batches, items = write_plan(self.job, opts.storage_options, opts.signing_key, stream)
             except BaseException:

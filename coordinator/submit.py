@@ -23,6 +23,9 @@ from worker.security import sign_planned
 log = logging.getLogger(__name__)
 
 PUBLISH_CHUNK = 2000
+# Over a network broker, millisecond mini-batches cost less than their messages; workers run a
+# pack's members one by one and hand back what they should not hold (see policy.keeps_packed).
+FLEET_BATCHES_PER_MESSAGE = 8
 # Small first chunks, so workers get going while the rest is planned.
 FIRST_CHUNK = 64
 
@@ -104,9 +107,10 @@ class StreamPublisher:
     that delivers as it publishes (the in-memory one) does not need this: call publish directly.
     """
 
-    def __init__(self, broker: Broker, queue_name: str) -> None:
+    def __init__(self, broker: Broker, queue_name: str, per_message: int = 1) -> None:
         self._broker = broker
         self._queue_name = queue_name
+        self._per_message = per_message
         self._chunks: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=8)
         self._error: BaseException | None = None
         self._sent = 0
@@ -124,7 +128,7 @@ class StreamPublisher:
 
     def _run(self) -> None:
         try:
-            self._sent = self._broker.publish(self._queue_name, self._bodies())
+            self._sent = self._broker.publish(self._queue_name, self._bodies(), self._per_message)
         except BaseException as exc:
             self._error = exc
             while self._chunks.get() is not None:
@@ -156,10 +160,10 @@ def publish_plan(broker: Broker, job: JobConfig, manifest: Path, skip: set[int] 
                 continue
             chunk.append(line.rstrip(b"\n"))
             if len(chunk) >= PUBLISH_CHUNK:
-                sent += broker.publish(names.batches, chunk)
+                sent += broker.publish(names.batches, chunk, job.batches_per_message)
                 chunk = []
     if chunk:
-        sent += broker.publish(names.batches, chunk)
+        sent += broker.publish(names.batches, chunk, job.batches_per_message)
     log.info("published %d mini-batches for %s", sent, job.job_id)
     return sent
 

@@ -36,7 +36,10 @@ def make_files(folder: Path, count: int, prefix: str = "f") -> list[Path]:
     return paths
 
 
-def make_job(tmp: Path, code: Path, data: Path, job_id: str = "job-1", **settings: Any) -> JobConfig:
+def make_job(
+    tmp: Path, code: Path, data: Path, job_id: str = "job-1", per_message: int = 1, **settings: Any
+) -> JobConfig:
+    """A files job; `per_message` > 1 packs its mini-batches as a fleet coordinator does."""
     settings.setdefault("process_count_per_node", 2)
     return JobConfig(
         job_id=job_id,
@@ -51,6 +54,7 @@ def make_job(tmp: Path, code: Path, data: Path, job_id: str = "job-1", **setting
         output_uri=str(tmp / "out"),
         store_uri=str(tmp / "store" / job_id),
         settings=RunSettings(**settings),
+        batches_per_message=per_message,
     )
 
 

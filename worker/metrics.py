@@ -32,7 +32,12 @@ class NodeMetrics:
             "download": prom.Histogram(
                 "batchfleet_download_seconds", "Seconds downloading a batch", labels, registry=registry
             ),
-            "depth": prom.Gauge("batchfleet_queue_depth", "Mini-batches waiting", labels, registry=registry),
+            "depth": prom.Gauge(
+                "batchfleet_queue_depth",
+                "Messages waiting (a pack of mini-batches counts once)",
+                labels,
+                registry=registry,
+            ),
         }
         prom.Info("batchfleet_node", "This worker node", registry=registry).info({"node_id": node_id})
         prom.start_http_server(port, registry=registry)

@@ -29,7 +29,7 @@ from common.messages import (
     encode_report,
 )
 from common.perf import PerfSampler, write_perf_csv
-from common.policy import TryResult, prefetch_for, settle_for
+from common.policy import TryResult, keeps_packed, messages_window, prefetch_for, settle_for
 from common.spec import predefined_args
 from common.storage import StorageOptions, join_uri, open_storage
 from worker.child import ChildJob
@@ -148,7 +148,8 @@ class WorkerNode:
             if runtime.ended:
                 return
             runtime.prefetch = prefetch_for(runtime.processes, None)
-            runtime.consumer_tag = self.broker.consume(runtime.names.batches, runtime.prefetch, self.sink)
+            window = messages_window(runtime.prefetch, runtime.job.batches_per_message)
+            runtime.consumer_tag = self.broker.consume(runtime.names.batches, window, self.sink)
 
     def _prepare(self, runtime: JobRuntime) -> bool:
         """Folders, code snapshot and output sync; a refused job is reported once."""
@@ -201,11 +202,11 @@ class WorkerNode:
             (waiting if delivery.queue == runtime.names.batches else others).append(delivery)
         for delivery in others:
             self.sink.put(delivery)
-        for delivery in [*runtime.take_held(), *waiting]:
-            try:
-                self.broker.release(delivery)
-            except BatchfleetError as exc:
-                log.warning("could not hand back a batch of %s: %s", runtime.job.job_id, exc.line())
+        left = [*runtime.take_held(), *waiting]
+        try:
+            self.broker.settle_many([(delivery, "release") for delivery in left])
+        except BatchfleetError as exc:
+            log.warning("could not hand back some of %d batches of %s: %s", len(left), runtime.job.job_id, exc.line())
 
     def _flush_logs(self, runtime: JobRuntime) -> None:
         """Per-node perf CSV, and staged logs and outputs, to the job's output location."""
@@ -323,6 +324,9 @@ class WorkerNode:
                 log.error("dead-lettering batch %d of %s: %s", message.batch_id, runtime.job.job_id, exc.line())
                 self.broker.settle(delivery, "dead", exc.line())
                 return
+        if delivery.packed and not keeps_packed(len(runtime.held), runtime.prefetch, runtime.batch_seconds):
+            self.reporter.put(Outgoing(runtime.names.reports, b"", delivery, "release"))
+            return
         runtime.hold(delivery)
         binding = runtime.job.inputs[message.input or runtime.job.input_data[0]]
         if self.downloader.needs_download(binding, message):
@@ -418,7 +422,7 @@ class WorkerNode:
         if wanted > runtime.prefetch:  # a broker's window only grows (see Broker.set_prefetch)
             runtime.prefetch = wanted
             try:
-                self.broker.set_prefetch(runtime.consumer_tag, wanted)
+                self.broker.set_prefetch(runtime.consumer_tag, messages_window(wanted, runtime.job.batches_per_message))
             except BatchfleetError as exc:
                 log.debug("prefetch unchanged: %s", exc.line())
 

@@ -86,7 +86,9 @@ class Reporter:
             by_queue.setdefault(item.queue_name, []).append(item)
         for name, group in by_queue.items():
             try:
-                self.broker.publish(name, bundle_reports([item.body for item in group]))
+                bodies = [item.body for item in group if item.body]  # a hand-back reports nothing
+                if bodies:
+                    self.broker.publish(name, bundle_reports(bodies))
                 settle_all(self.broker, group, None)
             except BatchfleetError as exc:
                 # Not reported, so not done: give the batches back (they run again; merges dedupe).

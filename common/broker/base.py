@@ -10,7 +10,8 @@ from typing import Literal, NamedTuple
 
 from common.errors import BrokerError
 
-Settle = Literal["ack", "requeue", "dead"]
+# "release": give back untried (a graceful stop, or more than a node should hold); costs no try
+Settle = Literal["ack", "requeue", "dead", "release"]
 
 REASON_HEADER = "x-batchfleet-reason"
 PRIOR_TRIES_HEADER = "x-batchfleet-prior-tries"  # tries a handed-back copy had before it was re-published
@@ -41,6 +42,7 @@ class Delivery:
     attempt: int  # 1-based: 1 + the broker's count of earlier failed deliveries
     tag: object = field(compare=False)
     headers: dict[str, object] = field(default_factory=dict, compare=False)
+    packed: bool = field(default=False, compare=False)  # one of several mini-batches in one message
 
     @property
     def reason(self) -> str | None:
@@ -64,8 +66,9 @@ class Broker(ABC):
         """Remove the job's queues (after the job ended)."""
 
     @abstractmethod
-    def publish(self, queue_name: str, bodies: Iterable[bytes]) -> int:
-        """Publish persistently; return once the broker has confirmed all of them."""
+    def publish(self, queue_name: str, bodies: Iterable[bytes], per_message: int = 1) -> int:
+        """Publish persistently, up to `per_message` bodies in one message (see common/broker/packs.py);
+        return how many bodies, once the broker has confirmed all of them."""
 
     @abstractmethod
     def consume(self, queue_name: str, prefetch: int, sink: queue.Queue[Delivery]) -> str:
@@ -82,7 +85,7 @@ class Broker(ABC):
 
     @abstractmethod
     def settle(self, delivery: Delivery, action: Settle, reason: str | None = None) -> None:
-        """Ack, requeue (costs a try) or dead-letter (with a reason) one delivery."""
+        """Ack, requeue (costs a try), dead-letter (with a reason) or release (see `release`) one delivery."""
 
     def settle_many(self, settles: Sequence[tuple[Delivery, Settle]]) -> None:
         """Settle several deliveries at once, each as `settle` would (dead letters without a reason).
@@ -100,9 +103,9 @@ class Broker(ABC):
     def pause(self, consumer_tag: str) -> None:
         """Stop new deliveries to a consumer; what it holds stays unsettled until settled or released."""
 
-    @abstractmethod
     def release(self, delivery: Delivery) -> None:
         """Give back a delivery this node will not run (graceful stop) without costing it a try."""
+        self.settle(delivery, "release")
 
     @abstractmethod
     def depth(self, queue_name: str) -> int:

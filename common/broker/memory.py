@@ -8,9 +8,18 @@ import threading
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any
 
-from common.broker.base import REASON_HEADER, Broker, Delivery, Settle, delivery_limit, queue_names
+from common.broker.base import (
+    PRIOR_TRIES_HEADER,
+    REASON_HEADER,
+    Broker,
+    Delivery,
+    Settle,
+    delivery_limit,
+    queue_names,
+)
+from common.broker.packs import Member, PackHold, copy_headers, member_copy, pack_bodies, unpack
 from common.errors import BrokerError
 
 
@@ -67,13 +76,13 @@ class MemoryBroker(Broker):
                 for tag in q.consumers if q else []:
                     self._consumers.pop(tag, None)
 
-    def publish(self, queue_name: str, bodies: Iterable[bytes]) -> int:
+    def publish(self, queue_name: str, bodies: Iterable[bytes], per_message: int = 1) -> int:
         count = 0
         with self._lock:
             q = self._queue(queue_name)
-            for body in bodies:
-                q.ready.append(_Message(bytes(body)))
-                count += 1
+            for body, members in pack_bodies((bytes(b) for b in bodies), per_message):
+                q.ready.append(_Message(body))
+                count += members
             self._dispatch(queue_name)
         return count
 
@@ -113,38 +122,47 @@ class MemoryBroker(Broker):
             self._dispatch(consumer.queue_name)
 
     def settle(self, delivery: Delivery, action: Settle, reason: str | None = None) -> None:
-        consumer_tag, delivery_tag = cast(tuple[str, int], delivery.tag)
+        consumer_tag, delivery_tag, member = _tag_parts(delivery.tag)
         with self._lock:
             consumer = self._consumers.get(consumer_tag)
             if consumer is None:
                 return  # consumer gone: the message was already returned, as on RabbitMQ
-            message = consumer.unsettled.pop(delivery_tag, None)
+            message = consumer.unsettled.get(delivery_tag)
             if message is None:
                 raise BrokerError(f"delivery {delivery_tag} on {delivery.queue} was already settled")
             q = self._queues.get(consumer.queue_name)
-            if q is not None and action == "requeue":
-                self._return(q, message, front=True)
-            elif q is not None and action == "dead":
-                self._dead_letter(q, message, reason or "rejected")
+            if member is not None:
+                self._settle_member(q, delivery, member, action, reason)
+                if member.hold.settled_all:
+                    consumer.unsettled.pop(delivery_tag)
+            else:
+                consumer.unsettled.pop(delivery_tag)
+                if q is not None and action == "requeue":
+                    self._return(q, message, front=True)
+                elif q is not None and action == "dead":
+                    self._dead_letter(q, message, reason or "rejected")
+                elif q is not None and action == "release":
+                    q.ready.appendleft(message)  # its count unchanged
             self._dispatch(consumer.queue_name)
+
+    def _settle_member(self, q: _Queue | None, delivery: Delivery, member: Member, action: Settle,
+                       reason: str | None) -> None:  # fmt: skip
+        member.hold.settle(member.slot)
+        copy = member_copy(action, delivery.attempt)
+        if copy is None or q is None:
+            return
+        message = _Message(delivery.body, copy_headers(copy, delivery.headers, reason))
+        if copy.to == "same":
+            q.ready.appendleft(message)
+        elif q.dead_letter_to in self._queues:
+            self._queues[q.dead_letter_to].ready.append(message)
+            self._dispatch(q.dead_letter_to)
 
     def pause(self, consumer_tag: str) -> None:
         with self._lock:
             consumer = self._consumers.get(consumer_tag)
             if consumer is not None:
                 consumer.paused = True
-
-    def release(self, delivery: Delivery) -> None:
-        """Back to the front of the queue, its count unchanged."""
-        consumer_tag, delivery_tag = cast(tuple[str, int], delivery.tag)
-        with self._lock:
-            consumer = self._consumers.get(consumer_tag)
-            message = consumer.unsettled.pop(delivery_tag, None) if consumer is not None else None
-            q = self._queues.get(consumer.queue_name) if consumer is not None else None
-            if message is None or q is None or consumer is None:
-                return
-            q.ready.appendleft(message)
-            self._dispatch(consumer.queue_name)
 
     def depth(self, queue_name: str) -> int:
         with self._lock:
@@ -216,15 +234,14 @@ class MemoryBroker(Broker):
             message = q.ready.popleft()
             delivery_tag = next(self._tags)
             consumer.unsettled[delivery_tag] = message
-            consumer.sink.put(
-                Delivery(
-                    queue=queue_name,
-                    body=message.body,
-                    attempt=message.failed_deliveries + 1,
-                    tag=(consumer.tag, delivery_tag),
-                    headers=dict(message.headers),
-                )
-            )
+            prior = message.headers.get(PRIOR_TRIES_HEADER) or 0
+            attempt = message.failed_deliveries + 1 + int(prior)  # type: ignore[call-overload]
+            members = unpack(message.body)
+            hold = PackHold(len(members)) if len(members) > 1 else None
+            for index, body in enumerate(members):
+                tag = (consumer.tag, delivery_tag, Member(hold, index) if hold else None)
+                delivery = Delivery(queue_name, body, attempt, tag, dict(message.headers), packed=hold is not None)
+                consumer.sink.put(delivery)
 
     def _next_consumer(self, q: _Queue) -> _Consumer | None:
         for _ in range(len(q.consumers)):
@@ -233,3 +250,8 @@ class MemoryBroker(Broker):
             if not consumer.paused and len(consumer.unsettled) < consumer.prefetch:
                 return consumer
         return None
+
+
+def _tag_parts(tag: Any) -> tuple[str, int, Member | None]:
+    consumer_tag, delivery_tag, member = tag
+    return consumer_tag, delivery_tag, member

@@ -6,7 +6,7 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -14,7 +14,8 @@ import pika
 import pika.exceptions as pex
 from pika.channel import Channel
 
-from common.broker.base import PRIOR_TRIES_HEADER, REASON_HEADER, Broker, Delivery, Settle, delivery_limit, queue_names
+from common.broker.base import Broker, Delivery, Settle, delivery_limit, queue_names
+from common.broker.packs import pack_bodies
 from common.broker.rabbitmq_io import (
     AmqpLink,
     Op,
@@ -29,11 +30,9 @@ from common.broker.rabbitmq_publish import ANNOUNCE_EXCHANGE, Publisher
 from common.broker.rabbitmq_session import (
     Consumer,
     Session,
-    dead_queue_of,
     message_handler,
-    send_frames,
-    settle_frames,
 )
+from common.broker.rabbitmq_settle import RabbitSettler
 from common.errors import BrokerError
 
 log = logging.getLogger(__name__)
@@ -70,6 +69,7 @@ class RabbitBroker(Broker):
         self._consumers: dict[str, Consumer] = {}
         self._closed = False
         self._publisher = Publisher(lambda: self._pub, self._endpoint, op_timeout)
+        self._settler = RabbitSettler(self._publisher, lambda: self._sub)
         self._pub = AmqpLink(self._pub_params, self._endpoint, "pub", self._pub_up, self._publisher.on_down, op_timeout)
         self._sub: AmqpLink | None = None
         self._pub.start()
@@ -148,9 +148,19 @@ class RabbitBroker(Broker):
 
     # publishing
 
-    def publish(self, queue_name: str, bodies: Iterable[bytes]) -> int:
+    def publish(self, queue_name: str, bodies: Iterable[bytes], per_message: int = 1) -> int:
         self._check_open()
-        return self._publisher.publish("", queue_name, bodies)
+        if per_message <= 1:
+            return self._publisher.publish("", queue_name, bodies)
+        members = [0]
+
+        def messages() -> Iterator[bytes]:
+            for body, count in pack_bodies(bodies, per_message):
+                members[0] += count
+                yield body
+
+        self._publisher.publish("", queue_name, messages())
+        return members[0]
 
     def announce(self, body: bytes) -> None:
         self._check_open()
@@ -265,89 +275,13 @@ class RabbitBroker(Broker):
 
         self._sub.call(start, f"pausing consumer on {spec.queue_name}")
 
-    def release(self, delivery: Delivery) -> None:
-        """Quorum queues count every return as a failed delivery, so publish a fresh copy that carries
-        the tries so far, then ack the original (a crash in between only duplicates the batch)."""
-        tag: Any = delivery.tag
-        session, delivery_tag = tag
-        if not isinstance(session, Session) or not self._still_unsettled(session, delivery_tag, delivery.queue):
-            return
-        headers = {PRIOR_TRIES_HEADER: delivery.attempt - 1}
-        self._publisher.publish("", delivery.queue, [delivery.body], headers=headers)
-        self.settle(delivery, "ack")
-
     def settle(self, delivery: Delivery, action: Settle, reason: str | None = None) -> None:
-        session, delivery_tag = self._tag_of(delivery)
-        if not self._still_unsettled(session, delivery_tag, delivery.queue):
-            return
-        dead_queue = dead_queue_of(delivery.queue) if action == "dead" else None
-        if dead_queue is not None:
-            # Publish the copy first: the reason travels, and a crash in between only duplicates.
-            headers = {k: v for k, v in delivery.headers.items() if not k.startswith("x-")}
-            headers[REASON_HEADER] = reason or "rejected"
-            self._publisher.publish("", dead_queue, [delivery.body], headers=headers)
-            action = "ack"  # the copy is the dead letter; the original just goes
-        self._settle_tags(session, [(delivery_tag, action)], delivery.queue, strict=False)
+        self._settler.settle([(delivery, action, reason)], strict=False)
 
     def settle_many(self, settles: Sequence[tuple[Delivery, Settle]]) -> None:
-        """Acks and requeues of many deliveries in one hop to the I/O thread, with contiguous acks
-        as one multiple-ack; dead letters go one by one (each publishes its copy first)."""
-        by_session: dict[Session, list[tuple[int, Settle]]] = {}
-        first_error: BrokerError | None = None
-        queue_name = ""
-        for delivery, action in settles:
-            try:
-                if action == "dead":
-                    self.settle(delivery, action)
-                    continue
-                session, delivery_tag = self._tag_of(delivery)
-            except BrokerError as exc:
-                first_error = first_error or exc
-                continue
-            by_session.setdefault(session, []).append((delivery_tag, action))
-            queue_name = delivery.queue
-        for session, items in by_session.items():
-            try:
-                self._settle_tags(session, items, queue_name, strict=True)
-            except BrokerError as exc:
-                first_error = first_error or exc
-        if first_error is not None:
-            raise first_error
-
-    @staticmethod
-    def _tag_of(delivery: Delivery) -> tuple[Session, int]:
-        tag: Any = delivery.tag
-        session, delivery_tag = tag if isinstance(tag, tuple) else (None, None)
-        if not isinstance(session, Session):
-            raise BrokerError(f"delivery on {delivery.queue} did not come from this broker")
-        return session, delivery_tag
-
-    def _settle_tags(self, session: Session, items: list[tuple[int, Settle]], queue_name: str, strict: bool) -> None:
-        link = self._sub
-        with session.lock:
-            if not session.alive:
-                log.debug("ignoring %d settles from a closed channel; the broker requeued them", len(items))
-                return
-            done = [(tag, action) for tag, action in items if tag in session.unsettled]
-            session.unsettled.difference_update(tag for tag, _ in done)
-            frames = settle_frames(done, session.unsettled)
-            if link is not None and frames:
-                # queued under the lock: frames reach the wire in the order tags left `unsettled`
-                link.threadsafe(partial(send_frames, session, frames))
-        if strict and len(done) < len(items):
-            raise BrokerError(f"{len(items) - len(done)} deliveries on {queue_name} were already settled")
-
-    def _still_unsettled(self, session: Session, delivery_tag: int, queue_name: str) -> bool:
-        with session.lock:
-            if not session.alive:
-                log.debug(
-                    "ignoring settle of delivery %s from a closed channel; the broker requeued it",
-                    delivery_tag,
-                )
-                return False
-            if delivery_tag not in session.unsettled:
-                raise BrokerError(f"delivery {delivery_tag} on {queue_name} was already settled")
-        return True
+        """Many settles in one hop to the I/O thread, contiguous acks as one multiple-ack; the copies
+        some need (releases, dead letters, packed members) are published together first."""
+        self._settler.settle([(delivery, action, None) for delivery, action in settles], strict=True)
 
     # consumer channels (I/O thread)
 

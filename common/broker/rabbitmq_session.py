@@ -13,6 +13,7 @@ import pika
 from pika.channel import Channel
 
 from common.broker.base import PRIOR_TRIES_HEADER, REASON_HEADER, Delivery, Settle, queue_names
+from common.broker.packs import Member, PackHold, unpack
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,12 @@ def message_handler(spec: Consumer, session: Session) -> Callable[..., None]:
         headers = delivery_headers(props)
         with session.lock:
             session.unsettled.add(method.delivery_tag)
-        delivery = Delivery(spec.queue_name, body, attempt_of(headers), (session, method.delivery_tag), headers)
+        attempt, members = attempt_of(headers), unpack(body)
+        hold = PackHold(len(members)) if len(members) > 1 else None
         try:
-            spec.sink.put_nowait(delivery)
+            for index, member in enumerate(members):
+                tag = (session, method.delivery_tag, Member(hold, index) if hold else None)
+                spec.sink.put_nowait(Delivery(spec.queue_name, member, attempt, tag, headers, packed=hold is not None))
         except queue.Full:
             log.error("consumer sink for %s is full; returning delivery %s", spec.queue_name, method.delivery_tag)
             with session.lock:

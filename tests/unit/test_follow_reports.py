@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import logging
+import queue
+from pathlib import Path
 
 import pytest
 
-from common.messages import BatchResult, JobEvent, bundle_reports, encode_report, unbundle_reports
-from coordinator.follow import decode_reports
+from common.broker.base import Delivery, queue_names
+from common.broker.memory import MemoryBroker
+from common.messages import (
+    BatchMessage,
+    BatchResult,
+    Item,
+    JobEvent,
+    bundle_reports,
+    encode_report,
+    unbundle_reports,
+)
+from coordinator.follow import Follower, decode_reports
+from coordinator.tally import Tally
+from tests.runtime_helpers import make_job
 
 
 def result(batch_id: int, error: str | None = None) -> BatchResult:
@@ -42,3 +56,25 @@ def test_an_unreadable_report_in_a_bundle_skips_only_itself(caplog: pytest.LogCa
         reports = decode_reports(messages[0], "bf.j.reports")
     assert [r.batch_id for r in reports] == [0, 2]  # type: ignore[union-attr]
     assert "unreadable report on bf.j.reports" in caplog.text
+
+
+def test_a_pack_dead_lettered_after_one_member_committed_fails_only_the_other(tmp_path: Path) -> None:
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", per_message=2, run_max_try=1)
+    broker = MemoryBroker()
+    broker.declare_job(job.job_id, job.settings.run_max_try)
+    names = queue_names(job.job_id)
+    messages = [BatchMessage(job_id=job.job_id, batch_id=i, items=[Item(uri=f"/d/{i}", name=str(i))]) for i in range(2)]
+    broker.publish(names.batches, [m.model_dump_json().encode() for m in messages], per_message=2)
+    sink: queue.Queue[Delivery] = queue.Queue()
+    tag = broker.consume(names.batches, 1, sink)
+    first, second = sink.get_nowait(), sink.get_nowait()
+    assert first.packed and second.packed
+    report = result(0).model_copy(update={"job_id": job.job_id})
+    broker.publish(names.reports, [encode_report(report)])
+    broker.cancel(tag)  # the node is lost before the pack is settled: with one try, it is dead-lettered whole
+    tally = Tally(2)
+    verdict = Follower(broker, job, tally).follow()
+    assert verdict.state == "succeeded"
+    assert sorted(tally.committed) == [0] and sorted(tally.failed) == [1]
+    assert tally.failed[1].error_type == "DeadLettered"
+    assert tally.duplicates == 0, "a stale dead letter of a committed batch is no duplicate run"

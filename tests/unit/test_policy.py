@@ -8,6 +8,8 @@ from common.policy import (
     Counts,
     init_gives_up,
     is_stalled,
+    keeps_packed,
+    messages_window,
     pipeline_depth,
     prefetch_for,
     settle_for,
@@ -121,3 +123,28 @@ def test_prefetch_follows_batch_pace(processes, seconds, prefetch) -> None:
 )
 def test_pipeline_depth_follows_batch_pace(seconds, depth) -> None:
     assert pipeline_depth(seconds) == depth
+
+
+@pytest.mark.parametrize(
+    ("held", "window", "seconds", "keeps"),
+    [
+        (0, 6, None, True),  # pace unknown: up to the window
+        (5, 6, None, True),
+        (6, 6, None, False),
+        (6, 6, 2.0, False),  # slow batches: never more than the window
+        (5, 6, 2.0, True),
+        (6, 6, 0.049, True),  # fast ones: a pack's extra members are milliseconds of work
+        (500, 128, 0.001, True),
+        (128, 128, 0.05, False),
+    ],
+)
+def test_keeps_packed(held: int, window: int, seconds: float | None, keeps: bool) -> None:
+    assert keeps_packed(held, window, seconds) is keeps
+
+
+@pytest.mark.parametrize(
+    ("window", "per_message", "prefetch"),
+    [(6, 1, 6), (128, 1, 128), (6, 8, 2), (8, 8, 2), (9, 8, 3), (128, 8, 17), (1, 64, 2)],
+)
+def test_messages_window(window: int, per_message: int, prefetch: int) -> None:
+    assert messages_window(window, per_message) == prefetch

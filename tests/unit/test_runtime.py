@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from common.storage import StorageOptions
 from tests.runtime_helpers import make_files, make_job, run_embedded, submit_in_memory, write_script
 
 OK_SCRIPT = """
@@ -23,10 +25,11 @@ def lines(path: str) -> list[str]:
     return Path(path).read_text().splitlines()
 
 
-def test_all_items_once_in_batch_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_message", [1, 3], ids=["one-per-message", "packed"])
+def test_all_items_once_in_batch_order(tmp_path: Path, per_message: int) -> None:
     make_files(tmp_path / "data", 25)
     write_script(tmp_path / "code", OK_SCRIPT)
-    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=4)
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", per_message=per_message, mini_batch_size=4)
     verdict, tally, merged = run_embedded(job, tmp_path / "work")
     assert verdict.state == "succeeded"
     assert tally.batches_total == 7 and len(tally.committed) == 7
@@ -50,7 +53,8 @@ def test_context_argument_and_short_return(tmp_path: Path) -> None:
     assert merged is not None and lines(merged[0]) == ["0", "0", "1", "1"]
 
 
-def test_raise_uses_every_try_then_fails_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_message", [1, 3], ids=["one-per-message", "packed"])
+def test_raise_uses_every_try_then_fails_batch(tmp_path: Path, per_message: int) -> None:
     make_files(tmp_path / "data", 4)
     write_script(
         tmp_path / "code",
@@ -62,7 +66,9 @@ def test_raise_uses_every_try_then_fails_batch(tmp_path: Path) -> None:
             return mini_batch
         """,
     )
-    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=2, run_max_try=3)
+    job = make_job(
+        tmp_path, tmp_path / "code", tmp_path / "data", per_message=per_message, mini_batch_size=2, run_max_try=3
+    )
     verdict, tally, _ = run_embedded(job, tmp_path / "work")
     assert verdict.state == "succeeded"  # thresholds ignore failures by default
     assert list(tally.failed) == [1] and tally.tries[1] == 3
@@ -86,7 +92,8 @@ def test_threshold_stops_job(tmp_path: Path) -> None:
     assert merged is None
 
 
-def test_timeout_kills_child_and_restarts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_message", [1, 3], ids=["one-per-message", "packed"])
+def test_timeout_kills_child_and_restarts(tmp_path: Path, per_message: int) -> None:
     make_files(tmp_path / "data", 3)
     write_script(
         tmp_path / "code",
@@ -102,6 +109,7 @@ def test_timeout_kills_child_and_restarts(tmp_path: Path) -> None:
         tmp_path,
         tmp_path / "code",
         tmp_path / "data",
+        per_message=per_message,
         mini_batch_size=1,
         run_max_try=2,
         run_invocation_timeout=1,
@@ -114,7 +122,8 @@ def test_timeout_kills_child_and_restarts(tmp_path: Path) -> None:
     assert tally.tries[0] == 1 and tally.tries[2] == 1
 
 
-def test_child_crash_costs_a_try(tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_message", [1, 3], ids=["one-per-message", "packed"])
+def test_child_crash_costs_a_try(tmp_path: Path, per_message: int) -> None:
     make_files(tmp_path / "data", 3)
     marker = tmp_path / "crashed-once"
     write_script(
@@ -128,7 +137,7 @@ def test_child_crash_costs_a_try(tmp_path: Path) -> None:
             return mini_batch
         """,
     )
-    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=1)
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", per_message=per_message, mini_batch_size=1)
     verdict, tally, merged = run_embedded(job, tmp_path / "work")
     assert verdict.state == "succeeded" and sorted(tally.committed) == [0, 1, 2]
     assert tally.tries[1] == 2
@@ -288,3 +297,37 @@ def test_a_preparing_job_starts_processes_but_takes_nothing_until_active(tmp_pat
         assert verdict.state == "succeeded"
     finally:
         node.stop()
+
+
+def test_a_node_hands_back_packed_batches_beyond_its_window(tmp_path: Path) -> None:
+    from coordinator.follow import Follower
+    from coordinator.merger import merge_output
+    from coordinator.tally import Tally
+    from worker.node import NodeConfig, WorkerNode
+
+    make_files(tmp_path / "data", 16)
+    write_script(tmp_path / "code", "import time\ndef run(b):\n    time.sleep(0.1)\n    return b\n")
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", per_message=8, mini_batch_size=1)
+    broker, batches = submit_in_memory(job)
+    released: list[bytes] = []
+    settle_many = broker.settle_many
+
+    def spy(settles: Any) -> None:
+        released.extend(d.body for d, action in settles if action == "release")
+        settle_many(settles)
+
+    broker.settle_many = spy  # type: ignore[method-assign]
+    node = WorkerNode(broker, NodeConfig(node_id="n1", work_root=tmp_path / "work"))
+    node.start(listen=False)
+    node.serve(job)
+    tally = Tally(batches)
+    try:
+        verdict = Follower(broker, job, tally).follow()
+    finally:
+        node.stop()
+    assert verdict.state == "succeeded"
+    # Two packs of 8 arrive at once; slow batches are held no more than the window of 6 (2 processes).
+    assert len(released) >= 10
+    assert set(tally.tries.values()) == {1}, "a hand-back costs no try"
+    merged = merge_output(job, tally, StorageOptions())
+    assert [Path(line).name for line in lines(merged[0])] == [f"f{i:05d}.txt" for i in range(16)]

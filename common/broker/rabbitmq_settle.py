@@ -1,0 +1,138 @@
+"""How the RabbitMQ broker settles deliveries: copies published first, then acks and nacks in one hop.
+
+A quorum queue counts every return as a failed delivery, so what must go back untried (a release)
+or carry a reason (a dead letter), and every packed member not simply acked, goes out as a copy
+first; the original is acked only once the copies are confirmed, so a crash in between can only
+duplicate a batch, never lose one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from common.broker.base import Delivery, Settle
+from common.broker.packs import Member, MemberCopy, copy_headers, member_copy
+from common.broker.rabbitmq_io import AmqpLink
+from common.broker.rabbitmq_publish import Publisher
+from common.broker.rabbitmq_session import Session, dead_queue_of, send_frames, settle_frames
+from common.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+SettleRequest = tuple[Delivery, Settle, str | None]  # a delivery, what to do, a dead letter's reason
+
+
+@dataclass
+class _Step:
+    session: Session
+    tag: int
+    action: Settle
+    member: Member | None
+    queue_name: str
+
+
+class RabbitSettler:
+    """Settles deliveries of one RabbitBroker (see the module docstring)."""
+
+    def __init__(self, publisher: Publisher, link: Callable[[], AmqpLink | None]) -> None:
+        self._publisher = publisher
+        self._link = link
+
+    def settle(self, requests: Sequence[SettleRequest], strict: bool) -> None:
+        """Settle every request that can be; raise the first error afterwards. With `strict`, a delivery
+        settled before is an error even when it came in a batch of settles."""
+        steps: list[_Step] = []
+        copies: dict[tuple[str, tuple[tuple[str, object], ...]], list[bytes]] = {}
+        first_error: BrokerError | None = None
+        for delivery, action, reason in requests:
+            try:
+                step = self._step(delivery, action)
+            except BrokerError as exc:
+                first_error = first_error or exc
+                continue
+            if step is None:
+                continue  # from a closed channel: the broker already took it back
+            copy = _copy_of(delivery, action, step.member is not None)
+            if copy is not None:
+                target = delivery.queue if copy.to == "same" else dead_queue_of(delivery.queue)
+                if target is not None:
+                    headers = copy_headers(copy, delivery.headers, reason)
+                    copies.setdefault((target, tuple(sorted(headers.items()))), []).append(delivery.body)
+                    step.action = "ack"  # the copy lives on; the original just goes
+            steps.append(step)
+        for (target, fields), bodies in copies.items():
+            self._publisher.publish("", target, bodies, headers=dict(fields) or None)  # raises: nothing settled
+        try:
+            self._finish(steps, strict)
+        except BrokerError as exc:
+            first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+
+    def _step(self, delivery: Delivery, action: Settle) -> _Step | None:
+        session, tag, member = tag_of(delivery)
+        with session.lock:
+            if not session.alive:
+                log.debug("ignoring settle of delivery %s from a closed channel; the broker requeued it", tag)
+                return None
+            if tag not in session.unsettled or (member is not None and member.hold.is_settled(member.slot)):
+                raise BrokerError(f"delivery {tag} on {delivery.queue} was already settled")
+        return _Step(session, tag, action, member, delivery.queue)
+
+    def _finish(self, steps: list[_Step], strict: bool) -> None:
+        by_session: dict[Session, list[tuple[int, Settle]]] = {}
+        queue_name = ""
+        for step in steps:
+            if step.member is not None:
+                if not step.member.hold.settle(step.member.slot):
+                    continue  # the pack is acked with its last member
+                step.action = "ack"  # members were copied where they had to go
+            by_session.setdefault(step.session, []).append((step.tag, step.action))
+            queue_name = step.queue_name
+        first_error: BrokerError | None = None
+        for session, items in by_session.items():
+            try:
+                self._settle_tags(session, items, queue_name, strict)
+            except BrokerError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+
+    def _settle_tags(self, session: Session, items: list[tuple[int, Settle]], queue_name: str, strict: bool) -> None:
+        link = self._link()
+        with session.lock:
+            if not session.alive:
+                log.debug("ignoring %d settles from a closed channel; the broker requeued them", len(items))
+                return
+            done = [(tag, action) for tag, action in items if tag in session.unsettled]
+            session.unsettled.difference_update(tag for tag, _ in done)
+            frames = settle_frames(done, session.unsettled)
+            if link is not None and frames:
+                # queued under the lock: frames reach the wire in the order tags left `unsettled`
+                link.threadsafe(partial(send_frames, session, frames))
+        if strict and len(done) < len(items):
+            raise BrokerError(f"{len(items) - len(done)} deliveries on {queue_name} were already settled")
+
+
+def _copy_of(delivery: Delivery, action: Settle, packed: bool) -> MemberCopy | None:
+    """A member's copy (see packs.member_copy); a lone message needs one only to go back untried or
+    to carry a reason to the dead queue: acks and requeues are plain frames."""
+    if packed:
+        return member_copy(action, delivery.attempt)
+    if action == "release":
+        return MemberCopy("same", delivery.attempt - 1)
+    if action == "dead":
+        return MemberCopy("dead", 0)
+    return None
+
+
+def tag_of(delivery: Delivery) -> tuple[Session, int, Member | None]:
+    """The channel session, delivery tag and (for a packed member) which member a delivery is."""
+    tag: Any = delivery.tag
+    if not isinstance(tag, tuple) or len(tag) != 3 or not isinstance(tag[0], Session):
+        raise BrokerError(f"delivery on {delivery.queue} did not come from this broker")
+    return tag[0], tag[1], tag[2]
