@@ -87,10 +87,15 @@ def keeps_packed(held: int, window: int, batch_seconds: float | None) -> bool:
     return held < window
 
 
-def messages_window(window: int, per_message: int) -> int:
-    """Broker prefetch for a window of `window` mini-batches sent `per_message` to a message: a
-    pack is settled with its last member, so one more is in hand while it finishes."""
-    if per_message <= 1:
+def messages_window(window: int, per_message: int, batch_seconds: float | None) -> int:
+    """Broker prefetch for a window of `window` mini-batches sent up to `per_message` to a message.
+
+    A pack is settled with its last member, so one more pack is in hand while it finishes. Once
+    batches prove slow, a node keeps packed members only up to its window and hands the rest back
+    (see `keeps_packed`), so the queue turns to lone messages: the window then counts messages one
+    for one, or the node would sit on a half-done pack waiting for the next.
+    """
+    if per_message <= 1 or (batch_seconds is not None and batch_seconds >= PACKED_PACE):
         return window
     return -(-window // per_message) + 1
 

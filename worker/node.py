@@ -147,9 +147,9 @@ class WorkerNode:
         with self._lock:
             if runtime.ended:
                 return
-            runtime.prefetch = prefetch_for(runtime.processes, None)
-            window = messages_window(runtime.prefetch, runtime.job.batches_per_message)
-            runtime.consumer_tag = self.broker.consume(runtime.names.batches, window, self.sink)
+            runtime.window = prefetch_for(runtime.processes, None)
+            runtime.prefetch = messages_window(runtime.window, runtime.job.batches_per_message, None)
+            runtime.consumer_tag = self.broker.consume(runtime.names.batches, runtime.prefetch, self.sink)
 
     def _prepare(self, runtime: JobRuntime) -> bool:
         """Folders, code snapshot and output sync; a refused job is reported once."""
@@ -324,7 +324,7 @@ class WorkerNode:
                 log.error("dead-lettering batch %d of %s: %s", message.batch_id, runtime.job.job_id, exc.line())
                 self.broker.settle(delivery, "dead", exc.line())
                 return
-        if delivery.packed and not keeps_packed(len(runtime.held), runtime.prefetch, runtime.batch_seconds):
+        if delivery.packed and not keeps_packed(len(runtime.held), runtime.window, runtime.batch_seconds):
             self.reporter.put(Outgoing(runtime.names.reports, b"", delivery, "release"))
             return
         runtime.hold(delivery)
@@ -412,17 +412,19 @@ class WorkerNode:
         )
 
     def _tune_prefetch(self, runtime: JobRuntime, seconds: float) -> None:
-        """Follow the batches' pace: the window deepens once batches prove fast."""
+        """Follow the batches' pace: the window deepens once batches prove fast (checked after each of
+        the first 16 batches, then every 16th)."""
         avg = runtime.batch_seconds
         runtime.batch_seconds = seconds if avg is None else 0.8 * avg + 0.2 * seconds
         runtime.finished += 1
-        if runtime.finished % 16 or runtime.consumer_tag is None:
+        if (runtime.finished > 16 and runtime.finished % 16) or runtime.consumer_tag is None:
             return
-        wanted = prefetch_for(runtime.processes, runtime.batch_seconds)
+        runtime.window = prefetch_for(runtime.processes, runtime.batch_seconds)
+        wanted = messages_window(runtime.window, runtime.job.batches_per_message, runtime.batch_seconds)
         if wanted > runtime.prefetch:  # a broker's window only grows (see Broker.set_prefetch)
             runtime.prefetch = wanted
             try:
-                self.broker.set_prefetch(runtime.consumer_tag, messages_window(wanted, runtime.job.batches_per_message))
+                self.broker.set_prefetch(runtime.consumer_tag, wanted)
             except BatchfleetError as exc:
                 log.debug("prefetch unchanged: %s", exc.line())
 

@@ -24,7 +24,8 @@ class JobRuntime:
         self.names = queue_names(job.job_id)
         self.consumer_tag: str | None = None
         self.outputs: OutputSync | None = None
-        self.prefetch = 0
+        self.window = 0  # mini-batches this node should hold (policy.prefetch_for)
+        self.prefetch = 0  # broker messages it may hold unsettled (policy.messages_window)
         self.batch_seconds: float | None = None  # moving average, sets the prefetch window
         self.finished = 0
         self.sampler: PerfSampler | None = None

@@ -143,8 +143,18 @@ def test_keeps_packed(held: int, window: int, seconds: float | None, keeps: bool
 
 
 @pytest.mark.parametrize(
-    ("window", "per_message", "prefetch"),
-    [(6, 1, 6), (128, 1, 128), (6, 8, 2), (8, 8, 2), (9, 8, 3), (128, 8, 17), (1, 64, 2)],
+    ("window", "per_message", "seconds", "prefetch"),
+    [
+        (6, 1, None, 6),
+        (128, 1, 0.001, 128),
+        (6, 8, None, 2),  # pace unknown: packs, and one more in hand
+        (8, 8, None, 2),
+        (9, 8, 0.01, 3),
+        (128, 8, 0.001, 17),
+        (1, 64, None, 2),
+        (8, 8, 0.05, 8),  # slow: packs are handed back but one member, so count messages one for one
+        (6, 8, 3.0, 6),
+    ],
 )
-def test_messages_window(window: int, per_message: int, prefetch: int) -> None:
-    assert messages_window(window, per_message) == prefetch
+def test_messages_window(window: int, per_message: int, seconds: float | None, prefetch: int) -> None:
+    assert messages_window(window, per_message, seconds) == prefetch
