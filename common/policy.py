@@ -97,7 +97,9 @@ def messages_window(window: int, per_message: int, batch_seconds: float | None) 
     """
     if per_message <= 1 or (batch_seconds is not None and batch_seconds >= PACKED_PACE):
         return window
-    return -(-window // per_message) + 1
+    packs = -(-window // per_message)
+    # Pace unknown: no second pack yet, or every pack arriving while the first runs would go back.
+    return packs if batch_seconds is None else packs + 1
 
 
 def pipeline_depth(batch_seconds: float | None) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from common.broker.base import Broker, Delivery, queue_names
+from common.errors import BrokerError
 from common.messages import BatchMessage, BatchResult, JobConfig, JobEvent, decode_report, unbundle_reports
 from common.policy import is_stalled, threshold_breach
 from coordinator.tally import Tally
@@ -19,6 +20,7 @@ from coordinator.tally import Tally
 log = logging.getLogger(__name__)
 
 DRAIN = 500  # deliveries folded, and acked together, per wake-up (the consumers' prefetch)
+DEAD_GRACE = 1.0  # seconds a dead letter waits for reports published before it (see _fail_dead_letters)
 SILENT_AFTER = 15.0  # three missed heartbeats at the workers' default 5s: the node is gone, stop waiting
 
 
@@ -73,6 +75,8 @@ class Follower:
         self.names = queue_names(job.job_id)
         self.sink: queue.Queue[Delivery] = queue.Queue()
         self._tags: list[str] = []
+        self._pending_dead: dict[int, BatchMessage] = {}
+        self._dead_since = 0.0
 
     def follow(self) -> Verdict:
         """Block until every batch is resolved, a threshold breaks, init fails, it stalls or is cancelled."""
@@ -93,6 +97,7 @@ class Follower:
             verdict = self._handle_all(self._take(0.2))
             if verdict is not None:
                 return verdict
+            self._fail_dead_letters()
             reason = threshold_breach(self.tally.counts(), settings)
             if reason is not None:
                 return Verdict("failed", self._with_first_error(reason))
@@ -177,7 +182,26 @@ class Follower:
             return
         message = self._own_batch(delivery.body)  # a pack dead-lettered whole arrives member by member
         if message is not None and not self.tally.resolved(message.batch_id):
-            self._out_of_tries(message)
+            if not self._pending_dead:
+                self._dead_since = time.monotonic()
+            self._pending_dead.setdefault(message.batch_id, message)
+
+    def _fail_dead_letters(self) -> None:
+        """Fail the batches the broker gave up on, once the reports published before their dead letters
+        have been read: a packed member can commit (and report) before its pack is lost and
+        dead-lettered, and the two arrive on different queues in no set order."""
+        if not self._pending_dead or time.monotonic() - self._dead_since < DEAD_GRACE or not self.sink.empty():
+            return
+        try:
+            if self.broker.depth(self.names.reports) > 0:
+                return
+        except BrokerError as exc:
+            log.debug("reports queue depth unavailable: %s", exc.line())
+            return
+        pending, self._pending_dead = self._pending_dead, {}
+        for batch_id, message in sorted(pending.items()):
+            if not self.tally.resolved(batch_id):
+                self._out_of_tries(message)
 
     def _own_batch(self, body: bytes) -> BatchMessage | None:
         """The batch a dead letter stands for, if it is genuinely one of this job's."""

@@ -176,14 +176,20 @@ class WorkerNode:
             runtime = self._jobs.pop(job_id, None)
             if runtime is None:
                 return
-            self._by_queue.pop(runtime.names.batches, None)
-            runtime.ended = True
+            runtime.ended = True  # the dispatcher now holds this job's deliveries for the hand-back
         if runtime.consumer_tag is not None:
             self.broker.pause(runtime.consumer_tag)  # nothing new arrives while we finish and hand back
         runtime.pool.stop(grace)
         self.reporter.flush()  # finished batches are reported and acked before the rest go back
         runtime.fetchers.shutdown(wait=True, cancel_futures=True)
         self._hand_back(runtime)
+        with self._lock:
+            self._by_queue.pop(runtime.names.batches, None)
+        # An unsettled member keeps its whole pack from being acked, and a cancel would return it,
+        # costing every member a try: so what the dispatcher held meanwhile goes back too, and
+        # every hand-back is settled before the consumer goes.
+        self._hand_back(runtime)
+        self.reporter.flush()
         if runtime.consumer_tag is not None:
             self.broker.cancel(runtime.consumer_tag)
         self._flush_logs(runtime)
@@ -301,6 +307,9 @@ class WorkerNode:
         runtime = self._by_queue.get(delivery.queue)
         if runtime is None:
             return  # its consumer was cancelled; the broker has already taken the message back
+        if runtime.ended:
+            runtime.hold(delivery)  # end() hands it back
+            return
         try:
             message = BatchMessage.model_validate_json(delivery.body)
         except ValidationError as exc:

@@ -99,7 +99,12 @@ class Reporter:
 def settle_all(broker: Broker, group: list[Outgoing], override: Settle | None) -> None:
     """Settle the group's deliveries in one call, then run each item's `after`, whatever happened."""
     try:
-        settles = [(item.delivery, override or item.action) for item in group if item.delivery is not None]
+        # A hand-back (no report) stays one: its batch never ran, so it must not cost a try.
+        settles = [
+            (item.delivery, override if override and item.body else item.action)
+            for item in group
+            if item.delivery is not None
+        ]
         if settles:
             broker.settle_many(settles)
     except BatchfleetError as exc:

@@ -23,23 +23,26 @@ PACK = b"P"  # a pack: this tag, then member bodies joined by newlines (batch JS
 
 
 def pack_bodies(bodies: Iterable[bytes], per_message: int) -> Iterator[tuple[bytes, int]]:
-    """(message body, members) for `bodies`, up to `per_message` in each; a lone body stays itself."""
+    """(message body, members) for `bodies`, up to `per_message` in each. A lone body stays itself,
+    unless it starts like a pack: then it travels as a pack of one, so `unpack` gives it back whole."""
     group: list[bytes] = []
     for body in bodies:
-        if per_message <= 1 or b"\n" in body or body[:1] == PACK:
+        if b"\n" in body:  # cannot be a member
+            if body[:1] == PACK:
+                raise ValueError("a message body that starts with 'P' cannot hold a newline")
             yield from _joined(group)
             group = []
             yield body, 1
             continue
         group.append(body)
-        if len(group) >= per_message:
+        if len(group) >= max(per_message, 1):
             yield from _joined(group)
             group = []
     yield from _joined(group)
 
 
 def _joined(group: list[bytes]) -> Iterator[tuple[bytes, int]]:
-    if len(group) == 1:
+    if len(group) == 1 and group[0][:1] != PACK:
         yield group[0], 1
     elif group:
         yield PACK + b"\n".join(group), len(group)

@@ -150,8 +150,6 @@ class RabbitBroker(Broker):
 
     def publish(self, queue_name: str, bodies: Iterable[bytes], per_message: int = 1) -> int:
         self._check_open()
-        if per_message <= 1:
-            return self._publisher.publish("", queue_name, bodies)
         members = [0]
 
         def messages() -> Iterator[bytes]:

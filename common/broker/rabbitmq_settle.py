@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 SettleRequest = tuple[Delivery, Settle, str | None]  # a delivery, what to do, a dead letter's reason
 
 
+CopyKey = tuple[str, tuple[tuple[str, object], ...]]  # where a copy goes, and its headers
+
+
 @dataclass
 class _Step:
     session: Session
@@ -33,6 +36,7 @@ class _Step:
     action: Settle
     member: Member | None
     queue_name: str
+    copy: CopyKey | None = None
 
 
 class RabbitSettler:
@@ -46,57 +50,76 @@ class RabbitSettler:
         """Settle every request that can be; raise the first error afterwards. With `strict`, a delivery
         settled before is an error even when it came in a batch of settles."""
         steps: list[_Step] = []
-        copies: dict[tuple[str, tuple[tuple[str, object], ...]], list[bytes]] = {}
+        copies: dict[CopyKey, list[bytes]] = {}
+        seen: set[tuple[int, int, int]] = set()
         first_error: BrokerError | None = None
         for delivery, action, reason in requests:
             try:
-                step = self._step(delivery, action)
+                step = self._step(delivery, action, seen)
             except BrokerError as exc:
                 first_error = first_error or exc
                 continue
             if step is None:
                 continue  # from a closed channel: the broker already took it back
             copy = _copy_of(delivery, action, step.member is not None)
-            if copy is not None:
-                target = delivery.queue if copy.to == "same" else dead_queue_of(delivery.queue)
-                if target is not None:
-                    headers = copy_headers(copy, delivery.headers, reason)
-                    copies.setdefault((target, tuple(sorted(headers.items()))), []).append(delivery.body)
-                    step.action = "ack"  # the copy lives on; the original just goes
+            target = None if copy is None else delivery.queue if copy.to == "same" else dead_queue_of(delivery.queue)
+            if copy is not None and target is not None:
+                headers = copy_headers(copy, delivery.headers, reason)
+                step.copy = (target, tuple(sorted(headers.items())))
+                copies.setdefault(step.copy, []).append(delivery.body)
+                step.action = "ack"  # the copy lives on; the original just goes
             steps.append(step)
-        for (target, fields), bodies in copies.items():
-            self._publisher.publish("", target, bodies, headers=dict(fields) or None)  # raises: nothing settled
+        unsent: set[CopyKey] = set()
+        for key, bodies in copies.items():
+            try:
+                self._publisher.publish("", key[0], bodies, headers=dict(key[1]) or None)
+            except BrokerError as exc:
+                unsent.add(key)
+                first_error = first_error or exc
         try:
-            self._finish(steps, strict)
+            self._finish(steps, unsent, strict)
         except BrokerError as exc:
             first_error = first_error or exc
         if first_error is not None:
             raise first_error
 
-    def _step(self, delivery: Delivery, action: Settle) -> _Step | None:
+    def _step(self, delivery: Delivery, action: Settle, seen: set[tuple[int, int, int]]) -> _Step | None:
         session, tag, member = tag_of(delivery)
+        key = (id(session), tag, member.slot if member is not None else -1)
         with session.lock:
             if not session.alive:
                 log.debug("ignoring settle of delivery %s from a closed channel; the broker requeued it", tag)
                 return None
-            if tag not in session.unsettled or (member is not None and member.hold.is_settled(member.slot)):
+            settled = member is not None and member.hold.is_settled(member.slot)
+            if key in seen or tag not in session.unsettled or settled:
                 raise BrokerError(f"delivery {tag} on {delivery.queue} was already settled")
+        seen.add(key)
         return _Step(session, tag, action, member, delivery.queue)
 
-    def _finish(self, steps: list[_Step], strict: bool) -> None:
-        by_session: dict[Session, list[tuple[int, Settle]]] = {}
+    def _finish(self, steps: list[_Step], unsent: set[CopyKey], strict: bool) -> None:
+        """Acks and nacks for the steps. A message one of whose copies was not confirmed is never
+        acked: it goes back whole (a try for each member), so nothing is lost for want of a copy."""
+        first_error: BrokerError | None = None
+        given_up = {(id(step.session), step.tag) for step in steps if step.copy is not None and step.copy in unsent}
+        by_session: dict[Session, dict[int, Settle]] = {}
         queue_name = ""
         for step in steps:
-            if step.member is not None:
-                if not step.member.hold.settle(step.member.slot):
-                    continue  # the pack is acked with its last member
-                step.action = "ack"  # members were copied where they had to go
-            by_session.setdefault(step.session, []).append((step.tag, step.action))
             queue_name = step.queue_name
-        first_error: BrokerError | None = None
+            if (id(step.session), step.tag) in given_up:
+                by_session.setdefault(step.session, {})[step.tag] = "requeue"
+                continue
+            if step.member is not None:
+                try:
+                    if not step.member.hold.settle(step.member.slot):
+                        continue  # the pack is acked with its last member
+                except BrokerError as exc:  # settled meanwhile by another thread
+                    first_error = first_error or exc
+                    continue
+                step.action = "ack"  # members were copied where they had to go
+            by_session.setdefault(step.session, {})[step.tag] = step.action
         for session, items in by_session.items():
             try:
-                self._settle_tags(session, items, queue_name, strict)
+                self._settle_tags(session, list(items.items()), queue_name, strict)
             except BrokerError as exc:
                 first_error = first_error or exc
         if first_error is not None:

@@ -18,7 +18,7 @@ from tests.fleet_helpers import run_cli, workers
 
 pytestmark = CHAOS
 
-BROKEN = "item00029.txt"  # in the last batch: one process runs batches in order, so all others commit first
+BROKEN = "item00029.txt"  # in the last batch, so most others commit before it fails the job
 
 
 def test_resume_runs_only_the_failed_batches(local_job: LocalJobFactory) -> None:
@@ -33,13 +33,15 @@ def test_resume_runs_only_the_failed_batches(local_job: LocalJobFactory) -> None
         failed = batch_of(area)[BROKEN]
         assert state(area)["state"] == "failed" and state(area)["batches_failed"] == 1
         kept = committed_ids(str(area))
-        assert kept == set(plan(area)) - {failed}, kept
+        # Batches run out of plan order once handed back (see policy.keeps_packed): some may never start.
+        assert failed not in kept and kept < set(plan(area)) and len(kept) >= 3, kept
         before = starts(job.calls)
         (job.root / "broken").unlink()  # the fix
         second = run_cli(*job.attach_args("resume", job_id), env=job.env, timeout=120)
     assert second.returncode == 0, second.stdout + second.stderr
     assert_exactly_once(job.merged(), expected_lines(job.count))
     ran_again = starts(job.calls) - before
-    assert set(ran_again) == set(plan(area)[failed]) and set(ran_again.values()) == {1}, ran_again
+    missing = {item for batch, items in plan(area).items() if batch not in kept for item in items}
+    assert set(ran_again) == missing and set(ran_again.values()) == {1}, ran_again
     assert state(area)["reused"] == len(kept) and state(area)["state"] == "succeeded"
     assert f"({len(kept)} reused from an earlier run)" in (job.output / "logs" / "job_result.txt").read_text()

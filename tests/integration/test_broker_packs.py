@@ -96,7 +96,9 @@ def test_a_member_goes_back_alone(broker: Broker, job: str, action: str, again: 
     eventually(lambda: broker.depth(names.batches), 0)
 
 
-def test_requeued_members_run_out_of_tries(broker: Broker, job: str) -> None:
+def test_requeued_members_count_their_tries(broker: Broker, job: str) -> None:
+    """A requeued member's copy carries its tries; past run_max_try the worker dead-letters it itself
+    (`WorkerNode._on_delivery`), as the queue's own count starts again with each copy."""
     names = queue_names(job)
     broker.publish(names.batches, [b"a", b"b"], per_message=2)
     _, sink = consume(broker, names.batches, prefetch=2)

@@ -69,8 +69,10 @@ def test_a_pack_dead_lettered_after_one_member_committed_fails_only_the_other(tm
     tag = broker.consume(names.batches, 1, sink)
     first, second = sink.get_nowait(), sink.get_nowait()
     assert first.packed and second.packed
+    # The member's report waits behind a backlog, so its pack's dead letter is read first.
+    backlog = [JobEvent(job_id=job.job_id, node_id="n", kind="heartbeat", detail="busy=1") for _ in range(549)]
     report = result(0).model_copy(update={"job_id": job.job_id})
-    broker.publish(names.reports, [encode_report(report)])
+    broker.publish(names.reports, [encode_report(event) for event in backlog] + [encode_report(report)])
     broker.cancel(tag)  # the node is lost before the pack is settled: with one try, it is dead-lettered whole
     tally = Tally(2)
     verdict = Follower(broker, job, tally).follow()

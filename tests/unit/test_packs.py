@@ -17,21 +17,29 @@ from common.errors import BrokerError
         ([b"a", b"b"], 1, [(b"a", 1), (b"b", 1)]),
         ([b"a", b"b", b"c"], 2, [(PACK + b"a\nb", 2), (b"c", 1)]),
         ([b"a", b"b", b"c", b"d"], 2, [(PACK + b"a\nb", 2), (PACK + b"c\nd", 2)]),
-        # a body that could not be told apart from a pack, or from its separator, travels alone
+        # a body holding the separator travels alone
         ([b"a", b"x\ny", b"b"], 4, [(b"a", 1), (b"x\ny", 1), (b"b", 1)]),
-        ([b"a", b"b", PACK + b"z", b"c"], 4, [(PACK + b"a\nb", 2), (PACK + b"z", 1), (b"c", 1)]),
+        # one that starts like a pack is a member like any other, and alone a pack of one
+        ([b"a", PACK + b"z", b"c"], 4, [(PACK + b"a\nPz\nc", 3)]),
+        ([PACK + b"z"], 1, [(PACK + b"Pz", 1)]),
     ],
 )
 def test_pack_bodies(bodies: list[bytes], per_message: int, expected: list[tuple[bytes, int]]) -> None:
     assert list(pack_bodies(bodies, per_message)) == expected
 
 
-def test_unpack_is_the_inverse_of_pack() -> None:
-    bodies = [b'{"batch_id":%d}' % i for i in range(11)]
-    messages = list(pack_bodies(bodies, 4))
-    assert [count for _, count in messages] == [4, 4, 3]
+@pytest.mark.parametrize("per_message", [1, 2, 4])
+def test_unpack_is_the_inverse_of_pack(per_message: int) -> None:
+    bodies = [b'{"batch_id":%d}' % i for i in range(11)] + [b"Plain", b"P", b"multi\nline"]
+    messages = list(pack_bodies(bodies, per_message))
+    assert sum(count for _, count in messages) == len(bodies)
     assert [member for body, _ in messages for member in unpack(body)] == bodies
     assert unpack(b'{"batch_id":1}') == [b'{"batch_id":1}']
+
+
+def test_a_body_that_starts_like_a_pack_and_holds_a_newline_is_refused() -> None:
+    with pytest.raises(ValueError, match="cannot hold a newline"):
+        list(pack_bodies([b"P\nx"], 4))
 
 
 @pytest.mark.parametrize(

@@ -147,11 +147,12 @@ def test_keeps_packed(held: int, window: int, seconds: float | None, keeps: bool
     [
         (6, 1, None, 6),
         (128, 1, 0.001, 128),
-        (6, 8, None, 2),  # pace unknown: packs, and one more in hand
-        (8, 8, None, 2),
-        (9, 8, 0.01, 3),
+        (6, 8, None, 1),  # pace unknown: enough packs for the window, and no more
+        (8, 8, None, 1),
+        (9, 8, None, 2),
+        (9, 8, 0.01, 3),  # fast: one more in hand while a pack finishes
         (128, 8, 0.001, 17),
-        (1, 64, None, 2),
+        (1, 64, 0.01, 2),
         (8, 8, 0.05, 8),  # slow: packs are handed back but one member, so count messages one for one
         (6, 8, 3.0, 6),
     ],
