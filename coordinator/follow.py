@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from common.broker.base import Broker, Delivery, queue_names
+from common.broker.base import Broker, Delivery, Settle, queue_names
 from common.errors import BrokerError
 from common.messages import BatchMessage, BatchResult, JobConfig, JobEvent, decode_report, unbundle_reports
 from common.policy import is_stalled, threshold_breach
@@ -21,7 +21,17 @@ log = logging.getLogger(__name__)
 
 DRAIN = 500  # deliveries folded, and acked together, per wake-up (the consumers' prefetch)
 DEAD_GRACE = 1.0  # seconds a dead letter waits for reports published before it (see _fail_dead_letters)
+DEAD_CAP = 10.0  # ... and at most this long, should reports never stop flowing
 SILENT_AFTER = 15.0  # three missed heartbeats at the workers' default 5s: the node is gone, stop waiting
+
+
+@dataclass
+class _Parked:
+    """A dead letter not yet acted on: its batch fails, and it is acked, once reports are read."""
+
+    message: BatchMessage
+    delivery: Delivery
+    since: float
 
 
 @dataclass
@@ -75,14 +85,15 @@ class Follower:
         self.names = queue_names(job.job_id)
         self.sink: queue.Queue[Delivery] = queue.Queue()
         self._tags: list[str] = []
-        self._pending_dead: dict[int, BatchMessage] = {}
-        self._dead_since = 0.0
+        self._parked: dict[int, _Parked] = {}
 
     def follow(self) -> Verdict:
         """Block until every batch is resolved, a threshold breaks, init fails, it stalls or is cancelled."""
         self._tags = [self.broker.consume(name, 500, self.sink) for name in (self.names.reports, self.names.dead)]
         try:
-            return self._loop()
+            verdict = self._loop()
+            self._fail_dead_letters(final=True)  # a job that ends anyway counts them
+            return verdict
         finally:
             for tag in self._tags:
                 self.broker.cancel(tag)
@@ -127,21 +138,24 @@ class Follower:
         (the rest stay unacked and return to the queue when the consumers are cancelled)."""
         verdict: Verdict | None = None
         handled = 0
+        parked: set[int] = set()  # dead letters acked only once acted on (see _fail_dead_letters)
         try:
             for delivery in deliveries:
                 handled += 1
+                if delivery.queue == self.names.dead:
+                    if self._dead(delivery):
+                        parked.add(id(delivery))
+                    continue
                 verdict = self._handle(delivery)
                 if verdict is not None or self.tally.finished:
                     break
         finally:
-            if handled:
-                self.broker.settle_many([(d, "ack") for d in deliveries[:handled]])
+            acks: list[tuple[Delivery, Settle]] = [(d, "ack") for d in deliveries[:handled] if id(d) not in parked]
+            if acks:
+                self.broker.settle_many(acks)
         return verdict
 
     def _handle(self, delivery: Delivery) -> Verdict | None:
-        if delivery.queue == self.names.dead:
-            self._dead(delivery)
-            return None
         verdict: Verdict | None = None
         for report in decode_reports(delivery.body, delivery.queue):
             if isinstance(report, BatchResult):
@@ -170,8 +184,9 @@ class Follower:
             log.info("node %s: %s %s", event.node_id, event.kind, event.detail)
         return None
 
-    def _dead(self, delivery: Delivery) -> None:
-        """A batch the broker gave up on (its delivery limit), or a message a worker refused.
+    def _dead(self, delivery: Delivery) -> bool:
+        """A batch the broker gave up on (its delivery limit), or a message a worker refused; True when
+        the dead letter is parked, to be acked once acted on.
 
         Only the first fails a batch. A refused message (unparseable, unsigned, forged) is not
         the coordinator's batch: the genuine one is still queued, so it is logged and dropped.
@@ -179,29 +194,41 @@ class Follower:
         reason = delivery.reason or "dead-lettered"
         if reason != "delivery_limit":
             log.error("a worker refused a message on %s: %s", self.names.batches, reason)
-            return
+            return False
         message = self._own_batch(delivery.body)  # a pack dead-lettered whole arrives member by member
-        if message is not None and not self.tally.resolved(message.batch_id):
-            if not self._pending_dead:
-                self._dead_since = time.monotonic()
-            self._pending_dead.setdefault(message.batch_id, message)
+        if message is None or self.tally.resolved(message.batch_id) or message.batch_id in self._parked:
+            return False
+        self._parked[message.batch_id] = _Parked(message, delivery, time.monotonic())
+        return True
 
-    def _fail_dead_letters(self) -> None:
+    def _fail_dead_letters(self, final: bool = False) -> None:
         """Fail the batches the broker gave up on, once the reports published before their dead letters
         have been read: a packed member can commit (and report) before its pack is lost and
-        dead-lettered, and the two arrive on different queues in no set order."""
-        if not self._pending_dead or time.monotonic() - self._dead_since < DEAD_GRACE or not self.sink.empty():
+        dead-lettered, and the two arrive on different queues in no set order. A dead letter waits
+        DEAD_GRACE seconds and until the reports queue is drained, or DEAD_CAP seconds at most."""
+        now = time.monotonic()
+        due = [p for p in self._parked.values() if final or now - p.since >= DEAD_GRACE]
+        if not due:
             return
+        if not final and not self._reports_drained():
+            due = [p for p in due if now - p.since >= DEAD_CAP]
+        for parked in sorted(due, key=lambda p: p.message.batch_id):
+            del self._parked[parked.message.batch_id]
+            if not self.tally.resolved(parked.message.batch_id):
+                self._out_of_tries(parked.message)
         try:
-            if self.broker.depth(self.names.reports) > 0:
-                return
+            self.broker.settle_many([(p.delivery, "ack") for p in due])
+        except BrokerError as exc:  # they come back, and are found resolved
+            log.warning("could not ack %d dead letters: %s", len(due), exc.line())
+
+    def _reports_drained(self) -> bool:
+        if not self.sink.empty():
+            return False
+        try:
+            return self.broker.depth(self.names.reports) == 0
         except BrokerError as exc:
             log.debug("reports queue depth unavailable: %s", exc.line())
-            return
-        pending, self._pending_dead = self._pending_dead, {}
-        for batch_id, message in sorted(pending.items()):
-            if not self.tally.resolved(batch_id):
-                self._out_of_tries(message)
+            return False
 
     def _own_batch(self, body: bytes) -> BatchMessage | None:
         """The batch a dead letter stands for, if it is genuinely one of this job's."""

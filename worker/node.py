@@ -184,11 +184,12 @@ class WorkerNode:
         runtime.fetchers.shutdown(wait=True, cancel_futures=True)
         self._hand_back(runtime)
         with self._lock:
-            self._by_queue.pop(runtime.names.batches, None)
+            if self._by_queue.get(runtime.names.batches) is runtime:  # not a runtime served since
+                del self._by_queue[runtime.names.batches]
         # An unsettled member keeps its whole pack from being acked, and a cancel would return it,
         # costing every member a try: so what the dispatcher held meanwhile goes back too, and
         # every hand-back is settled before the consumer goes.
-        self._hand_back(runtime)
+        self._hand_back(runtime, final=True)
         self.reporter.flush()
         if runtime.consumer_tag is not None:
             self.broker.cancel(runtime.consumer_tag)
@@ -196,7 +197,7 @@ class WorkerNode:
         self._event(runtime, "node_stopped", "")
         log.info("stopped serving job %s", job_id)
 
-    def _hand_back(self, runtime: JobRuntime) -> None:
+    def _hand_back(self, runtime: JobRuntime, final: bool = False) -> None:
         """What this node took and did not finish goes back without costing a try: a stop is no failure."""
         waiting: list[Delivery] = []
         others: list[Delivery] = []
@@ -208,7 +209,7 @@ class WorkerNode:
             (waiting if delivery.queue == runtime.names.batches else others).append(delivery)
         for delivery in others:
             self.sink.put(delivery)
-        left = [*runtime.take_held(), *waiting]
+        left = [*runtime.take_held(close=final), *waiting]
         try:
             self.broker.settle_many([(delivery, "release") for delivery in left])
         except BatchfleetError as exc:
@@ -308,7 +309,7 @@ class WorkerNode:
         if runtime is None:
             return  # its consumer was cancelled; the broker has already taken the message back
         if runtime.ended:
-            runtime.hold(delivery)  # end() hands it back
+            self._hold_or_release(runtime, delivery)  # end() hands it back
             return
         try:
             message = BatchMessage.model_validate_json(delivery.body)
@@ -336,12 +337,23 @@ class WorkerNode:
         if delivery.packed and not keeps_packed(len(runtime.held), runtime.window, runtime.batch_seconds):
             self.reporter.put(Outgoing(runtime.names.reports, b"", delivery, "release"))
             return
-        runtime.hold(delivery)
+        if not self._hold_or_release(runtime, delivery):
+            return
         binding = runtime.job.inputs[message.input or runtime.job.input_data[0]]
         if self.downloader.needs_download(binding, message):
             runtime.fetchers.submit(self._fetch_guarded, runtime, delivery, message)
         else:
             self._fetch_guarded(runtime, delivery, message)
+
+    def _hold_or_release(self, runtime: JobRuntime, delivery: Delivery) -> bool:
+        """Hold a delivery; once end() has handed back what it held, release it here instead."""
+        if runtime.hold(delivery):
+            return True
+        try:
+            self.broker.release(delivery)
+        except BatchfleetError as exc:
+            log.warning("could not hand back a batch of %s: %s", runtime.job.job_id, exc.line())
+        return False
 
     def _fetch_guarded(self, runtime: JobRuntime, delivery: Delivery, message: BatchMessage) -> None:
         """A fetch that fails outright gives the delivery back (a try) rather than stranding it."""

@@ -33,19 +33,26 @@ class JobRuntime:
         self.ended = False
         self.held: dict[int, Delivery] = {}  # taken from the broker, not settled yet (by id)
         self.held_lock = threading.Lock()
+        self.closed = False  # the final hand-back was taken (see take_held)
         self.go = threading.Event()  # the plan is published: take messages (see JobAnnouncement)
 
-    def hold(self, delivery: Delivery) -> None:
+    def hold(self, delivery: Delivery) -> bool:
+        """Note a delivery as taken; False once the hand-back is closed (the caller releases it)."""
         with self.held_lock:
+            if self.closed:
+                return False
             self.held[id(delivery)] = delivery
+            return True
 
     def drop(self, delivery: Delivery) -> None:
         with self.held_lock:
             self.held.pop(id(delivery), None)
 
-    def take_held(self) -> list[Delivery]:
+    def take_held(self, close: bool = False) -> list[Delivery]:
+        """What is held, to hand back; with `close`, nothing can be held after it."""
         with self.held_lock:
             left, self.held = list(self.held.values()), {}
+            self.closed = self.closed or close
         return left
 
 

@@ -19,7 +19,7 @@ from common.broker.base import (
     delivery_limit,
     queue_names,
 )
-from common.broker.packs import Member, PackHold, copy_headers, member_copy, pack_bodies, unpack
+from common.broker.packs import Member, PackHold, as_message, copy_headers, member_copy, pack_bodies, unpack
 from common.errors import BrokerError
 
 
@@ -151,7 +151,7 @@ class MemoryBroker(Broker):
         copy = member_copy(action, delivery.attempt)
         if copy is None or q is None:
             return
-        message = _Message(delivery.body, copy_headers(copy, delivery.headers, reason))
+        message = _Message(as_message(delivery.body), copy_headers(copy, delivery.headers, reason))
         if copy.to == "same":
             q.ready.appendleft(message)
         elif q.dead_letter_to in self._queues:

@@ -48,6 +48,11 @@ def _joined(group: list[bytes]) -> Iterator[tuple[bytes, int]]:
         yield PACK + b"\n".join(group), len(group)
 
 
+def as_message(body: bytes) -> bytes:
+    """A single body as a message of its own that `unpack` gives back whole."""
+    return PACK + body if body[:1] == PACK else body
+
+
 def unpack(body: bytes) -> list[bytes]:
     """The member bodies of a message: a pack's, or the body itself."""
     return body[1:].split(b"\n") if body[:1] == PACK else [body]

@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 from common.broker.base import Delivery, Settle
-from common.broker.packs import Member, MemberCopy, copy_headers, member_copy
+from common.broker.packs import Member, MemberCopy, as_message, copy_headers, member_copy
 from common.broker.rabbitmq_io import AmqpLink
 from common.broker.rabbitmq_publish import Publisher
 from common.broker.rabbitmq_session import Session, dead_queue_of, send_frames, settle_frames
@@ -49,8 +49,7 @@ class RabbitSettler:
     def settle(self, requests: Sequence[SettleRequest], strict: bool) -> None:
         """Settle every request that can be; raise the first error afterwards. With `strict`, a delivery
         settled before is an error even when it came in a batch of settles."""
-        steps: list[_Step] = []
-        copies: dict[CopyKey, list[bytes]] = {}
+        steps: list[tuple[_Step, bytes]] = []
         seen: set[tuple[int, int, int]] = set()
         first_error: BrokerError | None = None
         for delivery, action, reason in requests:
@@ -66,22 +65,37 @@ class RabbitSettler:
             if copy is not None and target is not None:
                 headers = copy_headers(copy, delivery.headers, reason)
                 step.copy = (target, tuple(sorted(headers.items())))
-                copies.setdefault(step.copy, []).append(delivery.body)
                 step.action = "ack"  # the copy lives on; the original just goes
-            steps.append(step)
-        unsent: set[CopyKey] = set()
-        for key, bodies in copies.items():
-            try:
-                self._publisher.publish("", key[0], bodies, headers=dict(key[1]) or None)
-            except BrokerError as exc:
-                unsent.add(key)
-                first_error = first_error or exc
+            steps.append((step, delivery.body))
+        given_up = self._publish_copies(steps)
+        if given_up and first_error is None:
+            first_error = given_up[1]
         try:
-            self._finish(steps, unsent, strict)
+            self._finish([step for step, _ in steps], given_up[0] if given_up else set(), strict)
         except BrokerError as exc:
             first_error = first_error or exc
         if first_error is not None:
             raise first_error
+
+    def _publish_copies(self, steps: list[tuple[_Step, bytes]]) -> tuple[set[tuple[int, int]], BrokerError] | None:
+        """Publish the copies, dead letters last: a message any of whose copies failed goes back whole,
+        so none of its members may also be dead-lettered. Returns the messages given up, and why."""
+        given_up: set[tuple[int, int]] = set()
+        error: BrokerError | None = None
+        keys = {step.copy for step, _ in steps if step.copy is not None}
+        for key in sorted(keys, key=lambda k: k[0].endswith(".dead")):
+            group = [(step, body) for step, body in steps if step.copy == key]
+            group = [(step, body) for step, body in group if (id(step.session), step.tag) not in given_up]
+            if not group:
+                continue
+            try:
+                self._publisher.publish(
+                    "", key[0], [as_message(body) for _, body in group], headers=dict(key[1]) or None
+                )
+            except BrokerError as exc:
+                error = error or exc
+                given_up.update((id(step.session), step.tag) for step, _ in group)
+        return (given_up, error) if error is not None else None
 
     def _step(self, delivery: Delivery, action: Settle, seen: set[tuple[int, int, int]]) -> _Step | None:
         session, tag, member = tag_of(delivery)
@@ -96,11 +110,10 @@ class RabbitSettler:
         seen.add(key)
         return _Step(session, tag, action, member, delivery.queue)
 
-    def _finish(self, steps: list[_Step], unsent: set[CopyKey], strict: bool) -> None:
+    def _finish(self, steps: list[_Step], given_up: set[tuple[int, int]], strict: bool) -> None:
         """Acks and nacks for the steps. A message one of whose copies was not confirmed is never
         acked: it goes back whole (a try for each member), so nothing is lost for want of a copy."""
         first_error: BrokerError | None = None
-        given_up = {(id(step.session), step.tag) for step in steps if step.copy is not None and step.copy in unsent}
         by_session: dict[Session, dict[int, Settle]] = {}
         queue_name = ""
         for step in steps:

@@ -165,3 +165,16 @@ def test_a_pack_over_its_delivery_limit_is_dead_lettered_whole(broker: Broker, j
     broker.settle_many([(d, "ack") for d in letters])
     assert quiet(dead)
     eventually(lambda: broker.depth(names.batches), 0)
+
+
+def test_a_body_that_starts_like_a_pack_survives_packing_and_copies(broker: Broker, job: str) -> None:
+    names = queue_names(job)
+    broker.publish(names.batches, [b"Pz", b"a"], per_message=2)
+    broker.publish(names.batches, [b"Plone"])
+    _, sink = consume(broker, names.batches, prefetch=3)
+    pz, a, lone = take_all(sink, 3)
+    assert (pz.body, a.body, lone.body) == (b"Pz", b"a", b"Plone")
+    broker.settle_many([(pz, "release"), (a, "ack"), (lone, "ack")])
+    rest = take_all(sink, 1)
+    assert [d.body for d in rest] == [b"Pz"]
+    broker.settle_many([(d, "ack") for d in rest])

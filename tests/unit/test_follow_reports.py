@@ -80,3 +80,27 @@ def test_a_pack_dead_lettered_after_one_member_committed_fails_only_the_other(tm
     assert sorted(tally.committed) == [0] and sorted(tally.failed) == [1]
     assert tally.failed[1].error_type == "DeadLettered"
     assert tally.duplicates == 0, "a stale dead letter of a committed batch is no duplicate run"
+
+
+def test_a_dead_letter_is_acked_only_once_its_batch_is_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import coordinator.follow as follow
+
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", run_max_try=1)
+    broker = MemoryBroker()
+    broker.declare_job(job.job_id, job.settings.run_max_try)
+    names = queue_names(job.job_id)
+    message = BatchMessage(job_id=job.job_id, batch_id=0, items=[Item(uri="/d/0", name="0")])
+    broker.publish(names.batches, [message.model_dump_json().encode()])
+    sink: queue.Queue[Delivery] = queue.Queue()
+    broker.cancel(broker.consume(names.batches, 1, sink))  # lost with its only try: dead-lettered
+    tally = Tally(1)
+    follower = Follower(broker, job, tally)
+    broker.consume(names.dead, 10, follower.sink)
+    follower._handle_all(follower._take(1.0))
+    # Parked, waiting for reports that may precede it: a coordinator lost now leaves it queued.
+    assert broker.unsettled(names.dead) == 1 and not tally.failed
+    follower._fail_dead_letters()
+    assert broker.unsettled(names.dead) == 1, "not before the grace"
+    monkeypatch.setattr(follow, "DEAD_GRACE", 0.0)
+    follower._fail_dead_letters()
+    assert list(tally.failed) == [0] and broker.unsettled(names.dead) == 0

@@ -135,3 +135,12 @@ def test_settles_from_a_closed_channel_are_ignored() -> None:
     (a,) = pack(s, 4, 1)
     settler(publisher).settle([(a, "requeue", None), (lone(s, 4), "dead", "x")], strict=True)
     assert publisher.copies == [] and settled(s, [4]) == {}
+
+
+def test_no_member_of_a_message_sent_back_whole_is_also_dead_lettered() -> None:
+    s, publisher = session(9), FakePublisher(refuse=[BATCHES])
+    a, b = pack(s, 9, 2)
+    with pytest.raises(BrokerError, match="confirmed nothing"):
+        settler(publisher).settle([(a, "requeue", None), (b, "dead", "bad input")], strict=True)
+    assert publisher.copies == [], "b runs again with its pack; a dead letter too would fail it"
+    assert settled(s, [9]) == {9: "requeue"}
