@@ -311,6 +311,8 @@ class WorkerNode:
         if runtime.ended:
             self._hold_or_release(runtime, delivery)  # end() hands it back
             return
+        # Messages per mini-batch delivered: the broker window counts messages (see _tune_prefetch).
+        runtime.message_share += 0.05 * (1.0 / delivery.members - runtime.message_share)
         try:
             message = BatchMessage.model_validate_json(delivery.body)
         except ValidationError as exc:
@@ -441,7 +443,8 @@ class WorkerNode:
         if (runtime.finished > 16 and runtime.finished % 16) or runtime.consumer_tag is None:
             return
         runtime.window = prefetch_for(runtime.processes, runtime.batch_seconds)
-        wanted = messages_window(runtime.window, runtime.job.batches_per_message, runtime.batch_seconds)
+        per_message = min(runtime.job.batches_per_message, max(1, round(1.0 / runtime.message_share)))
+        wanted = messages_window(runtime.window, per_message, runtime.batch_seconds)
         if wanted > runtime.prefetch:  # a broker's window only grows (see Broker.set_prefetch)
             runtime.prefetch = wanted
             try:

@@ -26,6 +26,9 @@ class JobRuntime:
         self.outputs: OutputSync | None = None
         self.window = 0  # mini-batches this node should hold (policy.prefetch_for)
         self.prefetch = 0  # broker messages it may hold unsettled (policy.messages_window)
+        # Moving average of 1 / (mini-batches in a delivery's message): hand-backs and retries
+        # travel alone, so packs are not always full.
+        self.message_share = 1.0 / job.batches_per_message
         self.batch_seconds: float | None = None  # moving average, sets the prefetch window
         self.finished = 0
         self.sampler: PerfSampler | None = None

@@ -42,7 +42,12 @@ class Delivery:
     attempt: int  # 1-based: 1 + the broker's count of earlier failed deliveries
     tag: object = field(compare=False)
     headers: dict[str, object] = field(default_factory=dict, compare=False)
-    packed: bool = field(default=False, compare=False)  # one of several mini-batches in one message
+    members: int = field(default=1, compare=False)  # mini-batches in the message this one came in
+
+    @property
+    def packed(self) -> bool:
+        """One of several mini-batches in one message (see common/broker/packs.py)."""
+        return self.members > 1
 
     @property
     def reason(self) -> str | None:

@@ -240,7 +240,7 @@ class MemoryBroker(Broker):
             hold = PackHold(len(members)) if len(members) > 1 else None
             for index, body in enumerate(members):
                 tag = (consumer.tag, delivery_tag, Member(hold, index) if hold else None)
-                delivery = Delivery(queue_name, body, attempt, tag, dict(message.headers), packed=hold is not None)
+                delivery = Delivery(queue_name, body, attempt, tag, dict(message.headers), len(members))
                 consumer.sink.put(delivery)
 
     def _next_consumer(self, q: _Queue) -> _Consumer | None:

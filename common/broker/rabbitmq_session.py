@@ -118,7 +118,7 @@ def message_handler(spec: Consumer, session: Session) -> Callable[..., None]:
         try:
             for index, member in enumerate(members):
                 tag = (session, method.delivery_tag, Member(hold, index) if hold else None)
-                spec.sink.put_nowait(Delivery(spec.queue_name, member, attempt, tag, headers, packed=hold is not None))
+                spec.sink.put_nowait(Delivery(spec.queue_name, member, attempt, tag, headers, len(members)))
         except queue.Full:
             log.error("consumer sink for %s is full; returning delivery %s", spec.queue_name, method.delivery_tag)
             with session.lock:

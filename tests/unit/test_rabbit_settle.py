@@ -63,7 +63,7 @@ def lone(s: Session, tag: int, attempt: int = 1) -> Delivery:
 
 def pack(s: Session, tag: int, count: int, attempt: int = 1) -> list[Delivery]:
     hold = PackHold(count)
-    return [Delivery(BATCHES, b"m%d" % i, attempt, (s, tag, Member(hold, i)), packed=True) for i in range(count)]
+    return [Delivery(BATCHES, b"m%d" % i, attempt, (s, tag, Member(hold, i)), members=count) for i in range(count)]
 
 
 def settled(s: Session, delivered: Iterable[int]) -> dict[int, str]:

@@ -371,3 +371,35 @@ def test_a_graceful_stop_hands_packed_batches_back_without_a_try(tmp_path: Path)
     assert {r.node_id for r in tally.committed.values()} == {"n1", "n2"}
     merged = merge_output(job, tally, StorageOptions())
     assert lines(merged[0]) == [f"f{i:05d}.txt" for i in range(16)]
+
+
+def test_the_window_counts_the_mini_batches_messages_really_carry(tmp_path: Path) -> None:
+    import shutil
+
+    from common.broker.memory import MemoryBroker
+    from coordinator.follow import Follower
+    from coordinator.submit import publish_plan, write_job, write_plan
+    from coordinator.tally import Tally
+    from worker.node import NodeConfig, WorkerNode
+
+    make_files(tmp_path / "data", 96)
+    write_script(tmp_path / "code", "def run(b):\n    return b\n")
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", per_message=8, mini_batch_size=1)
+    broker = MemoryBroker()
+    write_job(job, StorageOptions())
+    manifest, batches, _ = write_plan(job, StorageOptions())
+    broker.declare_job(job.job_id, job.settings.run_max_try)
+    # Packs of 8 are expected, but every batch comes alone (as hand-backs and retries do).
+    publish_plan(broker, job.model_copy(update={"batches_per_message": 1}), manifest)
+    shutil.rmtree(manifest.parent, ignore_errors=True)
+    node = WorkerNode(broker, NodeConfig(node_id="n1", work_root=tmp_path / "work"))
+    node.start(listen=False)
+    node.serve(job)
+    try:
+        assert Follower(broker, job, Tally(batches)).follow().state == "succeeded"
+        runtime = node._jobs[job.job_id]
+        # Fast batches: a window of 2 x 64 mini-batches, which lone messages need as 128 messages
+        # (full packs would need 17).
+        assert runtime.window == 128 and runtime.prefetch > 17, (runtime.window, runtime.prefetch)
+    finally:
+        node.stop()
