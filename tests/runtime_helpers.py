@@ -70,10 +70,8 @@ def submit_in_memory(job: JobConfig) -> tuple[MemoryBroker, int]:
     return broker, batches
 
 
-def run_embedded(job: JobConfig, work_root: Path) -> tuple[Verdict, Tally, tuple[str, int] | None]:
-    """Plan, publish, serve with one in-process node, follow, merge."""
-    options = StorageOptions()
-    broker, batches = submit_in_memory(job)
+def serve_and_follow(broker: MemoryBroker, job: JobConfig, batches: int, work_root: Path) -> tuple[Verdict, Tally]:
+    """Serve a published job with one in-process node and follow it to its end."""
     node = WorkerNode(broker, NodeConfig(node_id="n1", work_root=work_root, heartbeat_interval=0.5))
     node.start(listen=False)
     node.serve(job)
@@ -82,5 +80,12 @@ def run_embedded(job: JobConfig, work_root: Path) -> tuple[Verdict, Tally, tuple
         verdict = Follower(broker, job, tally).follow()
     finally:
         node.stop()
-    merged = merge_output(job, tally, options) if verdict.state == "succeeded" else None
+    return verdict, tally
+
+
+def run_embedded(job: JobConfig, work_root: Path) -> tuple[Verdict, Tally, tuple[str, int] | None]:
+    """Plan, publish, serve with one in-process node, follow, merge."""
+    broker, batches = submit_in_memory(job)
+    verdict, tally = serve_and_follow(broker, job, batches, work_root)
+    merged = merge_output(job, tally, StorageOptions()) if verdict.state == "succeeded" else None
     return verdict, tally, merged

@@ -67,17 +67,16 @@ class RabbitSettler:
                 step.copy = (target, tuple(sorted(headers.items())))
                 step.action = "ack"  # the copy lives on; the original just goes
             steps.append((step, delivery.body))
-        given_up = self._publish_copies(steps)
-        if given_up and first_error is None:
-            first_error = given_up[1]
+        given_up, copy_error = self._publish_copies(steps)
+        first_error = first_error or copy_error
         try:
-            self._finish([step for step, _ in steps], given_up[0] if given_up else set(), strict)
+            self._finish([step for step, _ in steps], given_up, strict)
         except BrokerError as exc:
             first_error = first_error or exc
         if first_error is not None:
             raise first_error
 
-    def _publish_copies(self, steps: list[tuple[_Step, bytes]]) -> tuple[set[tuple[int, int]], BrokerError] | None:
+    def _publish_copies(self, steps: list[tuple[_Step, bytes]]) -> tuple[set[tuple[int, int]], BrokerError | None]:
         """Publish the copies, dead letters last: a message any of whose copies failed goes back whole,
         so none of its members may also be dead-lettered. Returns the messages given up, and why."""
         given_up: set[tuple[int, int]] = set()
@@ -95,7 +94,7 @@ class RabbitSettler:
             except BrokerError as exc:
                 error = error or exc
                 given_up.update((id(step.session), step.tag) for step, _ in group)
-        return (given_up, error) if error is not None else None
+        return given_up, error
 
     def _step(self, delivery: Delivery, action: Settle, seen: set[tuple[int, int, int]]) -> _Step | None:
         session, tag, member = tag_of(delivery)

@@ -7,36 +7,16 @@ itself is settled by its last member, and returns whole when its consumer goes.
 from __future__ import annotations
 
 import queue
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from common.broker.base import REASON_HEADER, Broker, Delivery, queue_names
-from common.broker.memory import MemoryBroker
-from common.broker.rabbitmq import RabbitBroker
 from common.errors import BrokerError
-from tests.integration.test_broker_contract import consume, eventually, quiet, take
+from tests.integration.test_broker_contract import broker, consume, eventually, job, quiet, take
+
+__all__ = ["broker", "job"]  # the contract's fixtures: both brokers, a fresh job per test
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["memory", "rabbitmq"])
-def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
-    if request.param == "memory":
-        b: Broker = MemoryBroker()
-    else:
-        b = RabbitBroker(request.getfixturevalue("rabbitmq").url)
-    yield b
-    b.close()
-
-
-@pytest.fixture
-def job(broker: Broker) -> Iterator[str]:
-    job_id = f"p{uuid.uuid4().hex[:10]}"
-    broker.declare_job(job_id, run_max_try=3)
-    yield job_id
-    broker.delete_job(job_id)
 
 
 def take_all(sink: queue.Queue[Delivery], count: int) -> list[Delivery]:

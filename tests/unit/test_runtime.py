@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from common.storage import StorageOptions
-from tests.runtime_helpers import make_files, make_job, run_embedded, submit_in_memory, write_script
+from tests.runtime_helpers import (
+    make_files,
+    make_job,
+    run_embedded,
+    serve_and_follow,
+    submit_in_memory,
+    write_script,
+)
 
 OK_SCRIPT = """
 import os
@@ -300,10 +307,7 @@ def test_a_preparing_job_starts_processes_but_takes_nothing_until_active(tmp_pat
 
 
 def test_a_node_hands_back_packed_batches_beyond_its_window(tmp_path: Path) -> None:
-    from coordinator.follow import Follower
     from coordinator.merger import merge_output
-    from coordinator.tally import Tally
-    from worker.node import NodeConfig, WorkerNode
 
     make_files(tmp_path / "data", 16)
     write_script(tmp_path / "code", "import time\ndef run(b):\n    time.sleep(0.1)\n    return b\n")
@@ -317,14 +321,7 @@ def test_a_node_hands_back_packed_batches_beyond_its_window(tmp_path: Path) -> N
         settle_many(settles)
 
     broker.settle_many = spy  # type: ignore[method-assign]
-    node = WorkerNode(broker, NodeConfig(node_id="n1", work_root=tmp_path / "work"))
-    node.start(listen=False)
-    node.serve(job)
-    tally = Tally(batches)
-    try:
-        verdict = Follower(broker, job, tally).follow()
-    finally:
-        node.stop()
+    verdict, tally = serve_and_follow(broker, job, batches, tmp_path / "work")
     assert verdict.state == "succeeded"
     # While its batches' pace is unknown a node holds packed members only up to its window (6 for
     # 2 processes): 2 of the first pack of 8 go back.
