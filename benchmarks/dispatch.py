@@ -1,7 +1,7 @@
 """Dispatch: confirmed publishing through RabbitBroker, and end-to-end no-op mini-batches with 2 processes.
 
 1. publish: N mini-batch messages (10 item references each, as the coordinator sends them) through
-   common.broker.rabbitmq.RabbitBroker.publish in the coordinator's chunks, every one confirmed;
+   common.broker.rabbitmq.broker.RabbitBroker.publish in the coordinator's chunks, every one confirmed;
    messages/s (target >= 10,000).
 2. end-to-end: a job of one-file mini-batches whose run() returns its input, 2 processes, measured
    through the in-process API (coordinator.runner.run_job: plan, publish, run, commit, merge, report),
@@ -62,9 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def bench_publish(url: str, count: int) -> float:
     """Seconds to publish `count` confirmed batch messages; the queue is checked, then deleted."""
     from common.broker.base import queue_names
-    from common.broker.rabbitmq import RabbitBroker
+    from common.broker.rabbitmq.broker import RabbitBroker
     from common.messages import BatchMessage, Item
-    from coordinator.submit import PUBLISH_CHUNK
+    from coordinator.plan.submit import PUBLISH_CHUNK
 
     job = f"bench-dispatch-{uuid.uuid4().hex[:8]}"
     bodies = []
@@ -100,8 +100,8 @@ def write_noop(folder: Path) -> Path:
 def bench_e2e(spec_path: Path, data: Path, work: Path, processes: int, url: str | None) -> float:
     """Seconds for run_job() of one-file no-op mini-batches; embedded when `url` is None."""
     from common.broker.factory import open_broker
-    from common.spec import load_spec, parse_bindings, resolve
     from coordinator.runner import RunOptions, run_job
+    from coordinator.spec.loader import load_spec, parse_bindings, resolve
 
     out = fresh_dir(work / "out")
     spec = load_spec(spec_path)

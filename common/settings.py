@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from common.rowformats import RowFormat
+from common.parts.rows import RowFormat
 from common.sizes import is_size_text, parse_size
 
 OutputAction = Literal["summary_only", "append_row"]

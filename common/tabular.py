@@ -37,17 +37,17 @@ import pyarrow.parquet as pq
 
 from common.errors import BadDataError, InputError, UsageError
 from common.messages import InputBinding, Item
-from common.partitions import BatchPlan, check_keys, group_by_values, partition_files
-from common.rowformats import release_arrow_memory
+from common.parts.rows import release_arrow_memory
 from common.settings import RunSettings
 from common.storage.base import ObjectInfo, Storage
-from common.tabular_parquet import (
+from common.tables.parquet import (
     first_line,
     group_memory,
     offset_widths,
     parquet_file,
     read_parquet,
 )
+from coordinator.plan.partitions import BatchPlan, check_keys, group_by_values, partition_files
 
 logger = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ from pydantic import ValidationError
 
 from common.errors import UsageError
 from common.messages import BatchResult, JobConfig
-from common.parts import scan_parts
+from common.parts.frames import scan_parts
 from common.storage import StorageOptions, join_uri, open_storage
-from coordinator.joblogs import Summary
+from coordinator.follow.tally import Tally
+from coordinator.plan.submit import fetch_manifest, mark_published, plan_size, publish_plan, was_published
+from coordinator.report.joblogs import Summary
 from coordinator.runner import JobRun, RunOptions, finish_job
-from coordinator.submit import fetch_manifest, mark_published, plan_size, publish_plan, was_published
-from coordinator.tally import Tally
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from common.messages import JobConfig
-from common.parts import PartReader
-from common.rowformats import merge_parts
+from common.parts.frames import PartReader
+from common.parts.rows import merge_parts
 from common.storage import StorageOptions, is_remote, join_uri, open_storage
-from coordinator.tally import Tally
+from coordinator.follow.tally import Tally
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,10 @@ from common.errors import BatchfleetError, StorageError, UsageError
 from common.messages import BatchResult, JobAnnouncement, JobConfig
 from common.perf import PerfSampler
 from common.storage import StorageOptions, join_uri, open_storage
-from coordinator.follow import Follower, Verdict, await_nodes_stopped
-from coordinator.joblogs import Summary, summarize
+from coordinator.follow.follower import Follower, Verdict, await_nodes_stopped
+from coordinator.follow.tally import Tally
 from coordinator.merger import merge_output
-from coordinator.progress import Progress
-from coordinator.report import ReportRenderer, write_html, write_job_logs, write_perf
-from coordinator.state import cancel_requested, snapshot, write_snapshot
-from coordinator.submit import (
+from coordinator.plan.submit import (
     FLEET_BATCHES_PER_MESSAGE,
     StreamPublisher,
     job_area,
@@ -34,12 +31,15 @@ from coordinator.submit import (
     write_job,
     write_plan,
 )
-from coordinator.tally import Tally
+from coordinator.report.joblogs import Summary, summarize
+from coordinator.report.progress import Progress
+from coordinator.report.state import cancel_requested, snapshot, write_snapshot
+from coordinator.report.write import ReportRenderer, write_html, write_job_logs, write_perf
 from worker.security import sign_job
 
 if TYPE_CHECKING:
-    from common.spec import JobSpec, Resolved
-    from worker.node import WorkerNode
+    from coordinator.spec.loader import JobSpec, Resolved
+    from worker.intake.node import WorkerNode
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class JobRun:
             work_root = opts.work_root
             if work_root is None:
                 work_root = self._scratch = Path(tempfile.mkdtemp(prefix="bf-node-"))
-            from worker.node import NodeConfig, WorkerNode  # embedded only: a fleet's coordinator runs no node
+            from worker.intake.node import NodeConfig, WorkerNode  # embedded only: a fleet's coordinator runs no node
 
             config = NodeConfig(
                 node_id=opts.node_id, work_root=work_root, sample_perf=False, signing_key=opts.signing_key

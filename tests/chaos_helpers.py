@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from common.messages import BatchMessage
-from common.parts import PartRecord, scan_parts
+from common.parts.frames import PartRecord, scan_parts
 from common.storage import open_storage
 from tests.fleet_helpers import COMPONENT, wait_for
 

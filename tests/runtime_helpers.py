@@ -12,11 +12,11 @@ from common.broker.memory import MemoryBroker
 from common.messages import InputBinding, JobConfig
 from common.settings import RunSettings
 from common.storage import StorageOptions
-from coordinator.follow import Follower, Verdict
+from coordinator.follow.follower import Follower, Verdict
+from coordinator.follow.tally import Tally
 from coordinator.merger import merge_output
-from coordinator.submit import publish_plan, write_job, write_plan
-from coordinator.tally import Tally
-from worker.node import NodeConfig, WorkerNode
+from coordinator.plan.submit import publish_plan, write_job, write_plan
+from worker.intake.node import NodeConfig, WorkerNode
 
 
 def write_script(folder: Path, body: str, name: str = "entry.py") -> Path:

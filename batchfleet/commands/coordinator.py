@@ -15,7 +15,7 @@ from common.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from common.args import add_setting_flags
+    from coordinator.spec.args import add_setting_flags
 
     service = sub.add_parser("coordinator", help="run submitted jobs as a service (several at once)")
     add_connection_flags(service)
@@ -40,9 +40,9 @@ def _need_fleet(ns: argparse.Namespace) -> None:
 def cmd_submit(ns: argparse.Namespace) -> int:
     from common.messages import JobAnnouncement
     from common.storage import join_uri
+    from coordinator.plan.submit import write_job
     from coordinator.runner import build_job, check_output
     from coordinator.service import declare_submissions, submissions_queue
-    from coordinator.submit import write_job
 
     _need_fleet(ns)
     spec, resolved = resolve_from(ns)
@@ -64,7 +64,7 @@ def cmd_submit(ns: argparse.Namespace) -> int:
 def cmd_coordinator(ns: argparse.Namespace) -> int:
     from coordinator.attach import run_stored
     from coordinator.service import CoordinatorService, ServiceConfig
-    from worker.sdnotify import notify
+    from worker.intake.sdnotify import notify
 
     _need_fleet(ns)
     if ns.max_jobs < 1:

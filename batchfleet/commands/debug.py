@@ -9,7 +9,7 @@ from batchfleet.commands.run import add_spec_flags, resolve_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from common.args import add_setting_flags
+    from coordinator.spec.args import add_setting_flags
 
     debug = sub.add_parser(
         "debug",
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_debug(ns: argparse.Namespace) -> int:
-    from coordinator.debug import DebugRequest, run_debug
+    from batchfleet.debug import DebugRequest, run_debug
 
     spec, resolved = resolve_from(ns)
     request = DebugRequest(batch=ns.batch, items=ns.items, storage_options=storage_options(ns))

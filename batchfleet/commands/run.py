@@ -21,7 +21,7 @@ from common.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from common.args import add_setting_flags
+    from coordinator.spec.args import add_setting_flags
 
     run = sub.add_parser("run", help="run a component (embedded, or on a fleet with --broker)")
     add_spec_flags(run)
@@ -58,8 +58,8 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_from(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from common.args import collect_overrides
-    from common.spec import load_spec, parse_bindings, resolve
+    from coordinator.spec.args import collect_overrides
+    from coordinator.spec.loader import load_spec, parse_bindings, resolve
 
     spec = load_spec(ns.spec)
     overrides = collect_overrides(ns, ns.set)
@@ -70,7 +70,7 @@ def resolve_from(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
 def cmd_validate(ns: argparse.Namespace) -> int:
     spec, resolved = resolve_from(ns) if (ns.input or ns.output) else (None, None)
     if spec is None:
-        from common.spec import load_spec
+        from coordinator.spec.loader import load_spec
 
         spec = load_spec(ns.spec)
     detail = f", {len(resolved.args)} args" if resolved is not None else ""

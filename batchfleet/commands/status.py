@@ -64,8 +64,8 @@ def _console():  # type: ignore[no-untyped-def]
 
 def _read(ns: argparse.Namespace, job_id: str) -> dict[str, Any]:
     from common.errors import StorageError
-    from coordinator.state import read_state
-    from coordinator.status_view import scrub
+    from coordinator.report.state import read_state
+    from coordinator.report.status_view import scrub
 
     try:
         state = read_state(store_uri(ns), job_id, storage_options(ns))
@@ -92,7 +92,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
 
 
 def _show(state: dict[str, Any], as_json: bool) -> None:
-    from coordinator.status_view import status_view
+    from coordinator.report.status_view import status_view
 
     if as_json:
         print(json.dumps(state, indent=1))
@@ -102,7 +102,7 @@ def _show(state: dict[str, Any], as_json: bool) -> None:
 
 def _watch(ns: argparse.Namespace, job_id: str, state: dict[str, Any]) -> None:
     """Redraw until the job is no longer running (or its coordinator went silent)."""
-    from coordinator.status_view import is_active, status_view
+    from coordinator.report.status_view import is_active, status_view
 
     if ns.json:
         # JSON Lines: one record per poll, for scripts that follow a job.
@@ -122,7 +122,7 @@ def _watch(ns: argparse.Namespace, job_id: str, state: dict[str, Any]) -> None:
 
 
 def cmd_list(ns: argparse.Namespace) -> int:
-    from coordinator.status_view import list_jobs, list_table, scrub
+    from coordinator.report.status_view import list_jobs, list_table, scrub
 
     store = store_uri(ns)
     jobs = scrub(list_jobs(store, storage_options(ns)), _secrets())
@@ -138,8 +138,8 @@ def cmd_list(ns: argparse.Namespace) -> int:
 
 def cmd_cancel(ns: argparse.Namespace) -> int:
     from common.errors import UsageError
-    from coordinator.state import read_state, request_cancel
-    from coordinator.status_view import job_exists, span, stale_for
+    from coordinator.report.state import read_state, request_cancel
+    from coordinator.report.status_view import job_exists, span, stale_for
 
     job_id = _job_id(ns.job)
     store, options = store_uri(ns), storage_options(ns)

@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def cmd_worker(ns: argparse.Namespace) -> int:
     from common.signing import load_key
-    from worker.node import NodeConfig
-    from worker.service import serve_forever
+    from worker.intake.node import NodeConfig
+    from worker.intake.service import serve_forever
 
     if ns.processes is not None and ns.processes < 1:
         raise UsageError(f"--processes must be at least 1, got {ns.processes}")

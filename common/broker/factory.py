@@ -45,7 +45,7 @@ def open_broker(
         return MemoryBroker()
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in {"amqp", "amqps"}:
-        from common.broker.rabbitmq import RabbitBroker
+        from common.broker.rabbitmq.broker import RabbitBroker
 
         return RabbitBroker(
             url,

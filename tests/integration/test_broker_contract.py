@@ -18,7 +18,7 @@ import pytest
 from common.broker.base import REASON_HEADER, Broker, Delivery, queue_names
 from common.broker.factory import open_broker, redact_url
 from common.broker.memory import MemoryBroker
-from common.broker.rabbitmq import RabbitBroker
+from common.broker.rabbitmq.broker import RabbitBroker
 from common.errors import BrokerError, UsageError
 from tests.servers import REPO, RabbitNode, free_port, unavailable
 

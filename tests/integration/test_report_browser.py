@@ -15,7 +15,7 @@ from PIL import Image
 from common.messages import BatchResult, JobConfig
 from common.perf import PerfSample
 from common.settings import RunSettings
-from coordinator.report_html import write_report
+from coordinator.report.html import write_report
 
 pytestmark = pytest.mark.browser
 

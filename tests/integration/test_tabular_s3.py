@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.messages import InputBinding
-from common.partitions import BatchPlan
 from common.settings import RunSettings
 from common.storage import Storage, open_storage
 from common.tabular import BadDataError, plan_tabular, read_batch
+from coordinator.plan.partitions import BatchPlan
 from tests.storage_helpers import CountingStorage as Counting
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
-from common.args import add_setting_flags, collect_overrides
 from common.errors import UsageError
 from common.settings import SETTING_NAMES, RunSettings
+from coordinator.spec.args import add_setting_flags, collect_overrides
 
 
 def parser() -> argparse.ArgumentParser:

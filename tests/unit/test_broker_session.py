@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.broker.rabbitmq_session import attempt_of, settle_frames
+from common.broker.rabbitmq.session import attempt_of, settle_frames
 
 
 def test_acks_below_every_held_tag_become_one_multiple_ack_sent_last() -> None:

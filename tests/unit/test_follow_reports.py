@@ -19,8 +19,8 @@ from common.messages import (
     encode_report,
     unbundle_reports,
 )
-from coordinator.follow import Follower, decode_reports
-from coordinator.tally import Tally
+from coordinator.follow.follower import Follower, decode_reports
+from coordinator.follow.tally import Tally
 from tests.runtime_helpers import make_job
 
 
@@ -83,7 +83,7 @@ def test_a_pack_dead_lettered_after_one_member_committed_fails_only_the_other(tm
 
 
 def test_a_dead_letter_is_acked_only_once_its_batch_is_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import coordinator.follow as follow
+    import coordinator.follow.follower as follow
 
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", run_max_try=1)
     broker = MemoryBroker()

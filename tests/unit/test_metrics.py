@@ -6,7 +6,7 @@ import socket
 import urllib.request
 
 from common.messages import BatchResult
-from worker.metrics import NodeMetrics
+from worker.report.metrics import NodeMetrics
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ from multiprocessing.connection import Connection
 
 import pytest
 
-from worker.outbox import Outbox
+from worker.run.outbox import Outbox
 
 
 @pytest.fixture

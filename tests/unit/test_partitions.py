@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from common.errors import InputError, UsageError
-from common.partitions import BatchPlan, group_by_values, parse_layout, partition_files
 from common.storage.base import ObjectInfo
 from common.storage.local import LocalStorage
+from coordinator.plan.partitions import BatchPlan, group_by_values, parse_layout, partition_files
 
 # The seed's example, verbatim: 10 files, 2 countries, 7 distinct country/state pairs.
 SEED = [

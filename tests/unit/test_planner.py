@@ -11,8 +11,8 @@ from common.messages import BatchMessage
 from common.signing import SignatureError
 from common.storage import StorageOptions
 from common.storage.local import LocalStorage
-from coordinator.planner import plan_batches, plan_lines
-from coordinator.submit import FIRST_CHUNK, PUBLISH_CHUNK, read_plan, write_plan
+from coordinator.plan.files import plan_batches, plan_lines
+from coordinator.plan.submit import FIRST_CHUNK, PUBLISH_CHUNK, read_plan, write_plan
 from tests.runtime_helpers import make_files, make_job
 from worker.security import verify_batch
 

@@ -14,9 +14,9 @@ import pytest
 from common.messages import BatchResult, JobConfig, Outcome
 from common.perf import PerfSample
 from common.settings import RunSettings
-from coordinator import plots, svg
-from coordinator.renderer import ReportRenderer
-from coordinator.report_html import render_report
+from coordinator.report import plots, svg
+from coordinator.report.html import render_report
+from coordinator.report.renderer import ReportRenderer
 
 T0 = 1_700_000_000.0
 HOSTILE = "<script>&\"'x\x01"
@@ -215,7 +215,7 @@ def test_no_matplotlib_import() -> None:
     code = (
         "import sys\n"
         "from tests.unit.test_plots import all_plots, records, samples\n"
-        "import coordinator.renderer, coordinator.report\n"
+        "import coordinator.report.renderer, coordinator.report.write\n"
         "all_plots(records(100), samples(['a']))\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib was imported'\n"
     )

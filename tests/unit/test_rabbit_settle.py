@@ -13,8 +13,8 @@ import pytest
 
 from common.broker.base import PRIOR_TRIES_HEADER, REASON_HEADER, Delivery
 from common.broker.packs import Member, PackHold
-from common.broker.rabbitmq_session import Session
-from common.broker.rabbitmq_settle import RabbitSettler
+from common.broker.rabbitmq.session import Session
+from common.broker.rabbitmq.settle import RabbitSettler
 from common.errors import BrokerError
 
 BATCHES, DEAD = "bf.j.batches", "bf.j.dead"

@@ -9,8 +9,8 @@ from pathlib import Path
 from common.messages import BatchResult, JobConfig
 from common.perf import PerfSample
 from common.settings import RunSettings
-from coordinator import plots
-from coordinator.report_html import failure_groups, render_report, write_report
+from coordinator.report import plots
+from coordinator.report.html import failure_groups, render_report, write_report
 
 T0 = 1_700_000_000.0
 SECRET = "hunter2-very-secret-value"

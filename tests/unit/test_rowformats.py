@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.errors import BatchfleetError
-from common.rowformats import (
+from common.parts.rows import (
     RowFormat,
     RowFormatError,
     encode_part,
@@ -274,7 +274,7 @@ def test_lean_worker_memory_keeps_a_chosen_pool(monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the system pool is chosen on Linux only")
 def test_lean_worker_memory_before_arrow_loads_picks_system_pool() -> None:
     code = (
-        "import os; from common.rowformats import lean_worker_memory; lean_worker_memory(os.environ); "
+        "import os; from common.parts.rows import lean_worker_memory; lean_worker_memory(os.environ); "
         "import pyarrow as pa; print(pa.default_memory_pool().backend_name)"
     )
     env = {key: value for key, value in os.environ.items() if key != "ARROW_DEFAULT_MEMORY_POOL"}

@@ -206,8 +206,8 @@ def test_user_logs_hold_prints_and_errors(tmp_path: Path) -> None:
 
 
 def test_no_worker_is_a_stall_not_a_hang(tmp_path: Path) -> None:
-    from coordinator.follow import Follower
-    from coordinator.tally import Tally
+    from coordinator.follow.follower import Follower
+    from coordinator.follow.tally import Tally
 
     make_files(tmp_path / "data", 3)
     write_script(tmp_path / "code", OK_SCRIPT)
@@ -254,7 +254,7 @@ def test_prints_survive_a_timeout_kill(tmp_path: Path) -> None:
 
 
 def test_broken_script_takes_no_message(tmp_path: Path) -> None:
-    from worker.node import NodeConfig, WorkerNode
+    from worker.intake.node import NodeConfig, WorkerNode
 
     make_files(tmp_path / "data", 4)
     write_script(tmp_path / "code", "def init():\n    raise ValueError('bad model')\ndef run(b):\n    return b\n")
@@ -276,9 +276,9 @@ def test_broken_script_takes_no_message(tmp_path: Path) -> None:
 
 def test_a_preparing_job_starts_processes_but_takes_nothing_until_active(tmp_path: Path) -> None:
     from common.messages import JobAnnouncement
-    from coordinator.follow import Follower
-    from coordinator.tally import Tally
-    from worker.node import NodeConfig, WorkerNode
+    from coordinator.follow.follower import Follower
+    from coordinator.follow.tally import Tally
+    from worker.intake.node import NodeConfig, WorkerNode
 
     make_files(tmp_path / "data", 4)
     write_script(tmp_path / "code", "def run(b):\n    return b\n")
@@ -334,10 +334,10 @@ def test_a_node_hands_back_packed_batches_beyond_its_window(tmp_path: Path) -> N
 def test_a_graceful_stop_hands_packed_batches_back_without_a_try(tmp_path: Path) -> None:
     import threading
 
-    from coordinator.follow import Follower
+    from coordinator.follow.follower import Follower
+    from coordinator.follow.tally import Tally
     from coordinator.merger import merge_output
-    from coordinator.tally import Tally
-    from worker.node import NodeConfig, WorkerNode
+    from worker.intake.node import NodeConfig, WorkerNode
 
     make_files(tmp_path / "data", 16)
     write_script(tmp_path / "code", OK_SCRIPT.replace("    return [", "    import time; time.sleep(0.2)\n    return ["))
@@ -374,10 +374,10 @@ def test_the_window_counts_the_mini_batches_messages_really_carry(tmp_path: Path
     import shutil
 
     from common.broker.memory import MemoryBroker
-    from coordinator.follow import Follower
-    from coordinator.submit import publish_plan, write_job, write_plan
-    from coordinator.tally import Tally
-    from worker.node import NodeConfig, WorkerNode
+    from coordinator.follow.follower import Follower
+    from coordinator.follow.tally import Tally
+    from coordinator.plan.submit import publish_plan, write_job, write_plan
+    from worker.intake.node import NodeConfig, WorkerNode
 
     make_files(tmp_path / "data", 96)
     write_script(tmp_path / "code", "def run(b):\n    return b\n")

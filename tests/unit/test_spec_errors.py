@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from common.errors import BatchfleetError, EntryScriptError, SpecError
 from common.settings import RunSettings
-from common.spec import load_spec
-from common.validation import describe
+from coordinator.spec.loader import load_spec
+from coordinator.spec.validation import describe
 from tests.unit.spec_helpers import COMPONENT, V2_JOB, Mutate, copy_case, one_line
 
 # --- bad specs: one clear line each ---------------------------------------------------------------

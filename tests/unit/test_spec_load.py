@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from common.errors import EntryScriptError
-from common.spec import Port, check_entry_source, load_spec
+from coordinator.spec.loader import Port, check_entry_source, load_spec
 from tests.unit.spec_helpers import COMPONENT, V2_JOB, copy_case, one_line
 
 # --- the two formats load -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from common.errors import UsageError
 from common.settings import RunSettings
-from common.spec import JobSpec, Port, load_spec, parse_bindings, predefined_args, resolve
+from coordinator.spec.loader import JobSpec, Port, load_spec, parse_bindings, predefined_args, resolve
 from tests.unit.spec_helpers import COMPONENT, V2_JOB, one_line
 
 # --- bindings -------------------------------------------------------------------------------------

@@ -15,12 +15,12 @@ import pytest
 
 from common.errors import InputError, UsageError
 from common.messages import InputBinding, Item
-from common.partitions import BatchPlan
 from common.settings import RunSettings
 from common.storage.base import Storage
 from common.storage.local import LocalStorage
+from common.tables.parquet import group_memory, offset_widths
 from common.tabular import BadDataError, detect_format, plan_tabular, read_batch, warm_reader
-from common.tabular_parquet import group_memory, offset_widths
+from coordinator.plan.partitions import BatchPlan
 from tests.storage_helpers import CountingStorage
 
 ROWS = 6000

@@ -15,7 +15,7 @@ from common.broker.base import Broker, Delivery, Settle, queue_names
 from common.errors import BrokerError
 from common.messages import BatchMessage, BatchResult, JobConfig, JobEvent, decode_report, unbundle_reports
 from common.policy import is_stalled, threshold_breach
-from coordinator.tally import Tally
+from coordinator.follow.tally import Tally
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from common.errors import BadDataError, BatchfleetError
-from common.parts import PartWriter
-from common.rowformats import RowFormat, encode_part, is_dataframe, lean_worker_memory
+from common.parts.frames import PartWriter
+from common.parts.rows import RowFormat, encode_part, is_dataframe, lean_worker_memory
 from common.storage import Storage, is_remote, join_uri, open_storage
-from worker.context import MiniBatchContext
-from worker.entry import EntryPoints, load_entry
-from worker.outbox import HOLD, Outbox
-from worker.userlogs import UserLogs
+from worker.run.context import MiniBatchContext
+from worker.run.entry import EntryPoints, load_entry
+from worker.run.outbox import HOLD, Outbox
+from worker.run.userlogs import UserLogs
 
 if TYPE_CHECKING:
     from common.messages import JobConfig

@@ -17,7 +17,7 @@ from pathlib import Path
 from common.broker.base import Broker, queue_names
 from common.messages import BatchMessage, JobConfig
 from common.storage import StorageOptions, is_remote, join_uri, open_storage
-from coordinator.planner import plan_lines
+from coordinator.plan.files import plan_lines
 from worker.security import sign_planned
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from common.args import (
+from common.errors import SpecError, UsageError
+from common.messages import InputBinding
+from common.settings import V2_ALIASES, RunSettings
+from common.storage.base import join_uri
+from coordinator.spec.args import (
     Binding,
     parse_bindings,
     placeholders,
@@ -20,11 +24,7 @@ from common.args import (
     split_args,
     strip_placeholders,
 )
-from common.errors import SpecError, UsageError
-from common.messages import InputBinding
-from common.settings import V2_ALIASES, RunSettings
-from common.storage.base import join_uri
-from common.validation import (
+from coordinator.spec.validation import (
     ComponentDoc,
     RawPort,
     ResourcesDoc,

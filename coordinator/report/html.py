@@ -13,7 +13,7 @@ from typing import Any
 
 from common.messages import BatchResult, JobConfig
 from common.perf import PerfSample
-from coordinator import plots
+from coordinator.report import plots
 
 MAX_GROUPS = 50
 MAX_IDS = 100

@@ -19,7 +19,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from common.policy import init_gives_up, pipeline_depth
-from worker.child import child_main
+from worker.run.child import child_main
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +337,7 @@ class ChildPool:
     def _overran(self, slot: _Slot, head: Task) -> int | None:
         """Wait for the child's next message; None when it came, else which task overran its time.
 
-        A short batch's outcome may wait in the child behind the next batch (worker.outbox). When
+        A short batch's outcome may wait in the child behind the next batch (worker.run.outbox). When
         the head's time is up but the child has started later tasks, the one it is on gets a full
         timeout of its own, and the blame if it overruns too.
         """

@@ -1,6 +1,6 @@
 """Render report.html for a job that ended, in the coordinator's own process.
 
-The plots are plain SVG strings (coordinator.plots), so a report for thousands of tries takes tens
+The plots are plain SVG strings (coordinator.report.plots), so a report for thousands of tries takes tens
 of milliseconds: no worker process, nothing to import ahead of time.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from common.messages import BatchResult, JobConfig
 from common.perf import PerfSample
-from coordinator.report_html import render_report
+from coordinator.report.html import render_report
 
 
 class ReportRenderer:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from common.errors import BadDataError
 from common.messages import Item
-from common.rowformats import release_arrow_memory
+from common.parts.rows import release_arrow_memory
 from common.storage.base import Storage
 from common.storage.local import LocalStorage
 

@@ -8,10 +8,10 @@ import time
 from common.messages import JobConfig
 from common.perf import PerfSample, write_perf_csv
 from common.storage import StorageOptions, is_remote, join_uri, open_storage
-from coordinator.joblogs import Summary, attempts_csv, job_result_text, processed_batches_csv
-from coordinator.renderer import ReportRenderer
-from coordinator.state import snapshot, write_snapshot
-from coordinator.tally import Tally
+from coordinator.follow.tally import Tally
+from coordinator.report.joblogs import Summary, attempts_csv, job_result_text, processed_batches_csv
+from coordinator.report.renderer import ReportRenderer
+from coordinator.report.state import snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from common.messages import BatchResult, JobConfig
-from coordinator.tally import Tally
+from coordinator.follow.tally import Tally
 
 BATCH_COLUMNS = [
     "batch_id",

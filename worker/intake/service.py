@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from types import FrameType
 
 from common.broker.base import Broker
-from worker.node import NodeConfig, WorkerNode
-from worker.sdnotify import notify
+from worker.intake.node import NodeConfig, WorkerNode
+from worker.intake.sdnotify import notify
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pika.channel import Channel
 
 from common.broker.base import Broker, Delivery, Settle, delivery_limit, queue_names
 from common.broker.packs import pack_bodies
-from common.broker.rabbitmq_io import (
+from common.broker.rabbitmq.io import (
     AmqpLink,
     Op,
     Step,
@@ -26,13 +26,13 @@ from common.broker.rabbitmq_io import (
     parse_endpoint,
     run_steps,
 )
-from common.broker.rabbitmq_publish import ANNOUNCE_EXCHANGE, Publisher
-from common.broker.rabbitmq_session import (
+from common.broker.rabbitmq.publish import ANNOUNCE_EXCHANGE, Publisher
+from common.broker.rabbitmq.session import (
     Consumer,
     Session,
     message_handler,
 )
-from common.broker.rabbitmq_settle import RabbitSettler
+from common.broker.rabbitmq.settle import RabbitSettler
 from common.errors import BrokerError
 
 log = logging.getLogger(__name__)

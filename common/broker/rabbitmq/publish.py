@@ -15,7 +15,7 @@ import pika
 import pika.exceptions as pex
 from pika.channel import Channel
 
-from common.broker.rabbitmq_io import AmqpLink, Endpoint, channel_error
+from common.broker.rabbitmq.io import AmqpLink, Endpoint, channel_error
 from common.errors import BrokerError
 
 log = logging.getLogger(__name__)

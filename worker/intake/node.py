@@ -30,18 +30,18 @@ from common.messages import (
 )
 from common.perf import PerfSampler, write_perf_csv
 from common.policy import TryResult, keeps_packed, messages_window, prefetch_for, settle_for
-from common.spec import predefined_args
 from common.storage import StorageOptions, join_uri, open_storage
-from worker.child import ChildJob
-from worker.downloader import Downloader, Fetched
-from worker.layout import node_layout
-from worker.metrics import NodeMetrics
-from worker.outputs import OutputSync, upload_tree
-from worker.pool import ChildPool, PoolConfig, Task
-from worker.reporter import Outgoing, Reporter
-from worker.runtime import JobRuntime, planned_total
+from coordinator.spec.loader import predefined_args
+from worker.commit.outputs import OutputSync, upload_tree
+from worker.download.downloader import Downloader, Fetched
+from worker.download.snapshot import fetch_code
+from worker.intake.layout import node_layout
+from worker.intake.runtime import JobRuntime, planned_total
+from worker.report.metrics import NodeMetrics
+from worker.report.reporter import Outgoing, Reporter
+from worker.run.child import ChildJob
+from worker.run.pool import ChildPool, PoolConfig, Task
 from worker.security import check_job_signature, verify_batch
-from worker.snapshot import fetch_code
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import sys
 import time
 from typing import Any, TextIO
 
-from coordinator.joblogs import progress_line
-from coordinator.tally import Tally
+from coordinator.follow.tally import Tally
+from coordinator.report.joblogs import progress_line
 
 
 class Progress:

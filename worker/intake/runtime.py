@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from common.broker.base import Delivery, queue_names
 from common.messages import BatchMessage, InputBinding, JobConfig
 from common.perf import PerfSampler
-from worker.layout import NodeLayout
-from worker.outputs import OutputSync
-from worker.pool import ChildPool
+from worker.commit.outputs import OutputSync
+from worker.intake.layout import NodeLayout
+from worker.run.pool import ChildPool
 
 
 class JobRuntime:

@@ -25,16 +25,16 @@ from typing import Any, TextIO
 from azureml_user.parallel_run import ENTRY_LOGGER
 from common.errors import BatchfleetError, UsageError
 from common.messages import BatchMessage, InputBinding, Item, JobConfig
-from common.rowformats import encode_part, is_dataframe
-from common.spec import JobSpec, Resolved, predefined_args
+from common.parts.rows import encode_part, is_dataframe
 from common.storage import StorageOptions, is_remote, join_uri, open_storage
 from common.tabular import plan_tabular, read_batch
-from coordinator.planner import plan_batches
-from coordinator.submit import new_job_id
-from worker.child import ResultError, count_rows, error_line
-from worker.context import MiniBatchContext
-from worker.downloader import Downloader
-from worker.entry import OWN_PACKAGES, EntryPoints, load_entry
+from coordinator.plan.files import plan_batches
+from coordinator.plan.submit import new_job_id
+from coordinator.spec.loader import JobSpec, Resolved, predefined_args
+from worker.download.downloader import Downloader
+from worker.run.child import ResultError, count_rows, error_line
+from worker.run.context import MiniBatchContext
+from worker.run.entry import OWN_PACKAGES, EntryPoints, load_entry
 
 SHOWN_ROWS = 20
 SHOWN_ITEMS = 50
@@ -284,7 +284,7 @@ def print_rows(result: Any, rows: int, out: TextIO) -> None:
 
 
 def print_counts(loaded: Loaded, rows: int, out: TextIO) -> None:
-    """Counts as worker.child commits them: rows stand for succeeded items, capped by the batch."""
+    """Counts as worker.run.child commits them: rows stand for succeeded items, capped by the batch."""
     total = loaded.total
     succeeded = min(rows, total - loaded.missing)
     out.write(f"as the worker counts it: {succeeded} succeeded, {total - succeeded} failed of {total} items\n")

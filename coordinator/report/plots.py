@@ -1,4 +1,4 @@
-"""Report plots as self-contained inline SVG strings, drawn with coordinator.svg (no plotting library).
+"""Report plots as self-contained inline SVG strings, drawn with coordinator.report.svg (no plotting library).
 
 Every plot copes with no data and with very many records by binning or sampling, so the SVG stays
 small (a few hundred KiB at most) and rendering stays cheap.
@@ -15,8 +15,8 @@ from operator import attrgetter
 
 from common.messages import BatchResult
 from common.perf import PerfSample
-from coordinator import svg
-from coordinator.svg import Key, Panel
+from coordinator.report import svg
+from coordinator.report.svg import Key, Panel
 
 OUTCOME_COLORS = {"committed": "#4c78a8", "retry": "#f58518", "failed": "#e45756"}
 PHASE_COLORS = {"download": "#72b7b2", "run()": "#4c78a8", "commit": "#54a24b", "other": "#9d9d9d"}

@@ -8,7 +8,7 @@ from typing import Any
 
 from common.messages import BatchResult, JobConfig
 from common.storage import StorageOptions, join_uri, open_storage
-from coordinator.tally import Tally
+from coordinator.follow.tally import Tally
 
 CANCEL_FILE = "cancel.json"
 

@@ -16,9 +16,9 @@ from typing import Any
 
 from common.broker.base import Delivery, Settle
 from common.broker.packs import Member, MemberCopy, as_message, copy_headers, member_copy
-from common.broker.rabbitmq_io import AmqpLink
-from common.broker.rabbitmq_publish import Publisher
-from common.broker.rabbitmq_session import Session, dead_queue_of, send_frames, settle_frames
+from common.broker.rabbitmq.io import AmqpLink
+from common.broker.rabbitmq.publish import Publisher
+from common.broker.rabbitmq.session import Session, dead_queue_of, send_frames, settle_frames
 from common.errors import BrokerError
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from typing import Any
 
 from common.errors import InputError, StorageError, UsageError
 from common.messages import WIRE_VERSION, BatchMessage, InputBinding, Item, JobConfig
-from common.partitions import BatchPlan, partition_files
 from common.storage import ObjectInfo, StorageOptions, is_remote, open_storage
+from coordinator.plan.partitions import BatchPlan, partition_files
 
 # A planned batch in its wire form (BatchMessage.model_dump(exclude_none=True)).
 PlannedBatch = dict[str, Any]
