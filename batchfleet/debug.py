@@ -26,15 +26,17 @@ from azureml_user.parallel_run import ENTRY_LOGGER
 from common.errors import BatchfleetError, UsageError
 from common.messages import BatchMessage, InputBinding, Item, JobConfig
 from common.parts.rows import encode_part, is_dataframe
+from common.settings import predefined_args
 from common.storage import StorageOptions, is_remote, join_uri, open_storage
-from common.tabular import plan_tabular, read_batch
 from coordinator.plan.files import plan_batches
 from coordinator.plan.submit import new_job_id
-from coordinator.spec.loader import JobSpec, Resolved, predefined_args
+from coordinator.plan.tables import plan_tabular
+from coordinator.spec.loader import JobSpec, Resolved
 from worker.download.downloader import Downloader
 from worker.run.child import ResultError, count_rows, error_line
 from worker.run.context import MiniBatchContext
 from worker.run.entry import OWN_PACKAGES, EntryPoints, load_entry
+from worker.run.tables import read_batch
 
 SHOWN_ROWS = 20
 SHOWN_ITEMS = 50

@@ -4,12 +4,36 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from importlib import metadata
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from common.parts.rows import RowFormat
-from common.sizes import is_size_text, parse_size
+
+_UNITS = {"": 1, "b": 1, "kb": 1024, "k": 1024, "mb": 1024**2, "m": 1024**2, "gb": 1024**3, "g": 1024**3}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """Return the number of bytes in `text`; raise ValueError naming the problem."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a size such as '1MB' or '512KB'")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    if unit not in _UNITS:
+        raise ValueError(f"{text!r} has unknown unit {match.group(2)!r}; use B, KB, MB or GB")
+    size = int(number * _UNITS[unit])
+    if size <= 0:
+        raise ValueError(f"{text!r} must be more than zero bytes")
+    return size
+
+
+def is_size_text(value: object) -> bool:
+    """True when `value` is a string with a unit, like "10MB" (not a bare count)."""
+    return isinstance(value, str) and bool(_SIZE.match(value)) and not value.strip().isdigit()
+
 
 OutputAction = Literal["summary_only", "append_row"]
 
@@ -136,3 +160,40 @@ class RunSettings(BaseModel):
 
 
 SETTING_NAMES = tuple(RunSettings.model_fields)
+
+
+def predefined_args(settings: RunSettings, entry_script: str, input_names: list[str]) -> list[str]:
+    """The arguments Azure ML's runtime adds to every entry script's command line (seed FAQ),
+    so a script's parse_known_args() sees the same names and values."""
+    try:
+        version = metadata.version("batchfleet")
+    except metadata.PackageNotFoundError:
+        version = "0"
+    pairs: list[tuple[str, object]] = [
+        ("client_sdk_version", version),
+        ("scoring_module_name", entry_script),
+        ("output_action", settings.output_action),
+        ("create_snapshot_at_runtime", "True"),
+        ("input_fds", ",".join(input_names)),
+        ("process_count_per_node", settings.processes()),
+        ("node_count", settings.node_count),
+        ("error_threshold", settings.error_threshold),
+        ("allowed_failed_count", settings.allowed_failed_count),
+        ("allowed_failed_percent", settings.allowed_failed_percent),
+        ("mini_batch_size", settings.mini_batch_size),
+        ("logging_level", settings.logging_level),
+        ("run_invocation_timeout", settings.run_invocation_timeout),
+        ("run_max_try", settings.run_max_try),
+        ("task_overhead_timeout", settings.task_overhead_timeout),
+        ("progress_update_timeout", settings.stall_timeout()),
+    ]
+    if settings.output_action == "append_row":
+        pairs.append(("append_row_file_name", settings.append_row_file_name))
+    if settings.partition_keys:
+        pairs.append(("partition_keys", ",".join(settings.partition_keys)))
+    args: list[str] = []
+    for name, value in pairs:
+        if value is not None:
+            text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+            args += [f"--{name}", text]
+    return args

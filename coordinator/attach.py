@@ -9,9 +9,10 @@ import shutil
 from pydantic import ValidationError
 
 from common.errors import UsageError
+from common.jobarea import JobArea
 from common.messages import BatchResult, JobConfig
 from common.parts.frames import scan_parts
-from common.storage import StorageOptions, join_uri, open_storage
+from common.storage import StorageOptions, open_storage
 from coordinator.follow.tally import Tally
 from coordinator.plan.submit import fetch_manifest, mark_published, plan_size, publish_plan, was_published
 from coordinator.report.joblogs import Summary
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def load_job(store_uri: str, job_id: str, options: StorageOptions) -> JobConfig:
-    uri = join_uri(store_uri, job_id, "job.json")
+    uri = JobArea.of(store_uri, job_id).job_file
     storage = open_storage(uri, options)
     if not storage.exists(uri):
         raise UsageError(f"no job {job_id} in store {store_uri}", "check the job id, --store or $BATCHFLEET_STORE")
@@ -35,7 +36,7 @@ def committed_in_store(job: JobConfig, options: StorageOptions) -> dict[int, Bat
     """The first complete part of each batch, as results (what resume reuses)."""
     storage = open_storage(job.store_uri, options)
     found: dict[int, BatchResult] = {}
-    for record in scan_parts(storage, join_uri(job.store_uri, "parts")):
+    for record in scan_parts(storage, JobArea(job.store_uri).parts):
         if record.batch_id not in found:
             node = record.ref.replace("\\", "/").split("/parts/", 1)[-1].split("/", 1)[0]
             found[record.batch_id] = BatchResult(
@@ -55,7 +56,7 @@ def committed_in_store(job: JobConfig, options: StorageOptions) -> dict[int, Bat
 def failed_in_store(job: JobConfig, options: StorageOptions) -> list[BatchResult]:
     storage = open_storage(job.store_uri, options)
     results = []
-    for info in storage.list(join_uri(job.store_uri, "failed")):
+    for info in storage.list(JobArea(job.store_uri).failed):
         try:
             results.append(BatchResult.model_validate(json.loads(storage.read_bytes(info.uri))))
         except (ValidationError, ValueError):
@@ -91,7 +92,7 @@ def attach(job_id: str, options: RunOptions, resume: bool) -> Summary:
 
 
 def _clear_cancel(job: JobConfig, options: StorageOptions) -> None:
-    uri = join_uri(job.store_uri, "cancel.json")
+    uri = JobArea(job.store_uri).cancel
     storage = open_storage(uri, options)
     if storage.exists(uri):
         storage.delete(uri)
@@ -105,7 +106,7 @@ def run_stored(job_id: str, options: RunOptions) -> Summary:
     if was_published(job, options.storage_options):
         return attach(job_id, options, resume=False)
     if options.signing_key is not None:
-        from worker.security import check_job_signature
+        from common.signing import check_job_signature
 
         check_job_signature(job, options.signing_key)
     run = JobRun(job, options)

@@ -6,7 +6,6 @@ import contextlib
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,16 +14,17 @@ from typing import TYPE_CHECKING, Literal
 
 from common.broker.base import Broker, queue_names
 from common.errors import BatchfleetError, StorageError, UsageError
+from common.jobarea import JobArea
 from common.messages import BatchResult, JobAnnouncement, JobConfig
 from common.perf import PerfSampler
-from common.storage import StorageOptions, join_uri, open_storage
+from common.signing import sign_job
+from common.storage import StorageOptions, open_storage
 from coordinator.follow.follower import Follower, Verdict, await_nodes_stopped
 from coordinator.follow.tally import Tally
 from coordinator.merger import merge_output
 from coordinator.plan.submit import (
     FLEET_BATCHES_PER_MESSAGE,
     StreamPublisher,
-    job_area,
     mark_published,
     new_job_id,
     snapshot_code,
@@ -35,11 +35,10 @@ from coordinator.report.joblogs import Summary, summarize
 from coordinator.report.progress import Progress
 from coordinator.report.state import cancel_requested, snapshot, write_snapshot
 from coordinator.report.write import ReportRenderer, write_html, write_job_logs, write_perf
-from worker.security import sign_job
 
 if TYPE_CHECKING:
+    from coordinator.embedded import EmbeddedNode
     from coordinator.spec.loader import JobSpec, Resolved
-    from worker.intake.node import WorkerNode
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ class RunOptions:
 def build_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> JobConfig:
     """The resolved job; in fleet mode the code is snapshotted into the store."""
     job_id = new_job_id(spec.name)
-    area = job_area(options.store_uri, job_id)
+    area = JobArea.of(options.store_uri, job_id).root
     code_uri, digest = str(spec.code_dir), ""
     if not options.embedded:
         code_uri, digest = snapshot_code(spec.code_dir, area, options.storage_options)
@@ -103,9 +102,8 @@ class JobRun:
         self.cancelled = threading.Event()
         self.started = time.time()
         self.overview: list[str] = []
-        self.node: WorkerNode | None = None
+        self.node: EmbeddedNode | None = None
         self._announcing = threading.Event()
-        self._scratch: Path | None = None
         self._workers_started = False
         self._announced = False
 
@@ -150,23 +148,15 @@ class JobRun:
             return
         self._workers_started = True
         if opts.embedded:
-            work_root = opts.work_root
-            if work_root is None:
-                work_root = self._scratch = Path(tempfile.mkdtemp(prefix="bf-node-"))
-            from worker.intake.node import NodeConfig, WorkerNode  # embedded only: a fleet's coordinator runs no node
+            from coordinator.embedded import start_node  # embedded only: a fleet's coordinator runs no node
 
-            config = NodeConfig(
-                node_id=opts.node_id, work_root=work_root, sample_perf=False, signing_key=opts.signing_key
-            )
-            self.node = WorkerNode(opts.broker, config)
-            self.node.start(listen=False)
-            self.node.serve(self.job)
+            self.node = start_node(opts.broker, self.job, opts.node_id, opts.work_root, opts.signing_key)
         else:
             threading.Thread(target=self._announce_loop, name="bf-announce", daemon=True).start()
 
     def announce(self, state: Literal["preparing", "active", "ended"]) -> None:
         """Tell every worker about the job once; a broker error is logged, not raised."""
-        uri = join_uri(self.job.store_uri, "job.json")
+        uri = JobArea(self.job.store_uri).job_file
         body = JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state=state).model_dump_json()
         try:
             self.options.broker.announce(body.encode())
@@ -208,7 +198,7 @@ class JobRun:
 
     def _record_failure(self, result: BatchResult) -> None:
         """Failed batches are kept in the store so a restarted coordinator does not wait for them."""
-        uri = join_uri(self.job.store_uri, "failed", f"{result.batch_id:09d}.json")
+        uri = JobArea(self.job.store_uri).failed_record(result.batch_id)
         try:
             open_storage(uri, self.options.storage_options).write_bytes(uri, result.model_dump_json().encode())
         except BatchfleetError as exc:
@@ -231,8 +221,6 @@ class JobRun:
             self.announce("ended")  # workers that started processes for it stop them
         if self.node is not None:
             self.node.stop(grace=0)
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
         try:
             self.options.broker.delete_job(self.job.job_id)
         except BatchfleetError as exc:
@@ -246,10 +234,8 @@ class JobRun:
         broker.purge(names.batches)
         if self.node is not None:
             self.node.stop()
-            if self._scratch is not None:
-                shutil.rmtree(self._scratch, ignore_errors=True)
             return
-        uri = join_uri(self.job.store_uri, "job.json")
+        uri = JobArea(self.job.store_uri).job_file
         ended = JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state="ended")
         broker.announce(ended.model_dump_json().encode())
         silent = await_nodes_stopped(broker, self.job, tally.live_nodes(), self.options.node_wait)

@@ -12,6 +12,7 @@ from pathlib import Path
 from batchfleet.commands.common import add_connection_flags, add_log_flag, broker_url, open_broker_from
 from batchfleet.commands.run import add_spec_flags, resolve_from, run_options
 from common.errors import UsageError
+from common.jobarea import JobArea
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -39,7 +40,6 @@ def _need_fleet(ns: argparse.Namespace) -> None:
 
 def cmd_submit(ns: argparse.Namespace) -> int:
     from common.messages import JobAnnouncement
-    from common.storage import join_uri
     from coordinator.plan.submit import write_job
     from coordinator.runner import build_job, check_output
     from coordinator.service import declare_submissions, submissions_queue
@@ -53,7 +53,7 @@ def cmd_submit(ns: argparse.Namespace) -> int:
         check_output(job, options.storage_options)
         write_job(job, options.storage_options)
         declare_submissions(broker)
-        request = JobAnnouncement(job_id=job.job_id, job_uri=join_uri(job.store_uri, "job.json"), state="active")
+        request = JobAnnouncement(job_id=job.job_id, job_uri=JobArea(job.store_uri).job_file, state="active")
         broker.publish(submissions_queue(), [request.model_dump_json().encode()])
     finally:
         broker.close()

@@ -1,5 +1,7 @@
 """Committed batch results ("parts"): self-describing frames, appended locally or one object each.
 
+The worker writes them (worker/commit/parts.py); the coordinator reads and scans them here.
+
 A frame is a header line `#bf <batch> <attempt> <succeeded> <failed> <length>` followed by
 `length` bytes of rows. Locally each child process appends frames to its own segment file
 (one write per batch: a file per batch costs ~200us here, more than the work it records);
@@ -9,14 +11,13 @@ and a torn one (a process killed mid-write) is ignored.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from common.storage import Storage, is_remote, join_uri
+from common.storage import Storage, is_remote
 
 _HEADER = re.compile(rb"#bf (\d+) (\d+) (\d+) (\d+) (\d+)\n")
 
@@ -80,37 +81,6 @@ class PartReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class PartWriter:
-    """Commits one process's batches under <job area>/parts/<node>/."""
-
-    def __init__(self, storage: Storage, folder_uri: str, name: str) -> None:
-        self.storage = storage
-        self.folder = folder_uri
-        self.remote = is_remote(folder_uri)
-        self._handle = None
-        self._path = ""
-        if not self.remote:
-            Path(folder_uri).mkdir(parents=True, exist_ok=True)
-            self._path = str(Path(folder_uri, f"{name}.{os.getpid()}.seg"))
-            self._handle = open(self._path, "ab")
-
-    def commit(self, batch_id: int, attempt: int, succeeded: int, failed: int, data: bytes) -> str:
-        """Write one frame; return the reference the merger reads it back by."""
-        head = header(batch_id, attempt, succeeded, failed, len(data))
-        if self._handle is not None:
-            start = self._handle.tell()
-            self._handle.write(head + data)
-            self._handle.flush()
-            return make_ref(self._path, start + len(head), len(data))
-        uri = join_uri(self.folder, f"{batch_id:09d}.{attempt}.part")
-        self.storage.write_bytes(uri, head + data)
-        return make_ref(uri, len(head), len(data))
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
 
 
 def scan_parts(storage: Storage, parts_uri: str) -> Iterator[PartRecord]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from common.storage.base import ObjectInfo, Storage, is_remote, join_uri, open_storage
+from common.storage.base import ObjectInfo, Storage, is_remote, join_uri
+from common.storage.registry import open_storage
 
 if TYPE_CHECKING:
     from common.storage.options import StorageOptions

@@ -1,16 +1,11 @@
-"""The storage interface; implementations are picked by URI scheme."""
+"""The storage interface and URI helpers; common/storage/registry.py maps schemes to implementations."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
-
-from common.errors import UsageError
-
-if TYPE_CHECKING:
-    from common.storage.options import StorageOptions
+from typing import NamedTuple
 
 
 class ObjectInfo(NamedTuple):
@@ -76,18 +71,3 @@ class Storage(ABC):
     @abstractmethod
     def check_writable(self, uri: str) -> None:
         """Raise StorageError with the reason when `uri` cannot be written."""
-
-
-def open_storage(uri: str, options: StorageOptions | None = None) -> Storage:
-    """The storage that serves `uri`."""
-    if is_remote(uri):
-        from common.storage.options import StorageOptions
-        from common.storage.s3 import S3Storage
-
-        return S3Storage(options or StorageOptions())
-    if "://" in uri:
-        scheme = uri.split("://", 1)[0]
-        raise UsageError(f"unsupported location scheme {scheme!r} in {uri}", "use a local path or s3://bucket/prefix")
-    from common.storage.local import LocalStorage
-
-    return LocalStorage()

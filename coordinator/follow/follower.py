@@ -52,8 +52,7 @@ def decode_reports(body: bytes, where: str) -> list[BatchResult | JobEvent]:
 
 
 def _genuine(key: bytes, job_id: str, message: BatchMessage) -> bool:
-    from common.signing import SignatureError
-    from worker.security import verify_batch
+    from common.signing import SignatureError, verify_batch
 
     try:
         verify_batch(key, job_id, message)

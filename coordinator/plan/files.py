@@ -74,7 +74,7 @@ def _named(binding: InputBinding, plans: Iterator[BatchPlan]) -> Iterator[BatchP
 def _tabular_batches(
     binding: InputBinding, job: JobConfig, options: StorageOptions
 ) -> Iterator[tuple[list[dict[str, Any]], dict[str, str] | None]]:
-    from common.tabular import plan_tabular
+    from coordinator.plan.tables import plan_tabular
 
     for plan in _named(binding, plan_tabular(open_storage(binding.uri, options), binding, job.settings)):
         yield _item_dicts(plan.items), plan.partition

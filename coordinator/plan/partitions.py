@@ -2,7 +2,7 @@
 
 Files are partitioned by folder levels, either by position from a declared layout such as
 ``{country}/{state}/*`` or hive style (``country=x/state=y/``). Tables are partitioned by
-column values (see common.tabular); the grouping helper here serves both.
+column values (see coordinator/plan/tables.py); the grouping helper here serves both.
 """
 
 from __future__ import annotations

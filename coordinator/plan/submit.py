@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from common.broker.base import Broker, queue_names
+from common.jobarea import PLAN_FILE, JobArea
 from common.messages import BatchMessage, JobConfig
+from common.signing import sign_planned
 from common.storage import StorageOptions, is_remote, join_uri, open_storage
 from coordinator.plan.files import plan_lines
-from worker.security import sign_planned
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +37,12 @@ def new_job_id(name: str) -> str:
     return f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
 
 
-def job_area(store_uri: str, job_id: str) -> str:
-    return join_uri(store_uri, job_id)
-
-
 def snapshot_code(code_dir: Path, area: str, options: StorageOptions) -> tuple[str, str]:
     """Copy the entry script's folder into the job area; return (code_uri, digest)."""
     from common.signing import snapshot_digest
 
     digest = snapshot_digest(code_dir)
-    code_uri = join_uri(area, "code")
+    code_uri = JobArea(area).code
     storage = open_storage(code_uri, options)
     for path in sorted(code_dir.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
@@ -56,7 +53,7 @@ def snapshot_code(code_dir: Path, area: str, options: StorageOptions) -> tuple[s
 def write_job(job: JobConfig, options: StorageOptions) -> None:
     storage = open_storage(job.store_uri, options)
     storage.check_writable(job.store_uri)
-    storage.write_bytes(join_uri(job.store_uri, "job.json"), job.model_dump_json(indent=2).encode())
+    storage.write_bytes(JobArea(job.store_uri).job_file, job.model_dump_json(indent=2).encode())
 
 
 def write_plan(
@@ -71,7 +68,7 @@ def write_plan(
     start on the first mini-batches while a big input is still being listed.
     Returns (local manifest, batches, items).
     """
-    local = Path(tempfile.mkdtemp(prefix="bf-plan-")) / "plan.jsonl"
+    local = Path(tempfile.mkdtemp(prefix="bf-plan-")) / PLAN_FILE
     batches = items = 0
     chunk: list[bytes] = []
     chunk_size = FIRST_CHUNK
@@ -93,7 +90,7 @@ def write_plan(
         if chunk and sink is not None:
             sink(chunk)
         storage = open_storage(job.store_uri, options)
-        storage.upload(local, join_uri(job.store_uri, "plan.jsonl"))
+        storage.upload(local, JobArea(job.store_uri).plan)
     except BaseException:
         shutil.rmtree(local.parent, ignore_errors=True)
         raise
@@ -170,8 +167,8 @@ def publish_plan(broker: Broker, job: JobConfig, manifest: Path, skip: set[int] 
 
 def fetch_manifest(job: JobConfig, options: StorageOptions) -> Path:
     """A local copy of the stored plan (for resume and coordinator restarts)."""
-    local = Path(tempfile.mkdtemp(prefix="bf-plan-")) / "plan.jsonl"
-    uri = join_uri(job.store_uri, "plan.jsonl")
+    local = Path(tempfile.mkdtemp(prefix="bf-plan-")) / PLAN_FILE
+    uri = JobArea(job.store_uri).plan
     if is_remote(uri):
         open_storage(uri, options).download(uri, local)
     else:
@@ -181,12 +178,12 @@ def fetch_manifest(job: JobConfig, options: StorageOptions) -> Path:
 
 def mark_published(job: JobConfig, options: StorageOptions) -> None:
     """Every planned batch is on the queue: a restarted coordinator must not publish again."""
-    uri = join_uri(job.store_uri, "published")
+    uri = JobArea(job.store_uri).published
     open_storage(uri, options).write_bytes(uri, b"1")
 
 
 def was_published(job: JobConfig, options: StorageOptions) -> bool:
-    uri = join_uri(job.store_uri, "published")
+    uri = JobArea(job.store_uri).published
     return open_storage(uri, options).exists(uri)
 
 

@@ -6,11 +6,10 @@ import json
 import time
 from typing import Any
 
+from common.jobarea import JobArea
 from common.messages import BatchResult, JobConfig
-from common.storage import StorageOptions, join_uri, open_storage
+from common.storage import StorageOptions, open_storage
 from coordinator.follow.tally import Tally
-
-CANCEL_FILE = "cancel.json"
 
 
 def error_groups(results: list[BatchResult], limit: int = 20) -> list[dict[str, Any]]:
@@ -71,13 +70,13 @@ def snapshot(job: JobConfig, tally: Tally, started: float, state: str, reason: s
 
 def write_snapshot(job: JobConfig, data: dict[str, Any], options: StorageOptions) -> None:
     storage = open_storage(job.store_uri, options)
-    storage.write_bytes(join_uri(job.store_uri, "state.json"), json.dumps(data, indent=1).encode())
+    storage.write_bytes(JobArea(job.store_uri).state, json.dumps(data, indent=1).encode())
 
 
 def read_state(store_uri: str, job_id: str, options: StorageOptions) -> dict[str, Any]:
     from common.errors import UsageError
 
-    uri = join_uri(store_uri, job_id, "state.json")
+    uri = JobArea.of(store_uri, job_id).state
     storage = open_storage(uri, options)
     if not storage.exists(uri):
         raise UsageError(f"no job {job_id} in store {store_uri}", "check the job id, --store or $BATCHFLEET_STORE")
@@ -87,10 +86,10 @@ def read_state(store_uri: str, job_id: str, options: StorageOptions) -> dict[str
 
 def request_cancel(store_uri: str, job_id: str, options: StorageOptions) -> None:
     """Ask the job's coordinator to stop (it polls for this file)."""
-    uri = join_uri(store_uri, job_id, CANCEL_FILE)
+    uri = JobArea.of(store_uri, job_id).cancel
     open_storage(uri, options).write_bytes(uri, json.dumps({"at": time.time()}).encode())
 
 
 def cancel_requested(job: JobConfig, options: StorageOptions) -> bool:
-    uri = join_uri(job.store_uri, CANCEL_FILE)
+    uri = JobArea(job.store_uri).cancel
     return open_storage(uri, options).exists(uri)

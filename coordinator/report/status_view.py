@@ -13,8 +13,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from common.jobarea import STATE_FILE, JobArea
 from common.redact import redact
-from common.storage import StorageOptions, is_remote, join_uri, open_storage
+from common.storage import StorageOptions, is_remote, open_storage
 
 # The coordinator rewrites state.json every 2 s while it runs; this much silence means it is gone.
 STALE_AFTER = 30.0
@@ -191,12 +192,12 @@ def _state_uris(store_uri: str, options: StorageOptions) -> Iterator[str]:
         root = Path(store_uri)
         if root.is_dir():
             for child in root.iterdir():
-                if (child / "state.json").is_file():
-                    yield str(child / "state.json")
+                if (child / STATE_FILE).is_file():
+                    yield str(child / STATE_FILE)
         return
     # No delimiter listing in the Storage interface: filter a recursive listing to <id>/state.json.
     for info in open_storage(store_uri, options).list(store_uri):
-        if info.rel.count("/") == 1 and info.rel.endswith("/state.json"):
+        if info.rel.count("/") == 1 and info.rel.endswith("/" + STATE_FILE):
             yield info.uri
 
 
@@ -235,8 +236,8 @@ def list_table(jobs: list[dict[str, Any]], now: float) -> Table:
 
 def job_exists(store_uri: str, job_id: str, options: StorageOptions) -> bool:
     """The job has a record in the store (job.json from submission, or state.json)."""
-    for name in ("job.json", "state.json"):
-        uri = join_uri(store_uri, job_id, name)
+    area = JobArea.of(store_uri, job_id)
+    for uri in (area.job_file, area.state):
         if open_storage(uri, options).exists(uri):
             return True
     return False

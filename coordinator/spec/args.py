@@ -10,7 +10,6 @@ import shlex
 import types
 import typing
 from collections.abc import Iterator, Mapping
-from importlib import metadata
 from typing import Literal
 
 import yaml
@@ -227,40 +226,3 @@ def _group_name(match: re.Match[str]) -> tuple[str, str]:
     if match.group(1):
         return match.group(1), match.group(2)
     return match.group(3), match.group(4)
-
-
-def predefined_args(settings: RunSettings, entry_script: str, input_names: list[str]) -> list[str]:
-    """The arguments Azure ML's runtime adds to every entry script's command line (seed FAQ),
-    so a script's parse_known_args() sees the same names and values."""
-    try:
-        version = metadata.version("batchfleet")
-    except metadata.PackageNotFoundError:
-        version = "0"
-    pairs: list[tuple[str, object]] = [
-        ("client_sdk_version", version),
-        ("scoring_module_name", entry_script),
-        ("output_action", settings.output_action),
-        ("create_snapshot_at_runtime", "True"),
-        ("input_fds", ",".join(input_names)),
-        ("process_count_per_node", settings.processes()),
-        ("node_count", settings.node_count),
-        ("error_threshold", settings.error_threshold),
-        ("allowed_failed_count", settings.allowed_failed_count),
-        ("allowed_failed_percent", settings.allowed_failed_percent),
-        ("mini_batch_size", settings.mini_batch_size),
-        ("logging_level", settings.logging_level),
-        ("run_invocation_timeout", settings.run_invocation_timeout),
-        ("run_max_try", settings.run_max_try),
-        ("task_overhead_timeout", settings.task_overhead_timeout),
-        ("progress_update_timeout", settings.stall_timeout()),
-    ]
-    if settings.output_action == "append_row":
-        pairs.append(("append_row_file_name", settings.append_row_file_name))
-    if settings.partition_keys:
-        pairs.append(("partition_keys", ",".join(settings.partition_keys)))
-    args: list[str] = []
-    for name, value in pairs:
-        if value is not None:
-            text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-            args += [f"--{name}", text]
-    return args

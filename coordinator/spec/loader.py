@@ -18,7 +18,6 @@ from coordinator.spec.args import (
     Binding,
     parse_bindings,
     placeholders,
-    predefined_args,
     render_args,
     settings_in_args,
     split_args,
@@ -44,7 +43,6 @@ __all__ = [
     "check_entry_source",
     "load_spec",
     "parse_bindings",
-    "predefined_args",
     "resolve",
 ]
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from common.messages import BatchMessage, Item
+from common.signing import sign_batch
 from tests.fleet_helpers import run_cli, start_worker, stop, wait_for
 from tests.integration.fault_helpers import (
     Coordinator,
@@ -29,7 +30,6 @@ from tests.integration.fault_helpers import (
     wait_for_state,
 )
 from tests.servers import MotoS3
-from worker.security import sign_batch
 
 pytestmark = pytest.mark.integration
 

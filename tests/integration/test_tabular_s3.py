@@ -16,12 +16,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from common.errors import BadDataError
 from common.messages import InputBinding
 from common.settings import RunSettings
 from common.storage import Storage, open_storage
-from common.tabular import BadDataError, plan_tabular, read_batch
 from coordinator.plan.partitions import BatchPlan
+from coordinator.plan.tables import plan_tabular
 from tests.storage_helpers import CountingStorage as Counting
+from worker.run.tables import read_batch
 
 pytestmark = pytest.mark.integration
 

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 
 from common.messages import BatchMessage
-from common.signing import SignatureError
+from common.signing import SignatureError, verify_batch
 from common.storage import StorageOptions
 from common.storage.local import LocalStorage
 from coordinator.plan.files import plan_batches, plan_lines
 from coordinator.plan.submit import FIRST_CHUNK, PUBLISH_CHUNK, read_plan, write_plan
 from tests.runtime_helpers import make_files, make_job
-from worker.security import verify_batch
 
 KEY = b"k" * 32
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from common.errors import UsageError
-from common.settings import RunSettings
-from coordinator.spec.loader import JobSpec, Port, load_spec, parse_bindings, predefined_args, resolve
+from common.settings import RunSettings, predefined_args
+from coordinator.spec.loader import JobSpec, Port, load_spec, parse_bindings, resolve
 from tests.unit.spec_helpers import COMPONENT, V2_JOB, one_line
 
 # --- bindings -------------------------------------------------------------------------------------

@@ -13,15 +13,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from common.errors import InputError, UsageError
+from common.errors import BadDataError, InputError, UsageError
 from common.messages import InputBinding, Item
 from common.settings import RunSettings
 from common.storage.base import Storage
 from common.storage.local import LocalStorage
 from common.tables.parquet import group_memory, offset_widths
-from common.tabular import BadDataError, detect_format, plan_tabular, read_batch, warm_reader
+from common.tables.read import detect_format
 from coordinator.plan.partitions import BatchPlan
+from coordinator.plan.tables import plan_tabular
 from tests.storage_helpers import CountingStorage
+from worker.run.tables import read_batch, warm_reader
 
 ROWS = 6000
 

@@ -30,8 +30,9 @@ from common.messages import (
 )
 from common.perf import PerfSampler, write_perf_csv
 from common.policy import TryResult, keeps_packed, messages_window, prefetch_for, settle_for
+from common.settings import predefined_args
+from common.signing import check_job_signature, verify_batch
 from common.storage import StorageOptions, join_uri, open_storage
-from coordinator.spec.loader import predefined_args
 from worker.commit.outputs import OutputSync, upload_tree
 from worker.download.downloader import Downloader, Fetched
 from worker.download.snapshot import fetch_code
@@ -41,7 +42,6 @@ from worker.report.metrics import NodeMetrics
 from worker.report.reporter import Outgoing, Reporter
 from worker.run.child import ChildJob
 from worker.run.pool import ChildPool, PoolConfig, Task
-from worker.security import check_job_signature, verify_batch
 
 log = logging.getLogger(__name__)
 

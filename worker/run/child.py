@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from common.errors import BadDataError, BatchfleetError
-from common.parts.frames import PartWriter
-from common.parts.rows import RowFormat, encode_part, is_dataframe, lean_worker_memory
-from common.storage import Storage, is_remote, join_uri, open_storage
+from common.jobarea import JobArea
+from common.parts.rows import RowFormat, is_dataframe, lean_worker_memory
+from common.storage import Storage, is_remote, open_storage
+from worker.commit.parts import PartWriter, commit_rows
 from worker.run.context import MiniBatchContext
 from worker.run.entry import EntryPoints, load_entry
 from worker.run.outbox import HOLD, Outbox
@@ -114,7 +115,7 @@ class Child:
         self.logs = UserLogs(Path(spec["log_root"]), self.node_id, self.process)
         self.options: dict[str, Any] = spec.get("storage_options") or {}
         self.store = _open(self.job.store_uri, self.options)
-        self.parts = PartWriter(self.store, join_uri(self.job.store_uri, "parts", self.node_id), self.process)
+        self.parts = PartWriter(self.store, JobArea(self.job.store_uri).node_parts(self.node_id), self.process)
         self.entry: EntryPoints | None = None
         self.read_batch: Callable[..., Any] | None = None
         self.item_of: Callable[[Any], Any] | None = None
@@ -209,7 +210,7 @@ class Child:
             return
         lean_worker_memory(os.environ)  # before pyarrow loads: allocators that hand memory back
         from common.messages import Item  # tables load pyarrow anyway; pydantic is cheap beside it
-        from common.tabular import read_batch, warm_reader
+        from worker.run.tables import read_batch, warm_reader
 
         warm_reader(Path(self.spec["working_dir"]))
         self.read_batch = read_batch
@@ -226,14 +227,8 @@ class Child:
         return list(task["paths"])
 
     def commit(self, outcome: dict[str, Any], task: dict[str, Any], result: Any, rows: int) -> None:
-        """One frame per batch: rows and counts together, so the commit is a single write."""
-        total = task["total"]
-        succeeded = min(rows, total - task.get("missing", 0))
-        data = b""
-        if self.job.output_action == "append_row":
-            data = encode_part(result, self.job.append_row_format)
-        part = self.parts.commit(task["batch_id"], task["attempt"], succeeded, total - succeeded, data)
-        outcome.update(status="committed", succeeded=succeeded, failed=total - succeeded, part=part)
+        fmt = self.job.append_row_format if self.job.output_action == "append_row" else None
+        outcome.update(commit_rows(self.parts, task, result, rows, fmt))
 
     def failed(self, outcome: dict[str, Any], exc: BaseException, attempt: int) -> dict[str, Any]:
         line = error_line(exc)

@@ -20,79 +20,34 @@ Lines files are read as strings so every batch compares the same text.
 from __future__ import annotations
 
 import csv
-import io
 import itertools
 import json
 import logging
-import os
-import warnings
 from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import Literal, cast
+from typing import cast
 
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from common.errors import BadDataError, InputError, UsageError
+from common.errors import InputError, UsageError
 from common.messages import InputBinding, Item
-from common.parts.rows import release_arrow_memory
 from common.settings import RunSettings
 from common.storage.base import ObjectInfo, Storage
-from common.tables.parquet import (
-    first_line,
-    group_memory,
-    offset_widths,
-    parquet_file,
-    read_parquet,
-)
+from common.tables.parquet import first_line, group_memory, offset_widths, parquet_file, read_parquet
+from common.tables.read import Format, detect_format, key_text, line_at, read_lines
 from coordinator.plan.partitions import BatchPlan, check_keys, group_by_values, partition_files
 
 logger = logging.getLogger(__name__)
 
-Format = Literal["csv", "parquet", "jsonl"]
 Schema = dict[str, str | None]
 """Column name -> type text, or None where the format does not say (CSV headers)."""
-
-_EXTENSIONS: dict[str, Format] = {
-    ".csv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-}
-_WINDOW = 4 * 1024  # first read at a cut point; lines are usually far shorter
-
-
-def detect_format(name: str) -> Format | None:
-    """The tabular format of a file name by its extension, or None."""
-    base = name.rsplit("/", 1)[-1].lower()
-    dot = base.rfind(".")
-    return _EXTENSIONS.get(base[dot:]) if dot > 0 else None
-
-
-def _line_at(storage: Storage, uri: str, pos: int, size: int) -> bytes:
-    """Bytes from `pos` through the next line break (or the end), read in growing small windows."""
-    data = b""
-    window = _WINDOW
-    while pos + len(data) < size:
-        chunk = storage.read_range(uri, pos + len(data), min(window, size - pos - len(data)))
-        end = chunk.find(b"\n")
-        if end >= 0:
-            return data + chunk[: end + 1]
-        if not chunk:
-            break
-        data += chunk
-        window *= 2
-    return data
 
 
 def _line_ranges(storage: Storage, uri: str, start: int, size: int, target: int) -> Iterator[tuple[int, int]]:
     pos = start
     while pos < size:
         cut = pos + target
-        end = size if cut >= size else cut - 1 + len(_line_at(storage, uri, cut - 1, size))
+        end = size if cut >= size else cut - 1 + len(line_at(storage, uri, cut - 1, size))
         yield pos, end - pos
         pos = end
 
@@ -134,7 +89,7 @@ class _Planner:
         """The column names of one file (empty when unreadable: its batch will fail)."""
         if detect_format(info.rel) == "jsonl":
             try:
-                record = json.loads(_line_at(self.storage, info.uri, 0, info.size)) if info.size else None
+                record = json.loads(line_at(self.storage, info.uri, 0, info.size)) if info.size else None
             except ValueError:
                 record = None
             return list(record) if isinstance(record, dict) else []
@@ -172,7 +127,7 @@ class _Planner:
                 return None, None, 0
             return _parquet_schema(meta), meta, 0
         if fmt == "csv" and info.size:
-            header = _line_at(self.storage, info.uri, 0, info.size)
+            header = line_at(self.storage, info.uri, 0, info.size)
             names = _csv_names(header)
             if names is None:
                 logger.warning("%s: unreadable CSV header; its batch will fail", info.uri)
@@ -293,125 +248,11 @@ def _by_columns(
     yield from group_by_values(units(), keys)
 
 
-def _key_text(column: pa.ChunkedArray | pa.Array, key: str) -> pa.ChunkedArray | pa.Array:
-    """Key values as text, nulls as "": the same rule at plan time and when filtering."""
-    try:
-        return pc.fill_null(pc.cast(column, pa.string()), "")
-    except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
-        raise UsageError(f"partition key column {key!r} of type {column.type} cannot be used as a key") from exc
-
-
 def _unit_combos(storage: Storage, unit: Item, keys: list[str]) -> set[tuple[str, ...]]:
     if unit.fmt == "parquet":
         table = read_parquet(storage, unit, keys)
-        texts = [_key_text(table.column(key), key).to_pylist() for key in keys]
+        texts = [key_text(table.column(key), key).to_pylist() for key in keys]
     else:
-        frame = _read_lines(storage, unit, keys, {})
+        frame = read_lines(storage, unit, keys, {})
         texts = [frame[key].fillna("").astype(str).tolist() for key in keys]
     return set(zip(*texts, strict=True))
-
-
-def _read_lines(storage: Storage, item: Item, keys: list[str], headers: dict[str, bytes]) -> pd.DataFrame:
-    """One CSV or JSON Lines byte range; partition key columns are read as text."""
-    size = item.size if item.size is not None else storage.size(item.uri)
-    offset = item.offset or 0
-    length = item.length if item.length is not None else size - offset
-    data = storage.read_range(item.uri, offset, length)
-    dtype = dict.fromkeys(keys, str) if keys else None
-    if item.fmt == "jsonl":
-        try:
-            return pd.read_json(io.BytesIO(data), lines=True, dtype=dtype or True) if data.strip() else pd.DataFrame()
-        except ValueError as exc:
-            raise BadDataError(f"{item.uri}: bad JSON Lines near byte {offset}: {first_line(exc)}") from exc
-    if (offset > 0 or offset + length < size) and data.count(b'"') % 2:
-        raise BadDataError(
-            f"{item.uri}: a quoted CSV field spans a line break at a batch boundary near byte {offset}",
-            "quoted multi-line fields need the file in one batch: raise mini_batch_size above its size",
-        )
-    if offset > 0:
-        if item.uri not in headers:
-            headers[item.uri] = _line_at(storage, item.uri, 0, size)
-        data = headers[item.uri] + data
-    try:
-        with warnings.catch_warnings():
-            # A first row longer than the header makes pandas drop fields with only a warning.
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            return pd.read_csv(io.BytesIO(data), on_bad_lines="error", index_col=False, dtype=dtype)
-    except (ValueError, pd.errors.ParserWarning, pd.errors.EmptyDataError) as exc:
-        raise BadDataError(f"{item.uri}: bad CSV near byte {offset}: {first_line(exc)}") from exc
-
-
-def _filter_frame(frame: pd.DataFrame, partition: dict[str, str]) -> pd.DataFrame:
-    mask = pd.Series(True, index=frame.index)
-    for key, value in partition.items():
-        if key in frame.columns:
-            mask &= frame[key].fillna("").astype(str) == value
-    return frame if bool(mask.all()) else frame[mask]
-
-
-def _add_folder_keys(frame: pd.DataFrame, partition: dict[str, str]) -> pd.DataFrame:
-    """Folder partition keys that are not columns become constant string columns."""
-    extra = {key: value for key, value in partition.items() if key not in frame.columns}
-    return frame.assign(**extra) if extra else frame
-
-
-def _filter_table(table: pa.Table, partition: dict[str, str]) -> pa.Table:
-    mask = None
-    for key, value in partition.items():
-        if key in table.column_names:
-            equal = pc.equal(_key_text(table.column(key), key), value)
-            mask = equal if mask is None else pc.and_(mask, equal)
-    return table.filter(mask) if mask is not None else table
-
-
-def _read_item(
-    storage: Storage, item: Item, partition: dict[str, str] | None, headers: dict[str, bytes]
-) -> pd.DataFrame:
-    if item.fmt == "parquet":
-        table = read_parquet(storage, item, None)
-        if partition:
-            table = _filter_table(table, partition)
-        # Frees Arrow buffers column by column while converting: lower peak memory per worker.
-        frame = table.to_pandas(split_blocks=True, self_destruct=True)
-        del table
-        release_arrow_memory()
-    elif item.fmt in ("csv", "jsonl"):
-        frame = _read_lines(storage, item, list(partition or ()), headers)
-        if partition:
-            frame = _filter_frame(frame, partition)
-    else:
-        raise BadDataError(f"{item.uri}: not a tabular item (no format)")
-    return _add_folder_keys(frame, partition) if partition else frame
-
-
-def read_batch(storage: Storage, items: list[Item], partition: dict[str, str] | None) -> pd.DataFrame:
-    """The batch's rows as one DataFrame: only its own ranges are read; BadDataError when unparsable."""
-    release_arrow_memory()  # what the previous batch freed
-    headers: dict[str, bytes] = {}
-    frames = [_read_item(storage, item, partition, headers) for item in items]
-    # Empty pieces only add dtype noise (and a pandas warning) to the concatenation.
-    kept = [frame for frame in frames if len(frame)] or frames[:1]
-    if not kept:
-        return pd.DataFrame()
-    if len(kept) == 1:
-        return kept[0].reset_index(drop=True)
-    return pd.concat(kept, ignore_index=True)
-
-
-def warm_reader(scratch: Path) -> None:
-    """Read a tiny Parquet table the way batches are read, before user code loads.
-
-    The reader's code and first allocations then belong to the worker's idle size, not to its
-    first batch; and a broken pyarrow install fails init, before any message is taken.
-    """
-    from common.storage.local import LocalStorage
-
-    path = scratch / f".bf-warm-{os.getpid()}.parquet"  # children share the working folder
-    table = pa.table({"i": pa.array(range(64)), "x": pa.array([0.5] * 64), "s": pa.array(["warm"] * 64)})
-    try:
-        pq.write_table(table, path)
-        item = Item(uri=str(path), name=path.name, fmt="parquet", row_groups=[0], rows=64)
-        read_batch(LocalStorage(), [item], None)
-    finally:
-        path.unlink(missing_ok=True)
-    release_arrow_memory()

@@ -1,0 +1,42 @@
+"""Embedded mode's worker: a node in the coordinator's own process, fed by the in-memory broker.
+
+This is the one coordinator module that imports `worker`; a fleet's coordinator never loads it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.broker.base import Broker
+from common.messages import JobConfig
+from worker.intake.node import NodeConfig, WorkerNode
+
+
+@dataclass
+class EmbeddedNode:
+    """The in-process node serving one job, and the scratch folder it owns (if any)."""
+
+    node: WorkerNode
+    scratch: Path | None
+
+    def stop(self, grace: float = 10.0) -> None:
+        self.node.stop(grace)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def start_node(
+    broker: Broker, job: JobConfig, node_id: str, work_root: Path | None, signing_key: bytes | None
+) -> EmbeddedNode:
+    """Start a node that serves `job` (children start and init() while the plan is made)."""
+    scratch = None
+    if work_root is None:
+        work_root = scratch = Path(tempfile.mkdtemp(prefix="bf-node-"))
+    config = NodeConfig(node_id=node_id, work_root=work_root, sample_perf=False, signing_key=signing_key)
+    node = WorkerNode(broker, config)
+    node.start(listen=False)
+    node.serve(job)
+    return EmbeddedNode(node, scratch)

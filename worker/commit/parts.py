@@ -1,0 +1,61 @@
+"""The commit stage: a batch's rows and counts become one frame in the job area.
+
+Locally each child process appends frames to its own segment file; on object storage each
+frame is one PUT (see common/parts/frames.py for the format).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from common.parts.frames import header, make_ref
+from common.parts.rows import RowFormat, encode_part
+from common.storage import Storage, is_remote, join_uri
+
+
+class PartWriter:
+    """Commits one process's batches under <job area>/parts/<node>/."""
+
+    def __init__(self, storage: Storage, folder_uri: str, name: str) -> None:
+        self.storage = storage
+        self.folder = folder_uri
+        self.remote = is_remote(folder_uri)
+        self._handle = None
+        self._path = ""
+        if not self.remote:
+            Path(folder_uri).mkdir(parents=True, exist_ok=True)
+            self._path = str(Path(folder_uri, f"{name}.{os.getpid()}.seg"))
+            self._handle = open(self._path, "ab")
+
+    def commit(self, batch_id: int, attempt: int, succeeded: int, failed: int, data: bytes) -> str:
+        """Write one frame; return the reference the merger reads it back by."""
+        head = header(batch_id, attempt, succeeded, failed, len(data))
+        if self._handle is not None:
+            start = self._handle.tell()
+            self._handle.write(head + data)
+            self._handle.flush()
+            return make_ref(self._path, start + len(head), len(data))
+        uri = join_uri(self.folder, f"{batch_id:09d}.{attempt}.part")
+        self.storage.write_bytes(uri, head + data)
+        return make_ref(uri, len(head), len(data))
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+def commit_rows(
+    parts: PartWriter, task: dict[str, Any], result: Any, rows: int, fmt: RowFormat | None
+) -> dict[str, Any]:
+    """One frame per batch: rows and counts together, so the commit is a single write.
+
+    `fmt` is the append_row format, or None for summary_only (counts only). Returns the
+    outcome fields of a committed try.
+    """
+    total = task["total"]
+    succeeded = min(rows, total - task.get("missing", 0))
+    data = encode_part(result, fmt) if fmt is not None else b""
+    part = parts.commit(task["batch_id"], task["attempt"], succeeded, total - succeeded, data)
+    return {"status": "committed", "succeeded": succeeded, "failed": total - succeeded, "part": part}
