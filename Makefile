@@ -14,11 +14,12 @@ EXAMPLE := examples/score_digits
 DEMO_DATA := $(EXAMPLE)/data
 DEMO_OUT := out/demo
 
-.PHONY: help venv demo test lint format bench clean distclean
+.PHONY: help venv demo test system-deps lint format bench clean distclean
 
 help:
 	@echo "make demo   set up .venv, prepare the digits example and score it with batchfleet"
-	@echo "make test   set up .venv, then ruff, mypy and pytest (all tiers but soak)"
+	@echo "make test   install rabbitmq-server and chromium (as root), set up .venv, then ruff, mypy and pytest (all tiers but soak)"
+	@echo "make system-deps  only install the Debian packages the tests need (as root)"
 	@echo "make lint   ruff check, ruff format --check, mypy"
 	@echo "make format ruff format and ruff check --fix"
 	@echo "make bench  run the benchmarks (BENCH_FLAGS='--files 2000' for a quick one)"
@@ -58,8 +59,12 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# As root with apt-get, installs rabbitmq-server and chromium; otherwise says what is missing.
+system-deps:
+	@bash tests/system-deps.sh
+
 # pytest exits 5 when it collects nothing: fail loudly rather than pass an empty run.
-test: lint
+test: system-deps lint
 	@rc=0; $(BIN)/pytest -m "not soak" $(PYTEST_FLAGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: check testpaths and -m filters" >&2; fi; \
 	exit $$rc

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from common.broker.base import Broker, Delivery, queue_names
 from common.errors import BatchfleetError
 from common.messages import JobAnnouncement
+from coordinator.follow.settle import settle
 from coordinator.runner import RunOptions
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,11 @@ class CoordinatorService:
         try:
             request = JobAnnouncement.model_validate_json(delivery.body)
         except ValidationError as exc:
-            self.broker.settle(delivery, "dead", f"unreadable submission: {exc.errors()[0]['msg']}")
+            settle(self.broker, [delivery], "dead", f"unreadable submission: {exc.errors()[0]['msg']}")
             return
         with self._lock:
             if request.job_id in self.running:
-                self.broker.settle(delivery, "ack")  # a duplicate of a job already running here
+                settle(self.broker, [delivery])  # a duplicate of a job already running here
                 return
             thread = threading.Thread(
                 target=self._run,
@@ -92,4 +93,4 @@ class CoordinatorService:
         finally:
             with self._lock:
                 self.running.pop(job_id, None)
-            self.broker.settle(delivery, "ack")
+            settle(self.broker, [delivery])

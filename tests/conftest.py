@@ -6,7 +6,10 @@ tests on a laptop and fails them when CI is set.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from tests.servers import (
     MotoS3,
     RabbitNode,
     ServerUnavailable,
+    rabbit_bin_dir,
     start_moto,
     start_rabbitmq,
     unavailable,
@@ -38,6 +42,19 @@ def _docker_rabbit() -> Any:
     return server
 
 
+def _docker_instead() -> bool:
+    """No rabbitmq-server here, but a Docker engine and testcontainers are: use a container."""
+    if rabbit_bin_dir() is not None or importlib.util.find_spec("testcontainers") is None:
+        return False
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    try:  # the client alone is not enough: `docker info` needs a running engine
+        return subprocess.run([docker, "info"], capture_output=True, timeout=15, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 @pytest.fixture(scope="session")
 def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode | ExternalRabbit]:
     """A RabbitMQ server: `.url`, and `.stop()/.start()/.restart()/.kill()` on a private node."""
@@ -45,7 +62,7 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode | 
     if url:
         yield ExternalRabbit(url)
         return
-    if os.environ.get("BATCHFLEET_TEST_DOCKER") == "1":
+    if os.environ.get("BATCHFLEET_TEST_DOCKER") == "1" or _docker_instead():
         server = _docker_rabbit()
         yield server
         server.close()
@@ -88,3 +105,15 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
             else:
                 os.environ[name] = value
         server.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One closing line when tests were skipped for want of a server or browser, with the fix."""
+    skipped = len(terminalreporter.stats.get("skipped", []))
+    if skipped:
+        terminalreporter.write_line(
+            f"{skipped} tests skipped: rabbitmq-server or chromium is missing here; "
+            "install both with `sudo make system-deps` (Debian), then run `make test` again",
+            yellow=True,
+            bold=True,
+        )

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from common.broker.base import Broker, Delivery, Settle, queue_names
+from common.broker.base import Broker, Delivery, queue_names
 from common.errors import BrokerError
 from common.messages import BatchMessage, BatchResult, JobConfig, JobEvent, decode_report, unbundle_reports
 from common.policy import is_stalled, threshold_breach
+from coordinator.follow.settle import settle
 from coordinator.follow.tally import Tally
 
 log = logging.getLogger(__name__)
@@ -149,9 +150,7 @@ class Follower:
                 if verdict is not None or self.tally.finished:
                     break
         finally:
-            acks: list[tuple[Delivery, Settle]] = [(d, "ack") for d in deliveries[:handled] if id(d) not in parked]
-            if acks:
-                self.broker.settle_many(acks)
+            settle(self.broker, [d for d in deliveries[:handled] if id(d) not in parked])
         return verdict
 
     def _handle(self, delivery: Delivery) -> Verdict | None:
@@ -216,7 +215,7 @@ class Follower:
             if not self.tally.resolved(parked.message.batch_id):
                 self._out_of_tries(parked.message)
         try:
-            self.broker.settle_many([(p.delivery, "ack") for p in due])
+            settle(self.broker, [p.delivery for p in due])
         except BrokerError as exc:  # they come back, and are found resolved
             log.warning("could not ack %d dead letters: %s", len(due), exc.line())
 
@@ -300,7 +299,7 @@ def await_nodes_stopped(broker: Broker, job: JobConfig, nodes: dict[str, float],
                 delivery = sink.get(timeout=0.2)
             except queue.Empty:
                 continue
-            broker.settle(delivery, "ack")
+            settle(broker, [delivery])
             for report in decode_reports(delivery.body, delivery.queue):
                 if report.node_id not in last_seen:
                     continue

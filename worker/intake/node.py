@@ -1,7 +1,8 @@
 """A worker node: consumes mini-batches of every announced job and runs them in child pools.
 
-`_finish` is the one place that decides ack vs requeue vs fail; everything that runs
-a batch only records its outcome.
+`_finish` is the one place that decides ack vs requeue vs fail for a try; everything that runs
+a batch only records its outcome. Every delivery leaves the node through `_settle` (and the
+reporter behind it): after a try, refused, handed back or released.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from common.broker.base import Broker, Delivery
+from common.broker.base import Broker, Delivery, Settle
 from common.errors import BatchfleetError
 from common.messages import (
     BatchMessage,
@@ -31,11 +33,12 @@ from common.messages import (
 from common.perf import PerfSampler, write_perf_csv
 from common.policy import TryResult, keeps_packed, messages_window, prefetch_for, settle_for
 from common.settings import predefined_args
-from common.signing import check_job_signature, verify_batch
+from common.signing import check_job_signature
 from common.storage import StorageOptions, join_uri, open_storage
 from worker.commit.outputs import OutputSync, upload_tree
 from worker.download.downloader import Downloader, Fetched
 from worker.download.snapshot import fetch_code
+from worker.intake.admit import admit
 from worker.intake.layout import node_layout
 from worker.intake.runtime import JobRuntime, planned_total
 from worker.report.metrics import NodeMetrics
@@ -210,10 +213,7 @@ class WorkerNode:
         for delivery in others:
             self.sink.put(delivery)
         left = [*runtime.take_held(close=final), *waiting]
-        try:
-            self.broker.settle_many([(delivery, "release") for delivery in left])
-        except BatchfleetError as exc:
-            log.warning("could not hand back some of %d batches of %s: %s", len(left), runtime.job.job_id, exc.line())
+        self._settle(runtime, left, "release", at_once=True)
 
     def _flush_logs(self, runtime: JobRuntime) -> None:
         """Per-node perf CSV, and staged logs and outputs, to the job's output location."""
@@ -313,31 +313,12 @@ class WorkerNode:
             return
         # Messages per mini-batch delivered: the broker window counts messages (see _tune_prefetch).
         runtime.message_share += 0.05 * (1.0 / delivery.members - runtime.message_share)
-        try:
-            message = BatchMessage.model_validate_json(delivery.body)
-        except ValidationError as exc:
-            reason = f"unparseable batch message: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}"
-            log.error("dead-lettering a message on %s: %s", delivery.queue, reason)
-            self.broker.settle(delivery, "dead", reason)
+        message = admit(delivery, runtime.job, self.config.signing_key)
+        if isinstance(message, str):
+            self._settle(runtime, [delivery], "dead", message, at_once=True)
             return
-        if message.job_id != runtime.job.job_id:
-            reason = f"message for job {message.job_id} on {delivery.queue}"
-            log.error("dead-lettering batch %d of %s: %s", message.batch_id, runtime.job.job_id, reason)
-            self.broker.settle(delivery, "dead", reason)
-            return
-        if delivery.attempt > runtime.job.settings.run_max_try:
-            # a handed-back copy carries its earlier tries, which the queue's delivery limit cannot see
-            self.broker.settle(delivery, "dead", "delivery_limit")
-            return
-        if self.config.signing_key is not None:
-            try:
-                verify_batch(self.config.signing_key, runtime.job.job_id, message)
-            except BatchfleetError as exc:
-                log.error("dead-lettering batch %d of %s: %s", message.batch_id, runtime.job.job_id, exc.line())
-                self.broker.settle(delivery, "dead", exc.line())
-                return
         if delivery.packed and not keeps_packed(len(runtime.held), runtime.window, runtime.batch_seconds):
-            self.reporter.put(Outgoing(runtime.names.reports, b"", delivery, "release"))
+            self._settle(runtime, [delivery], "release")
             return
         if not self._hold_or_release(runtime, delivery):
             return
@@ -351,10 +332,7 @@ class WorkerNode:
         """Hold a delivery; once end() has handed back what it held, release it here instead."""
         if runtime.hold(delivery):
             return True
-        try:
-            self.broker.release(delivery)
-        except BatchfleetError as exc:
-            log.warning("could not hand back a batch of %s: %s", runtime.job.job_id, exc.line())
+        self._settle(runtime, [delivery], "release", at_once=True)
         return False
 
     def _fetch_guarded(self, runtime: JobRuntime, delivery: Delivery, message: BatchMessage) -> None:
@@ -364,7 +342,7 @@ class WorkerNode:
         except Exception:
             log.exception("batch %d of %s: fetching failed", message.batch_id, runtime.job.job_id)
             runtime.drop(delivery)
-            self.broker.settle(delivery, "requeue")
+            self._settle(runtime, [delivery], "requeue", at_once=True)
 
     def _fetch_and_submit(self, runtime: JobRuntime, delivery: Delivery, message: BatchMessage) -> None:
         binding = runtime.job.inputs[message.input or runtime.job.input_data[0]]
@@ -393,7 +371,7 @@ class WorkerNode:
         task = Task(message.batch_id, delivery.attempt, payload, delivery, fetched.seconds, cleanup=fetched.cleanup)
         runtime.pool.submit(task)
 
-    # outcomes: the one place that settles deliveries
+    # outcomes: the one place that decides, and the one path that settles
 
     def _finish(self, runtime: JobRuntime, task: Task, outcome: dict[str, Any], process: str) -> None:
         kind: TryResult = "committed" if outcome.get("status") == "committed" else "error"
@@ -429,10 +407,27 @@ class WorkerNode:
             action = "requeue"
         self.metrics.observe(report)
         self._tune_prefetch(runtime, report.seconds)
-        body = encode_report(report)
-        self.reporter.put(
-            Outgoing(runtime.names.reports, body, task.delivery, action, lambda: self._done(runtime, task))
-        )
+        self._settle(runtime, [task.delivery], action, report=encode_report(report),
+                     after=lambda: self._done(runtime, task))  # fmt: skip
+
+    def _settle(
+        self,
+        runtime: JobRuntime,
+        deliveries: Sequence[Delivery | None],
+        action: Settle,
+        reason: str | None = None,
+        report: bytes = b"",
+        after: Callable[[], None] | None = None,
+        at_once: bool = False,
+    ) -> None:
+        """The one way a delivery leaves this node. With a report, it is settled once the report is
+        confirmed (on the reporter's thread); `at_once` settles reportless ones in this thread."""
+        items = [Outgoing(runtime.names.reports, report, d, action, after, reason) for d in deliveries]
+        if at_once:
+            self.reporter.settle_now(items)
+        else:
+            for item in items:
+                self.reporter.put(item)
 
     def _tune_prefetch(self, runtime: JobRuntime, seconds: float) -> None:
         """Follow the batches' pace: the window deepens once batches prove fast (checked after each of

@@ -29,6 +29,7 @@ class Outgoing:
     delivery: Delivery | None
     action: Settle
     after: Callable[[], None] | None = None
+    reason: str | None = None  # a dead letter's reason
 
 
 class Reporter:
@@ -46,6 +47,10 @@ class Reporter:
 
     def put(self, item: Outgoing) -> None:
         self._queue.put(item)
+
+    def settle_now(self, items: list[Outgoing]) -> None:
+        """Settle deliveries that carry no report in the calling thread (dead letters, hand-backs)."""
+        settle_all(self.broker, items, None)
 
     def flush(self) -> None:
         """Return once everything put so far is published and settled."""
@@ -97,14 +102,20 @@ class Reporter:
 
 
 def settle_all(broker: Broker, group: list[Outgoing], override: Settle | None) -> None:
-    """Settle the group's deliveries in one call, then run each item's `after`, whatever happened."""
+    """Settle the group's deliveries, then run each item's `after`, whatever happened.
+
+    Every delivery a node takes is settled here, and nowhere else.
+    """
     try:
         # A hand-back (no report) stays one: its batch never ran, so it must not cost a try.
         settles = [
             (item.delivery, override if override and item.body else item.action)
             for item in group
-            if item.delivery is not None
+            if item.delivery is not None and item.reason is None
         ]
+        for item in group:
+            if item.delivery is not None and item.reason is not None:
+                broker.settle(item.delivery, item.action, item.reason)
         if settles:
             broker.settle_many(settles)
     except BatchfleetError as exc:
