@@ -24,6 +24,7 @@ from tests.chaos_helpers import (
     wait_value,
 )
 from tests.fleet_helpers import start_worker, wait_for, workers
+from tests.servers import tail
 
 pytestmark = CHAOS
 
@@ -44,7 +45,7 @@ def test_kill_children_mid_batch(local_job: LocalJobFactory) -> None:
                 return kill_child_in_run(job.calls, name, spawned_children(nodes[name]))
 
             pid = wait_value(strike, 20)
-            assert pid is not None, f"no busy child on {node} to kill"
+            assert pid is not None, f"no busy child on {node} to kill; its log:\n" + tail(job.logs / f"{node}.log", 60)
             killed.append(pid)
             time.sleep(1.0)
         rc = wait_exit(run, 120, log)
