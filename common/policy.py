@@ -28,26 +28,28 @@ def settle_for(result: TryResult, attempt: int, run_max_try: int) -> tuple[Settl
 
 @dataclass(frozen=True)
 class Counts:
-    """What the thresholds look at."""
+    """What the thresholds look at. `batches_failed` includes the `batches_short` ones: committed
+    mini-batches whose run() returned fewer results than items (Azure ML v2 counts them as failed)."""
 
     batches_total: int
     batches_failed: int
     items_failed: int
+    batches_short: int = 0
 
 
 def threshold_breach(counts: Counts, settings: RunSettings) -> str | None:
     """The reason the job must stop now, or None while it may go on."""
     if settings.error_threshold != -1 and counts.items_failed > settings.error_threshold:
         return f"{counts.items_failed} failed items exceed error_threshold={settings.error_threshold}"
+    short = f" ({counts.batches_short} of them short returns)" if counts.batches_short else ""
     if settings.allowed_failed_count != -1 and counts.batches_failed > settings.allowed_failed_count:
-        return (
-            f"{counts.batches_failed} failed mini-batches exceed allowed_failed_count={settings.allowed_failed_count}"
-        )
+        limit = settings.allowed_failed_count
+        return f"{counts.batches_failed} failed mini-batches{short} exceed allowed_failed_count={limit}"
     if settings.allowed_failed_percent < 100 and counts.batches_total > 0:
         percent = 100.0 * counts.batches_failed / counts.batches_total
         if percent > settings.allowed_failed_percent:
             return (
-                f"{counts.batches_failed} of {counts.batches_total} mini-batches failed ({percent:.1f}%), "
+                f"{counts.batches_failed} of {counts.batches_total} mini-batches failed{short} ({percent:.1f}%), "
                 f"over allowed_failed_percent={settings.allowed_failed_percent:g}"
             )
     return None

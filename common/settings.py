@@ -30,11 +30,6 @@ def parse_size(text: str) -> int:
     return size
 
 
-def is_size_text(value: object) -> bool:
-    """True when `value` is a string with a unit, like "10MB" (not a bare count)."""
-    return isinstance(value, str) and bool(_SIZE.match(value)) and not value.strip().isdigit()
-
-
 OutputAction = Literal["summary_only", "append_row"]
 
 # Seed FAQ names that differ in the v2 job YAML, mapped to ours.
@@ -45,6 +40,24 @@ V2_ALIASES = {
     "max_retries": "run_max_try",
     "timeout": "run_invocation_timeout",
 }
+V2_DEFAULT_RETRIES = 3  # Azure ML v2's retry_settings.max_retries when a job does not set it
+
+
+def retries_as_tries(value: object) -> object:
+    """v2 `max_retries` counts retries after the first try; run_max_try counts tries.
+
+    A value that is not a whole number of at least 0 passes through for validation to name."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value + 1
+    return value
+
+
+def v2_setting(key: str, value: object) -> tuple[str, object]:
+    """A v2 job key and its value under our name and meaning (same key and value otherwise)."""
+    name = V2_ALIASES.get(key, key)
+    return name, retries_as_tries(value) if key == "max_retries" else value
 
 
 DEFAULT_APPEND_FILE = "parallel_run_step.txt"
@@ -137,13 +150,13 @@ class RunSettings(BaseModel):
         return size
 
     def bytes_per_batch(self) -> int:
-        """mini_batch_size for a tabular input; a bare count is refused there."""
+        """mini_batch_size for a tabular input: a size such as '1MB', or a bare number of bytes."""
         size = self.mini_batch_size
         if size is None:
             return 1024**2
-        if not is_size_text(size):
-            raise ValueError(f"mini_batch_size {size!r} is a file count; a tabular input needs a size such as '1MB'")
-        return parse_size(str(size))
+        if isinstance(size, int):
+            return size  # Azure ML reads a bare number as bytes for tables
+        return parse_size(size)
 
     def merged_file_name(self) -> str:
         """append_row_file_name, with the default's extension following append_row_format."""

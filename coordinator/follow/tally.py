@@ -25,6 +25,7 @@ class Tally:
     batches_total: int
     committed: dict[int, BatchResult] = field(default_factory=dict)
     failed: dict[int, BatchResult] = field(default_factory=dict)
+    short: set[int] = field(default_factory=set)  # committed, but with failed items (a short return)
     tries: dict[int, int] = field(default_factory=dict)
     records: list[BatchResult] = field(default_factory=list)
     nodes: dict[str, NodeSeen] = field(default_factory=dict)
@@ -52,9 +53,7 @@ class Tally:
         self.last_progress = time.time()
         node.batches += 1
         if result.outcome == "committed":
-            self.committed[result.batch_id] = result
-            self.items_succeeded += result.succeeded
-            self.items_failed += result.failed
+            self._commit(result)
         else:
             node.failures += 1
             self.failed[result.batch_id] = result
@@ -65,11 +64,16 @@ class Tally:
         """A batch already committed in the store (resume, or a restarted coordinator)."""
         if self.resolved(result.batch_id):
             return
+        self._commit(result)
+        if counted_as_reused:
+            self.reused += 1
+
+    def _commit(self, result: BatchResult) -> None:
         self.committed[result.batch_id] = result
         self.items_succeeded += result.succeeded
         self.items_failed += result.failed
-        if counted_as_reused:
-            self.reused += 1
+        if result.failed:
+            self.short.add(result.batch_id)
 
     def heartbeat(self, node_id: str, busy: int) -> None:
         node = self.nodes.setdefault(node_id, NodeSeen())
@@ -101,4 +105,5 @@ class Tally:
         return self.done >= self.batches_total
 
     def counts(self) -> Counts:
-        return Counts(self.batches_total, len(self.failed), self.items_failed)
+        short = len(self.short)
+        return Counts(self.batches_total, len(self.failed) + short, self.items_failed, short)

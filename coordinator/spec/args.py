@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from common.errors import SpecError, UsageError
-from common.settings import SETTING_NAMES, V2_ALIASES, RunSettings
+from common.settings import SETTING_NAMES, V2_ALIASES, RunSettings, retries_as_tries
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _SUFFIX_WORDS = re.compile(r"[A-Za-z]+(?:,[A-Za-z]+)*")
@@ -24,6 +24,8 @@ _SUFFIXES = {"tabular": "kind", "files": "kind", "direct": "mode", "download": "
 # `${{inputs.x}}` first, so its inner `{inputs.x}` is not matched on its own.
 _PLACEHOLDER = re.compile(r"\$\{\{\s*(inputs|outputs)\.([\w-]+)\s*\}\}|\{(inputs|outputs)\.([\w-]+)\}")
 _OPTIONAL_GROUP = re.compile(r"\[([^\[\]]*)\]")
+# Azure ML's optional arguments: `$[[--name ${{inputs.x}}]]` disappears when x is not bound.
+_AML_OPTIONAL = re.compile(r"\$\[\[(.*?)\]\]", re.DOTALL)
 
 
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +84,10 @@ def _parse_set(entry: str) -> tuple[str, object]:
         raise UsageError(f"unknown setting '{key.strip()}' in --set {entry}", hint)
     if _is_text(name):
         return name, raw.strip()  # YAML would turn "off" or "no" into booleans
-    return name, _yaml_value(name, raw)
+    value = _yaml_value(name, raw)
+    if key.strip().replace("-", "_") == "max_retries":
+        return name, retries_as_tries(value)  # retries after the first try, as in a v2 job
+    return name, value
 
 
 def _yaml_value(name: str, raw: str) -> object:
@@ -182,7 +187,8 @@ def render_args(template: str, values: Mapping[tuple[str, str], str], where: str
     def keep_group(match: re.Match[str]) -> str:
         refs = [(group, name) for group, name, _ in placeholders(match.group(1))]
         if not refs:
-            return match.group(0)  # plain brackets, not an optional group
+            # Plain brackets are not an optional group; Azure's `$[[ ]]` without a placeholder is kept.
+            return match.group(1) if match.group(0).startswith("$") else match.group(0)
         return match.group(1) if all(ref in values for ref in refs) else ""
 
     def fill(match: re.Match[str]) -> str:
@@ -197,8 +203,14 @@ def render_args(template: str, values: Mapping[tuple[str, str], str], where: str
 
     # `${{ inputs.x }}` may hold spaces; make each placeholder one word before splitting.
     template = _PLACEHOLDER.sub(lambda m: _word(*_group_name(m)), template)
-    tokens = split_args(_OPTIONAL_GROUP.sub(keep_group, template), where, "args")
+    template = _OPTIONAL_GROUP.sub(keep_group, _AML_OPTIONAL.sub(keep_group, template))
+    tokens = split_args(template, where, "args")
     return [_PLACEHOLDER.sub(fill, token) for token in tokens]
+
+
+def unwrap_optional(template: str) -> str:
+    """The template with Azure ML's `$[[ ]]` markers removed (their content kept)."""
+    return _AML_OPTIONAL.sub(lambda m: f" {m.group(1)} ", template)
 
 
 def settings_in_args(tokens: list[str]) -> dict[str, object]:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.errors import SpecError, UsageError
 from common.messages import InputBinding
-from common.settings import V2_ALIASES, RunSettings
+from common.settings import V2_DEFAULT_RETRIES, RunSettings, v2_setting
 from common.storage.base import join_uri
 from coordinator.spec.args import (
     Binding,
@@ -22,6 +22,7 @@ from coordinator.spec.args import (
     settings_in_args,
     split_args,
     strip_placeholders,
+    unwrap_optional,
 )
 from coordinator.spec.validation import (
     ComponentDoc,
@@ -191,14 +192,13 @@ def _v2_settings(raw: V2JobDoc) -> tuple[dict[str, Any], dict[str, str]]:
         "max_concurrency_per_instance": raw.max_concurrency_per_instance,
         "partition_keys": raw.partition_keys,
         "resources.instance_count": resources.instance_count,
-        "retry_settings.max_retries": retry.max_retries,
+        "retry_settings.max_retries": V2_DEFAULT_RETRIES if retry.max_retries is None else retry.max_retries,
         "retry_settings.timeout": retry.timeout,
     }
     values: dict[str, Any] = {}
     rename: dict[str, str] = {}
     for v2_path, value in by_path.items():
-        leaf = v2_path.rsplit(".", 1)[-1]
-        ours = V2_ALIASES.get(leaf, leaf)
+        ours, value = v2_setting(v2_path.rsplit(".", 1)[-1], value)
         rename[ours] = v2_path
         if value is not None:
             values[ours] = value
@@ -207,7 +207,7 @@ def _v2_settings(raw: V2JobDoc) -> tuple[dict[str, Any], dict[str, str]]:
 
 def _settings(where: str, args_field: str, args: str, keyed: dict[str, Any], rename: dict[str, str]) -> dict[str, Any]:
     """Run settings the spec sets: predefined arguments in its args, then its own keys (which win)."""
-    from_args = settings_in_args(split_args(args, where, args_field))
+    from_args = settings_in_args(split_args(unwrap_optional(args), where, args_field))
     checked: dict[str, Any] = {}
     origins = ({key: f"{args_field} --{key}" for key in from_args}, rename)
     for values, names in zip((from_args, keyed), origins, strict=True):

@@ -330,17 +330,22 @@ class ComponentDoc(_Section):
 
 
 class RetryDoc(_Section):
-    max_retries: Any = None
+    max_retries: int | None = Field(default=None, ge=0, description="Retries after the first try.")
     timeout: Any = None
 
 
 class ResourcesDoc(_Section):
+    """Compute resources; only instance_count means something here (the others are Azure's)."""
+
     instance_count: Any = None
     instance_type: str | None = None
+    shm_size: str | None = None
+    docker_args: str | None = None
+    properties: dict[str, Any] | None = None
 
 
 class TaskDoc(_Section):
-    type: Literal["run_function"] = "run_function"
+    type: Literal["run_function", "function"] = "run_function"
     code: str | None = None
     entry_script: str
     environment: dict[str, Any] | str | None = None
@@ -376,6 +381,7 @@ class V2JobDoc(_Section):
     resources: ResourcesDoc | None = None
     retry_settings: RetryDoc | None = None
     environment_variables: dict[str, Any] | None = None
+    identity: dict[str, Any] | None = None
     task: TaskDoc
 
 

@@ -70,7 +70,8 @@ def test_no_flags_means_no_overrides() -> None:
         (["--set", "output_action=summary_only"], {"output_action": "summary_only"}),
         (["--set", "append_row_file_name=yes.txt"], {"append_row_file_name": "yes.txt"}),
         (["--set", "run-max-try=2"], {"run_max_try": 2}),
-        (["--set", "max_retries=4"], {"run_max_try": 4}),  # v2 name
+        (["--set", "max_retries=4"], {"run_max_try": 5}),  # v2 name: retries after the first try
+        (["--set", "max_retries=0"], {"run_max_try": 1}),
         (["--set", "mini_batch_error_threshold=3"], {"allowed_failed_count": 3}),
         (["--run_max_try", "2", "--set", "run_max_try=5"], {"run_max_try": 5}),  # --set wins
         (["--set", "run_max_try=2", "--set", "run_max_try=3"], {"run_max_try": 3}),

@@ -52,6 +52,13 @@ def test_settle_for(result, attempt, max_try, expected) -> None:
         ({"allowed_failed_percent": 0}, Counts(10, 1, 0), "allowed_failed_percent=0"),
         ({"allowed_failed_percent": 100}, Counts(10, 10, 0), None),
         ({"error_threshold": -1, "allowed_failed_count": -1}, Counts(5, 5, 50), None),
+        ({"allowed_failed_count": 1}, Counts(10, 1, 1, batches_short=1), None),
+        (
+            {"allowed_failed_count": 1},
+            Counts(10, 2, 2, batches_short=1),
+            "2 failed mini-batches (1 of them short returns) exceed allowed_failed_count=1",
+        ),
+        ({"allowed_failed_percent": 10}, Counts(10, 2, 2, batches_short=2), "failed (2 of them short returns) (20.0%)"),
     ],
 )
 def test_threshold_breach(settings, counts, breached) -> None:

@@ -58,6 +58,20 @@ def test_context_argument_and_short_return(tmp_path: Path) -> None:
     assert verdict.state == "succeeded"
     assert tally.items_succeeded == 4 and tally.items_failed == 2
     assert merged is not None and lines(merged[0]) == ["0", "0", "1", "1"]
+    assert tally.short == {0, 1} and tally.counts().batches_failed == 2
+
+
+@pytest.mark.parametrize(("allowed", "state"), [(1, "failed"), (2, "succeeded")])
+def test_short_returns_count_against_allowed_failed_count(tmp_path: Path, allowed: int, state: str) -> None:
+    """Azure ML v2: a run() returning fewer results than items is a failed mini-batch."""
+    make_files(tmp_path / "data", 6)
+    write_script(tmp_path / "code", "def run(mini_batch):\n    return mini_batch[1:]\n")
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=3, allowed_failed_count=allowed)
+    verdict, tally, _ = run_embedded(job, tmp_path / "work")
+    assert verdict.state == state
+    assert len(tally.committed) == 2 and not tally.failed, "the rows it returned are kept"
+    if state == "failed":
+        assert "2 failed mini-batches (2 of them short returns) exceed allowed_failed_count=1" in (verdict.reason or "")
 
 
 @pytest.mark.parametrize("per_message", [1, 3], ids=["one-per-message", "packed"])

@@ -241,10 +241,18 @@ BAD_SPECS: list[tuple[str, Path, Mutate, str | None, type[BatchfleetError], list
     (
         "v2 name reported for a mapped setting",
         V2_JOB,
-        put("retry_settings", "max_retries", value=0),
+        put("retry_settings", "timeout", value=0),
         None,
         SpecError,
-        ["job.yaml: retry_settings.max_retries: must be at least 1, got 0"],
+        ["job.yaml: retry_settings.timeout: must be more than 0, got 0"],
+    ),
+    (
+        "negative max_retries",
+        V2_JOB,
+        put("retry_settings", "max_retries", value=-1),
+        None,
+        SpecError,
+        ["job.yaml: retry_settings.max_retries: must be at least 0, got -1"],
     ),
     (
         "bad setting in program arguments",

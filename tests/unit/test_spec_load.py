@@ -40,7 +40,7 @@ def test_component_yaml_from_the_seed_loads() -> None:
         ("allowed_failed_count", 5),  # mini_batch_error_threshold
         ("process_count_per_node", 2),  # max_concurrency_per_instance
         ("node_count", 2),  # resources.instance_count
-        ("run_max_try", 2),  # retry_settings.max_retries
+        ("run_max_try", 3),  # retry_settings.max_retries: 2 retries after the first try
         ("run_invocation_timeout", 60),  # retry_settings.timeout
         ("logging_level", "DEBUG"),
         ("output_action", "append_row"),  # append_row_to is set
@@ -79,6 +79,31 @@ def test_v2_job_without_append_row_to_is_summary_only(tmp_path: Path) -> None:
     spec = load_spec(path)
     assert spec.settings["output_action"] == "summary_only"
     assert spec.output_data == "job_output_file"  # the only output still holds results and logs
+
+
+@pytest.mark.parametrize(("retries", "tries"), [(None, 4), (0, 1), (1, 2), ("5", 6)])
+def test_v2_max_retries_counts_retries(tmp_path: Path, retries: object, tries: int) -> None:
+    """Azure ML v2: max_retries (default 3) counts the tries after the first one."""
+
+    def mutate(doc: dict[str, Any]) -> None:
+        if retries is None:
+            del doc["retry_settings"]["max_retries"]
+        else:
+            doc["retry_settings"]["max_retries"] = retries
+
+    assert load_spec(copy_case(tmp_path, V2_JOB, mutate)).settings["run_max_try"] == tries
+
+
+def test_v2_keys_azure_accepts_load(tmp_path: Path) -> None:
+    def mutate(doc: dict[str, Any]) -> None:
+        doc["identity"] = {"type": "user_identity"}
+        doc["resources"] |= {"shm_size": "8g", "docker_args": "--ipc=host", "instance_type": "Standard_NC6"}
+        doc["task"]["type"] = "function"
+        doc["mini_batch_size"] = "10KB"
+        doc["task"]["program_arguments"] += " $[[--first_task_creation_timeout ${{inputs.threshold}}]]"
+
+    spec = load_spec(copy_case(tmp_path, V2_JOB, mutate))
+    assert spec.settings["mini_batch_size"] == "10KB" and spec.settings["node_count"] == 2
 
 
 def test_component_run_settings_and_code_key(tmp_path: Path) -> None:

@@ -325,7 +325,9 @@ def test_mixed_schemas_refused_before_start(tmp_path: Path, fmt: str) -> None:
     assert not (tmp_path / "out" / "parallel_run_step.txt").exists()
 
 
-def test_file_count_batch_size_on_a_table(tmp_path: Path) -> None:
-    data = write_parquet(source_frame(100), tmp_path / "data" / "t.parquet")
+def test_bare_number_batch_size_on_a_table_is_bytes(tmp_path: Path) -> None:
+    """Azure ML reads a bare mini_batch_size as bytes for tables: one row group (100 rows) a batch."""
+    data = write_parquet(source_frame(1000), tmp_path / "data" / "t.parquet")
     result = run_job(tmp_path, IDENTITY, f"{data}:tabular", "--mini_batch_size", "10")
-    assert_one_line(result, 2, "mini_batch_size", "size such as")
+    committed, total, succeeded, _ = assert_ok(result)
+    assert committed == total == 10 and succeeded == 1000
