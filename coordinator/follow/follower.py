@@ -167,11 +167,7 @@ class Follower:
             busy = int(event.detail.partition("busy=")[2] or 0)
             self.tally.heartbeat(event.node_id, busy)
         elif event.kind == "init_failed":
-            first = event.detail.splitlines()[0] if event.detail else "unknown error"
-            return Verdict(
-                "failed",
-                f"init() failed on node {event.node_id} {self.job.settings.init_max_try} times: {first}",
-            )
+            return self._init_failed(event)
         elif event.kind == "refused":
             return Verdict("failed", f"node {event.node_id} refused the job: {event.detail}")
         elif event.kind == "node_stopped":
@@ -180,6 +176,19 @@ class Follower:
         else:
             self.tally.heartbeat(event.node_id, 0)
             log.info("node %s: %s %s", event.node_id, event.kind, event.detail)
+        return None
+
+    def _init_failed(self, event: JobEvent) -> Verdict | None:
+        """As Azure ML does: the node is dropped, and the job goes on while another node can work."""
+        first = event.detail.splitlines()[0] if event.detail else "unknown error"
+        reason = f"init() failed on node {event.node_id} {self.job.settings.init_max_try} times: {first}"
+        self.tally.drop(event.node_id, reason)
+        others = self.tally.working_nodes(time.time(), SILENT_AFTER)
+        if not others:
+            dropped = len(self.tally.dropped)
+            alone = f"; no node is left to run the job ({dropped} dropped)" if dropped > 1 else ""
+            return Verdict("failed", reason + alone)
+        log.warning("%s; node dropped, %d other node(s) go on: %s", reason, len(others), ", ".join(sorted(others)))
         return None
 
     def _dead(self, delivery: Delivery) -> bool:

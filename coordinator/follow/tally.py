@@ -29,6 +29,7 @@ class Tally:
     tries: dict[int, int] = field(default_factory=dict)
     records: list[BatchResult] = field(default_factory=list)
     nodes: dict[str, NodeSeen] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)  # node -> why it left the job (init() failed)
     items_succeeded: int = 0
     items_failed: int = 0
     reused: int = 0
@@ -79,7 +80,20 @@ class Tally:
         node = self.nodes.setdefault(node_id, NodeSeen())
         node.busy = busy
         node.last_seen = time.time()
-        node.stopped = False
+        node.stopped = node_id in self.dropped  # a dropped node takes no more of this job's work
+
+    def drop(self, node_id: str, reason: str) -> None:
+        """The node gave up on this job (its init() kept failing); the others go on."""
+        self.left(node_id)
+        self.dropped[node_id] = reason
+
+    def working_nodes(self, now: float, window: float) -> list[str]:
+        """Nodes heard from within `window` seconds that still serve the job."""
+        return [
+            name
+            for name, node in self.nodes.items()
+            if name != "broker" and name not in self.dropped and not node.stopped and now - node.last_seen <= window
+        ]
 
     def left(self, node_id: str) -> None:
         """The node stopped serving this job (drained or ended); nobody waits for it again."""

@@ -481,6 +481,8 @@ class WorkerNode:
     def _heartbeat_loop(self) -> None:
         while not self._stopping.wait(self.config.heartbeat_interval):
             for runtime in list(self._jobs.values()):
+                if runtime.pool.gave_up:
+                    continue  # dropped from the job (init() failed): the coordinator counts on the others
                 self._event(runtime, "heartbeat", f"busy={runtime.pool.busy}")
                 if self.metrics.enabled:
                     try:

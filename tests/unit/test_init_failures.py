@@ -1,0 +1,84 @@
+"""init() failures: a node whose init() keeps failing is dropped; the job goes on while others work."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from coordinator.follow.follower import Follower
+from coordinator.follow.tally import Tally
+from tests.runtime_helpers import make_files, make_job, submit_in_memory, write_script
+from worker.intake.node import NodeConfig, WorkerNode
+
+FAILS_ON_BAD_NODE = """
+import os, time
+from azureml_user.parallel_run import EntryScript
+def init():
+    if EntryScript().node_id == "bad":
+        raise OSError("no model on this node")
+def run(mini_batch):
+    deadline = time.time() + 30
+    while not os.path.exists(os.environ["GO_FILE"]) and time.time() < deadline:
+        time.sleep(0.05)  # the test lets batches finish only once the bad node has given up
+    return [p[-9:] for p in mini_batch]
+"""
+
+
+def follow_with_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, names: list[str]
+) -> tuple[str, str | None, Tally]:
+    make_files(tmp_path / "data", 6)
+    write_script(tmp_path / "code", script)
+    go = tmp_path / "go"
+    monkeypatch.setenv("GO_FILE", str(go))
+    job = make_job(
+        tmp_path, tmp_path / "code", tmp_path / "data", init_max_try=2, process_count_per_node=1, mini_batch_size=1
+    )
+    broker, batches = submit_in_memory(job)
+    nodes = [
+        WorkerNode(broker, NodeConfig(node_id=name, work_root=tmp_path / name, heartbeat_interval=0.5))
+        for name in names
+    ]
+    for node in nodes:
+        node.start(listen=False)
+        node.serve(job)
+    deadline = time.monotonic() + 60
+    while not nodes[0]._jobs[job.job_id].pool.gave_up and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()
+    tally = Tally(batches)
+    try:
+        verdict = Follower(broker, job, tally).follow()
+    finally:
+        for node in nodes:
+            node.stop()
+    return verdict.state, verdict.reason, tally
+
+
+def test_a_node_whose_init_fails_is_dropped_and_the_job_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, reason, tally = follow_with_nodes(tmp_path, monkeypatch, FAILS_ON_BAD_NODE, ["bad", "good"])
+    assert state == "succeeded", reason
+    assert list(tally.dropped) == ["bad"] and "no model on this node" in tally.dropped["bad"]
+    assert len(tally.committed) == 6 and {r.node_id for r in tally.committed.values()} == {"good"}
+    assert tally.working_nodes(tally.nodes["good"].last_seen, 1.0) == ["good"]
+
+
+def test_the_job_fails_when_no_node_is_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = FAILS_ON_BAD_NODE.replace('== "bad"', '!= ""')
+    state, reason, tally = follow_with_nodes(tmp_path, monkeypatch, script, ["bad", "worse"])
+    assert state == "failed"
+    assert reason is not None and "init() failed on node" in reason and "no model on this node" in reason
+    assert "no node is left to run the job (2 dropped)" in reason
+    assert set(tally.dropped) == {"bad", "worse"} and not tally.committed
+
+
+def test_a_dropped_node_stays_dropped_when_it_heartbeats() -> None:
+    tally = Tally(3)
+    tally.heartbeat("a", 0)
+    tally.drop("a", "init() failed")
+    tally.heartbeat("a", 0)
+    assert tally.nodes["a"].stopped and tally.working_nodes(tally.nodes["a"].last_seen, 5.0) == []
