@@ -95,7 +95,7 @@ class RunSettings(BaseModel):
         gt=0,
         description="Seconds without progress before the job fails; default 3x(run + overhead).",
     )
-    init_max_try: int = Field(default=3, ge=1, description="Attempts at init() per node before the node leaves the job.")
+    init_max_try: int = Field(default=3, ge=1, description="Tries at init() per node before the node leaves the job.")
 
     @field_validator("mini_batch_size", mode="before")
     @classmethod
