@@ -32,6 +32,7 @@ from coordinator.plan.submit import (
     write_plan,
 )
 from coordinator.report.joblogs import Summary, summarize
+from coordinator.report.live import LiveLogs
 from coordinator.report.progress import Progress
 from coordinator.report.state import cancel_requested, snapshot, write_snapshot
 from coordinator.report.write import ReportRenderer, write_html, write_job_logs, write_perf
@@ -171,6 +172,7 @@ class JobRun:
 
     def follow(self, tally: Tally) -> Verdict:
         progress = Progress(tally.batches_total, self.started, enabled=self.options.progress, overview=self.overview)
+        live = LiveLogs(self.job, self.started, self.overview, self.options.storage_options)
         last_write = [0.0]
 
         def on_change(current: Tally) -> None:
@@ -179,6 +181,7 @@ class JobRun:
             if now - last_write[0] >= 2.0:
                 last_write[0] = now
                 self._checkpoint(current)
+                live.update(current, now)
 
         follower = Follower(
             self.options.broker,

@@ -182,7 +182,7 @@ class Follower:
         """As Azure ML does: the node is dropped, and the job goes on while another node can work."""
         first = event.detail.splitlines()[0] if event.detail else "unknown error"
         reason = f"init() failed on node {event.node_id} {self.job.settings.init_max_try} times: {first}"
-        self.tally.drop(event.node_id, reason)
+        self.tally.drop(event.node_id, "\n".join([reason, *event.detail.splitlines()[1:]]))  # with its traceback
         others = self.tally.working_nodes(time.time(), SILENT_AFTER)
         if not others:
             dropped = len(self.tally.dropped)

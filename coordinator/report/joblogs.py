@@ -45,6 +45,7 @@ class Summary:
     items_failed: int
     reused: int = 0
     duplicates: int = 0
+    batches_short: int = 0  # committed, but run() returned fewer results than items (counted as failed)
     output: str | None = None
     rows: int | None = None
     extra: dict[str, object] = field(default_factory=dict)
@@ -70,6 +71,7 @@ def summarize(
         items_failed=tally.items_failed,
         reused=tally.reused,
         duplicates=tally.duplicates,
+        batches_short=len(tally.short),
     )
 
 
@@ -78,36 +80,36 @@ def _final_rows(tally: Tally) -> list[BatchResult]:
     return [final[b] for b in sorted(final)]
 
 
-def processed_batches_csv(tally: Tally) -> bytes:
-    """One row per resolved batch: the try that decided it."""
+def batch_row(tally: Tally, r: BatchResult) -> list[object]:
+    """One processed_mini-batches.csv row: the try that decided the batch."""
+    status = "failed" if r.outcome != "committed" else ("partial" if r.failed else "succeeded")
+    return [
+        r.batch_id,
+        tally.tries.get(r.batch_id, r.attempt),
+        r.node_id,
+        r.process,
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started)) if r.started else "",
+        r.total,
+        r.succeeded,
+        r.failed,
+        f"{r.seconds:.3f}",
+        f"{r.download_seconds:.3f}",
+        f"{r.run_seconds:.3f}",
+        f"{r.commit_seconds:.3f}",
+        status,
+        (r.error or "").splitlines()[0] if r.error else "",
+    ]
+
+
+def csv_bytes(rows: list[list[object]]) -> bytes:
     out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(BATCH_COLUMNS)
-    for r in _final_rows(tally):
-        status = (
-            "succeeded"
-            if r.outcome == "committed" and not r.failed
-            else ("partial" if r.outcome == "committed" else "failed")
-        )
-        writer.writerow(
-            [
-                r.batch_id,
-                tally.tries.get(r.batch_id, r.attempt),
-                r.node_id,
-                r.process,
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started)) if r.started else "",
-                r.total,
-                r.succeeded,
-                r.failed,
-                f"{r.seconds:.3f}",
-                f"{r.download_seconds:.3f}",
-                f"{r.run_seconds:.3f}",
-                f"{r.commit_seconds:.3f}",
-                status,
-                (r.error or "").splitlines()[0] if r.error else "",
-            ]
-        )
+    csv.writer(out).writerows(rows)
     return out.getvalue().encode()
+
+
+def processed_batches_csv(tally: Tally) -> bytes:
+    """One row per resolved batch, in batch order."""
+    return csv_bytes([[*BATCH_COLUMNS], *(batch_row(tally, r) for r in _final_rows(tally))])
 
 
 def attempts_csv(tally: Tally) -> bytes:
@@ -127,6 +129,10 @@ def job_result_text(job: JobConfig, summary: Summary) -> str:
         f"Reason: {summary.reason}" if summary.reason else "",
         f"Mini-batches: {summary.batches_committed} succeeded, {summary.batches_failed} failed, "
         f"{summary.batches_total} in total ({summary.reused} reused from an earlier run).",
+        f"Short returns: {summary.batches_short} mini-batches returned fewer results than items "
+        "(their rows are kept; they count as failed mini-batches)."
+        if summary.batches_short
+        else "",
         f"Items: {summary.items_succeeded} succeeded, {summary.items_failed} failed.",
         f"Duration: {took:.1f}s.",
         f"Output: {summary.output} ({summary.rows} rows)." if summary.output else "Output: summary_only.",

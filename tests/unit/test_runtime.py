@@ -202,10 +202,14 @@ def test_user_logs_hold_prints_and_errors(tmp_path: Path) -> None:
     write_script(
         tmp_path / "code",
         """
+        import logging, os
         from azureml_user.parallel_run import EntryScript
         def run(mini_batch):
             print("hello from run")
             EntryScript().logger.info("logged %d", len(mini_batch))
+            logging.getLogger("mine").warning("root logging %d", len(mini_batch))
+            with open(os.path.join(EntryScript().log_dir, "own.txt"), "w") as handle:
+                handle.write("own file")
             raise KeyError("missing-key")
         """,
     )
@@ -214,7 +218,10 @@ def test_user_logs_hold_prints_and_errors(tmp_path: Path) -> None:
     user = tmp_path / "out" / "logs" / "user"
     stdout = (user / "stdout" / "n1" / "process001.stdout.txt").read_text()
     assert "[n1 process001 batch=0] hello from run" in stdout
-    assert "logged 2" in (user / "entry_script_log" / "n1" / "process001.log.txt").read_text()
+    assert "[n1 process001 batch=0] WARNING mine root logging 2" in stdout, "plain logging goes to stdout"
+    entry_log = (user / "entry_script_log" / "n1" / "process001.log.txt").read_text()
+    assert "logged 2" in entry_log and "root logging" not in entry_log
+    assert (user / "entry_script_log" / "n1" / "own.txt").read_text() == "own file", "log_dir is the node's"
     errors = (user / "error" / "n1" / "process001.txt").read_text()
     assert "KeyError" in errors and "Traceback" in errors
 

@@ -125,7 +125,7 @@ class Child:
         """Environment, argv, logs; then load and init the user's code."""
         os.environ["AZUREML_BI_OUTPUT_PATH"] = self.spec["output_dir"]
         os.environ["BATCHFLEET_WORKING_DIR"] = self.spec["working_dir"]
-        os.environ["BATCHFLEET_LOG_DIR"] = str(Path(self.spec["log_root"]) / "user")
+        os.environ["BATCHFLEET_LOG_DIR"] = str(self.logs.entry_log_dir)
         os.environ["BATCHFLEET_AGENT_NAME"] = self.process
         os.environ["BATCHFLEET_NODE_ID"] = self.node_id
         os.environ.update(self.job.environment_variables)

@@ -85,9 +85,17 @@ class UserLogs:
         logger.handlers[:] = [handler]
         logger.setLevel(level)
         logger.propagate = False
+        # As in Azure ML, plain `logging` calls land with the prints in logs/user/stdout/.
+        printed = logging.StreamHandler(sys.stdout)
+        printed.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
         root = logging.getLogger()
-        root.handlers[:] = [handler]
+        root.handlers[:] = [printed]
         root.setLevel(level)
+
+    @property
+    def entry_log_dir(self) -> Path:
+        """EntryScript().log_dir: logs/user/entry_script_log/<node>/, as in Azure ML."""
+        return self.paths["entry"].parent
 
     def error(self, batch: int | None, attempt: int | None, line: str, traceback_text: str) -> None:
         """Append one error with its traceback to this process's error file."""
