@@ -191,6 +191,8 @@ class JobRun:
             self.cancelled,
             self._record_failure,
             self.options.signing_key,
+            # A fleet node started later joins at the next announcement; embedded mode has one node.
+            node_grace=0.0 if self.options.embedded else 2 * self.options.announce_every + 5,
         )
         try:
             return follower.follow()

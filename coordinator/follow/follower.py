@@ -74,6 +74,7 @@ class Follower:
         cancelled: threading.Event | None = None,
         on_failed: Callable[[BatchResult], None] | None = None,
         signing_key: bytes | None = None,
+        node_grace: float = 0.0,
     ) -> None:
         self.broker = broker
         self.job = job
@@ -86,6 +87,10 @@ class Follower:
         self.sink: queue.Queue[Delivery] = queue.Queue()
         self._tags: list[str] = []
         self._parked: dict[int, _Parked] = {}
+        # Every node dropped (init() failed): since when, and why. A fleet waits node_grace seconds
+        # for another node (one started later joins at the next announcement); embedded mode has one.
+        self.node_grace = node_grace
+        self._orphaned: tuple[float, str] | None = None
 
     def follow(self) -> Verdict:
         """Block until every batch is resolved, a threshold breaks, init fails, it stalls or is cancelled."""
@@ -109,6 +114,8 @@ class Follower:
             if verdict is not None:
                 return verdict
             self._fail_dead_letters()
+            if self._orphaned is not None and self._no_node_left():
+                return Verdict("failed", self._orphaned[1])
             reason = threshold_breach(self.tally.counts(), settings)
             if reason is not None:
                 return Verdict("failed", self._with_first_error(reason))
@@ -184,12 +191,23 @@ class Follower:
         reason = f"init() failed on node {event.node_id} {self.job.settings.init_max_try} times: {first}"
         self.tally.drop(event.node_id, "\n".join([reason, *event.detail.splitlines()[1:]]))  # with its traceback
         others = self.tally.working_nodes(time.time(), SILENT_AFTER)
-        if not others:
-            dropped = len(self.tally.dropped)
-            alone = f"; no node is left to run the job ({dropped} dropped)" if dropped > 1 else ""
-            return Verdict("failed", reason + alone)
-        log.warning("%s; node dropped, %d other node(s) go on: %s", reason, len(others), ", ".join(sorted(others)))
+        if others:
+            log.warning("%s; node dropped, %d other node(s) go on: %s", reason, len(others), ", ".join(sorted(others)))
+            return None
+        dropped = len(self.tally.dropped)
+        self._orphaned = (time.monotonic(), reason + (f"; no node is left to run the job ({dropped} dropped)"))
+        if self.node_grace <= 0:
+            return Verdict("failed", self._orphaned[1])
+        log.warning("%s; node dropped, waiting up to %gs for another node", reason, self.node_grace)
         return None
+
+    def _no_node_left(self) -> bool:
+        """True once every node has been dropped for node_grace seconds with none joining since."""
+        assert self._orphaned is not None
+        if self.tally.working_nodes(time.time(), SILENT_AFTER):
+            self._orphaned = None
+            return False
+        return time.monotonic() - self._orphaned[0] >= self.node_grace
 
     def _dead(self, delivery: Delivery) -> bool:
         """A batch the broker gave up on (its delivery limit), or a message a worker refused; True when

@@ -82,3 +82,34 @@ def test_a_dropped_node_stays_dropped_when_it_heartbeats() -> None:
     tally.drop("a", "init() failed")
     tally.heartbeat("a", 0)
     assert tally.nodes["a"].stopped and tally.working_nodes(tally.nodes["a"].last_seen, 5.0) == []
+
+
+def test_a_node_joining_after_every_node_was_dropped_carries_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a fleet a node started later joins at the next announcement: the coordinator waits for it."""
+    make_files(tmp_path / "data", 4)
+    write_script(tmp_path / "code", FAILS_ON_BAD_NODE)
+    monkeypatch.setenv("GO_FILE", str(tmp_path / "go"))
+    (tmp_path / "go").touch()
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", init_max_try=1, mini_batch_size=1)
+    broker, batches = submit_in_memory(job)
+    bad, good = (
+        WorkerNode(broker, NodeConfig(node_id=name, work_root=tmp_path / name, heartbeat_interval=0.5))
+        for name in ("bad", "good")
+    )
+    bad.start(listen=False)
+    bad.serve(job)
+    deadline = time.monotonic() + 60
+    while not bad._jobs[job.job_id].pool.gave_up and time.monotonic() < deadline:
+        time.sleep(0.05)
+    good.start(listen=False)
+    good.serve(job)  # joins after the only other node was dropped
+    tally = Tally(batches)
+    try:
+        verdict = Follower(broker, job, tally, node_grace=30).follow()
+    finally:
+        bad.stop()
+        good.stop()
+    assert verdict.state == "succeeded", verdict.reason
+    assert list(tally.dropped) == ["bad"] and len(tally.committed) == 4
