@@ -6,7 +6,7 @@ import logging
 import os
 import re
 from importlib import metadata
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -63,39 +63,131 @@ def v2_setting(key: str, value: object) -> tuple[str, object]:
 DEFAULT_APPEND_FILE = "parallel_run_step.txt"
 
 
+def _doc(unit: str = "", allowed: str = "", default: str = "", v2: str = "", ours: bool = False) -> dict[str, Any]:
+    """How `--help` and `batchfleet settings` describe a field beyond its description (its meaning):
+    unit, allowed values and default in words where the type alone does not say, the Azure ML v2
+    job YAML name where it differs, and `ours` for settings Azure ML does not have."""
+    extra = {"unit": unit, "allowed": allowed, "default": default, "v2": v2, "ours": ours}
+    return {key: value for key, value in extra.items() if value}
+
+
 class RunSettings(BaseModel):
-    """Everything that tunes a job's run; every boundary builds one of these."""
+    """Everything that tunes a job's run; every boundary builds one of these.
+
+    Each field's description is its meaning, and `json_schema_extra` (see `_doc`) the rest of its
+    documentation: the flags' `--help` and `batchfleet settings` are generated from this model.
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     mini_batch_size: int | str | None = Field(
         default=None,
-        description="Files per batch (file inputs, default 10) or approximate bytes such as '1MB' (tables).",
+        description="Work per mini-batch (one run() call): a file count for file inputs, "
+        "an approximate data size for tables.",
+        json_schema_extra=_doc(
+            unit="files, or bytes with a unit (B, KB, MB, GB) for tables",
+            allowed="a positive whole number such as 10, or a size such as 512KB or 1MB",
+            default="10 files; 1MB for tables",
+        ),
     )
-    error_threshold: int = Field(default=-1, ge=-1, description="Failed items allowed; -1 ignores.")
-    allowed_failed_count: int = Field(default=-1, ge=-1, description="Failed mini-batches allowed; -1 ignores.")
+    error_threshold: int = Field(
+        default=-1,
+        ge=-1,
+        description="Failed items (files or rows, summed over the job) allowed before the job fails; -1 ignores them.",
+        json_schema_extra=_doc(unit="items"),
+    )
+    allowed_failed_count: int = Field(
+        default=-1,
+        ge=-1,
+        description="Failed mini-batches allowed before the job fails; -1 ignores them.",
+        json_schema_extra=_doc(unit="mini-batches", v2="mini_batch_error_threshold"),
+    )
     allowed_failed_percent: float = Field(
-        default=100, ge=0, le=100, description="Percent of failed mini-batches allowed; 100 ignores."
+        default=100,
+        ge=0,
+        le=100,
+        description="Share of mini-batches allowed to fail before the job fails; 100 ignores failures.",
+        json_schema_extra=_doc(unit="percent of all mini-batches"),
     )
-    run_invocation_timeout: float = Field(default=60, gt=0, description="Seconds one run() may take.")
-    run_max_try: int = Field(default=3, ge=1, description="Tries per mini-batch, crashes included.")
-    process_count_per_node: int | None = Field(default=None, ge=1, description="Child processes per node.")
-    node_count: int = Field(default=1, ge=1, description="Nodes expected (informational in fleet mode).")
-    logging_level: str = Field(default="INFO", description="Python logging level name.")
-    output_action: OutputAction = "append_row"
-    append_row_file_name: str = DEFAULT_APPEND_FILE
-    append_row_format: RowFormat = "text"
-    partition_keys: list[str] | None = None
+    run_invocation_timeout: float = Field(
+        default=60,
+        gt=0,
+        description="Longest one run() call may take; a slower call fails that try (retried up to run_max_try).",
+        json_schema_extra=_doc(unit="seconds", v2="retry_settings.timeout"),
+    )
+    run_max_try: int = Field(
+        default=3,
+        ge=1,
+        description="Tries per mini-batch (exceptions, timeouts and crashed processes count) before it fails for good.",
+        json_schema_extra=_doc(unit="tries", v2="retry_settings.max_retries"),
+    )
+    process_count_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        description="Child processes running run() on each node (a worker's --processes overrides it).",
+        json_schema_extra=_doc(unit="processes", default="the node's CPU count", v2="max_concurrency_per_instance"),
+    )
+    node_count: int = Field(
+        default=1,
+        ge=1,
+        description="Nodes the job expects; informational in fleet mode, where every live worker helps.",
+        json_schema_extra=_doc(unit="nodes", v2="resources.instance_count"),
+    )
+    logging_level: str = Field(
+        default="INFO",
+        description="Level of the entry script's logger (EntryScript().logger) and its log files.",
+        json_schema_extra=_doc(allowed="DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)"),
+    )
+    output_action: OutputAction = Field(
+        default="append_row",
+        description="append_row merges the rows run() returns into one file in the output; "
+        "summary_only keeps only counts and logs.",
+    )
+    append_row_file_name: str = Field(
+        default=DEFAULT_APPEND_FILE,
+        description="Name of the merged file in the output location (append_row only).",
+        json_schema_extra=_doc(
+            allowed="a plain file name, no folders",
+            default=f"{DEFAULT_APPEND_FILE} (parallel_run_step.<format> for other formats)",
+        ),
+    )
+    append_row_format: RowFormat = Field(
+        default="text",
+        description="Format of the merged file: text is Azure ML's (one element per line, DataFrame rows "
+        "space separated); csv, parquet and jsonl keep DataFrame columns (a list becomes a 'result' column).",
+        json_schema_extra=_doc(ours=True),
+    )
+    partition_keys: list[str] | None = Field(
+        default=None,
+        description="Keys whose values group the input (table columns, or folder levels of a partitioned "
+        "file input): each mini-batch holds one partition.",
+        json_schema_extra=_doc(allowed="key names, comma-separated (a,b) or a list ([a,b])", default="none"),
+    )
     partition_layout: str | None = Field(
-        default=None, description="Folder layout naming keys by position, e.g. '{country}/{state}/*'."
+        default=None,
+        description="Folder layout naming partition keys by position, e.g. '{country}/{state}/*'.",
+        json_schema_extra=_doc(
+            allowed="a path pattern with one {key} per folder level", default="none (key=value folders)", ours=True
+        ),
     )
-    task_overhead_timeout: float = Field(default=30, gt=0, description="Seconds of overhead allowed per task.")
+    task_overhead_timeout: float = Field(
+        default=30,
+        gt=0,
+        description="Time allowed per mini-batch on top of run() (download, commit) before a try counts as hung.",
+        json_schema_extra=_doc(unit="seconds"),
+    )
     progress_update_timeout: float | None = Field(
         default=None,
         gt=0,
-        description="Seconds without progress before the job fails; default 3x(run + overhead).",
+        description="Time without any finished mini-batch after which the job fails as stalled.",
+        json_schema_extra=_doc(unit="seconds", default="3 x (run_invocation_timeout + task_overhead_timeout)"),
     )
-    init_max_try: int = Field(default=3, ge=1, description="Tries at init() per node before the node leaves the job.")
+    init_max_try: int = Field(
+        default=3,
+        ge=1,
+        description="Tries at init() on a node before that node leaves the job (the job fails if no node is left).",
+        json_schema_extra=_doc(unit="tries", ours=True),
+    )
 
     @field_validator("mini_batch_size", mode="before")
     @classmethod

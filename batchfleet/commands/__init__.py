@@ -6,7 +6,7 @@ import argparse
 import importlib
 
 # Modules are imported lazily by name so `batchfleet --help` stays fast.
-MODULES = ["run", "worker", "status", "debug", "coordinator"]
+MODULES = ["run", "worker", "status", "debug", "coordinator", "settings"]
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -34,12 +34,17 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     Values stay text; pydantic validates them when the job is resolved. The caller adds
     its own `--set KEY=VALUE` (action="append") and passes it to collect_overrides().
     """
-    group = parser.add_argument_group("run settings", "override the spec's run settings")
-    for name, field in RunSettings.model_fields.items():
+    from coordinator.spec.settings_doc import setting_docs
+
+    group = parser.add_argument_group(
+        "run settings", "override the spec's run settings (`batchfleet settings` lists them as a table)"
+    )
+    for doc in setting_docs():
+        name = doc.name
         flags = [f"--{name}"]
         if "_" in name:
             flags.append(f"--{name.replace('_', '-')}")
-        text = (field.description or f"run setting {name}").replace("%", "%%")
+        text = doc.help_line().replace("%", "%%")
         group.add_argument(*flags, dest=name, default=None, metavar=name.upper(), help=text)
 
 
