@@ -13,13 +13,24 @@ from batchfleet.commands.common import add_connection_flags, add_log_flag, stora
 
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
+# `status` exits with the job's state, for schedulers and scripts (README, "Exit codes").
+EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 3}
+STILL_RUNNING = 4  # running, submitted (no coordinator has written its state yet), or its coordinator is gone
+WAIT_POLL = 2.0  # seconds between reads with --wait: the coordinator rewrites the state every 2 s
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    status = sub.add_parser("status", help="a job's state, progress, nodes and errors")
+    status = sub.add_parser(
+        "status",
+        help="a job's state, progress, nodes and errors",
+        description="Exit code: 0 succeeded, 1 failed, 3 cancelled, 4 still running (or submitted, or its "
+        "coordinator is gone), 2 no such job or a bad flag.",
+    )
     status.add_argument("job", help="job id (as printed by `batchfleet run` or `batchfleet list`)")
     status.add_argument("--json", action="store_true", help="print the state record as JSON")
     status.add_argument("--watch", type=float, default=None, metavar="SECONDS",
                         help="redraw every SECONDS until the job ends (Ctrl-C stops watching)")  # fmt: skip
+    status.add_argument("--wait", action="store_true", help="block until the job ends (or its coordinator is gone)")
     _store_flags(status)
     status.set_defaults(handler=cmd_status)
     jobs = sub.add_parser("list", help="jobs in the store, newest first")
@@ -63,15 +74,26 @@ def _console():  # type: ignore[no-untyped-def]
 
 
 def _read(ns: argparse.Namespace, job_id: str) -> dict[str, Any]:
-    from common.errors import StorageError
+    from common.errors import StorageError, UsageError
     from coordinator.report.state import read_state
-    from coordinator.report.status_view import scrub
+    from coordinator.report.status_view import job_exists, scrub
 
+    store, options = store_uri(ns), storage_options(ns)
     try:
-        state = read_state(store_uri(ns), job_id, storage_options(ns))
+        state = read_state(store, job_id, options)
     except ValueError as exc:  # a half-written or foreign file
         raise StorageError(f"the state record of job {job_id} is not valid JSON: {exc}") from exc
+    except UsageError:
+        if not job_exists(store, job_id, options):
+            raise
+        # Submitted: its coordinator writes the first state once the plan is published.
+        state = {"job_id": job_id, "state": "submitted", "reason": "waiting for a coordinator to plan it"}
     return dict(scrub(state, _secrets()))
+
+
+def exit_code(state: dict[str, Any]) -> int:
+    """0 succeeded, 1 failed, 3 cancelled, 4 anything else (running, submitted, coordinator gone)."""
+    return EXIT_CODES.get(str(state.get("state")), STILL_RUNNING)
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
@@ -81,14 +103,18 @@ def cmd_status(ns: argparse.Namespace) -> int:
     if ns.watch is not None and ns.watch <= 0:
         raise UsageError(f"--watch {ns.watch:g}: the interval must be positive", "for example --watch 2")
     state = _read(ns, job_id)
-    if ns.watch is None:
-        _show(state, ns.json)
-        return 0
     try:
-        _watch(ns, job_id, state)
+        if ns.watch is not None:
+            state = _watch(ns, job_id, state)
+        elif ns.wait:
+            state = _wait(ns, job_id, state)
+            _show(state, ns.json)
+        else:
+            _show(state, ns.json)
     except KeyboardInterrupt:
-        pass  # stopping the watch is not an error
-    return 0
+        state = _read(ns, job_id)  # stopping the watch is not an error: the code says where the job is
+    _note_gone(job_id, state)
+    return exit_code(state)
 
 
 def _show(state: dict[str, Any], as_json: bool) -> None:
@@ -100,8 +126,33 @@ def _show(state: dict[str, Any], as_json: bool) -> None:
     _console().print(status_view(state, time.time()))
 
 
-def _watch(ns: argparse.Namespace, job_id: str, state: dict[str, Any]) -> None:
-    """Redraw until the job is no longer running (or its coordinator went silent)."""
+def _wait(ns: argparse.Namespace, job_id: str, state: dict[str, Any]) -> dict[str, Any]:
+    """Block until the job is no longer running (or its coordinator went silent)."""
+    from coordinator.report.status_view import is_active
+
+    while is_active(state, time.time()):
+        time.sleep(WAIT_POLL)
+        state = _read(ns, job_id)
+    return state
+
+
+def _note_gone(job_id: str, state: dict[str, Any]) -> None:
+    """A job left 'running' by a coordinator that stopped writing: say so, and what to do."""
+    import sys
+
+    from coordinator.report.status_view import span, stale_for
+
+    silent = stale_for(state, time.time())
+    if silent is not None:
+        print(
+            f"batchfleet: job {job_id} is not finished but its coordinator was last seen {span(silent)} ago; "
+            f"carry it on with `batchfleet follow {job_id}`",
+            file=sys.stderr,
+        )
+
+
+def _watch(ns: argparse.Namespace, job_id: str, state: dict[str, Any]) -> dict[str, Any]:
+    """Redraw until the job is no longer running (or its coordinator went silent); the last state read."""
     from coordinator.report.status_view import is_active, status_view
 
     if ns.json:
@@ -109,7 +160,7 @@ def _watch(ns: argparse.Namespace, job_id: str, state: dict[str, Any]) -> None:
         while True:
             print(json.dumps(state), flush=True)
             if not is_active(state, time.time()):
-                return
+                return state
             time.sleep(ns.watch)
             state = _read(ns, job_id)
     from rich.live import Live
@@ -119,6 +170,7 @@ def _watch(ns: argparse.Namespace, job_id: str, state: dict[str, Any]) -> None:
             time.sleep(ns.watch)
             state = _read(ns, job_id)
             live.update(status_view(state, time.time()), refresh=True)
+    return state
 
 
 def cmd_list(ns: argparse.Namespace) -> int:

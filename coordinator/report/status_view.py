@@ -69,13 +69,16 @@ def stale_for(state: dict[str, Any], now: float) -> float | None:
 
 
 def is_active(state: dict[str, Any], now: float) -> bool:
-    """Still worth watching: running and its coordinator seen recently."""
-    return state.get("state") == "running" and stale_for(state, now) is None
+    """Still worth watching: submitted (a coordinator acknowledged it), or running and its coordinator
+    seen recently."""
+    return state.get("state") in ("running", "submitted") and stale_for(state, now) is None
 
 
 def state_line(state: dict[str, Any], now: float) -> Text:
     name = str(state.get("state") or "unknown")
-    style = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan"}.get(name, "")
+    style = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan", "submitted": "cyan"}.get(
+        name, ""
+    )
     line = Text(name, style=f"bold {style}".strip())
     silent = stale_for(state, now)
     if silent is not None:

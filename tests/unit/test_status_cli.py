@@ -144,7 +144,8 @@ def test_watch_returns_when_the_job_is_over(jobs: dict[str, Any]) -> None:
 def test_silent_coordinator_is_called_out(tmp_path: Path) -> None:
     write_state(tmp_path, "stale-job", updated=time.time() - 100)
     result = batchfleet("status", "stale-job", "--store", tmp_path)
-    assert result.code == 0, result.stderr
+    assert result.code == 4, result.stderr  # not finished
+    assert "batchfleet follow stale-job" in result.stderr
     assert re.search(r"coordinator not seen for 1m 4\ds \(stopped or killed\?\)", result.stdout), result.stdout
     fresh = batchfleet("status", write_state(tmp_path, "fresh-job").name, "--store", tmp_path)
     assert "not seen" not in fresh.stdout and "2m 20s" in fresh.stdout  # ETA of a live job
@@ -157,7 +158,7 @@ def test_status_masks_secrets(tmp_path: Path) -> None:
     env = {"AWS_SECRET_ACCESS_KEY": secret}
     for flags in ((), ("--json",)):
         result = batchfleet("status", "leaky", "--store", tmp_path, *flags, env=env)
-        assert result.code == 0, result.stderr
+        assert result.code == 1, result.stderr  # a failed job
         assert "hunter22" not in result.stdout and secret not in result.stdout
         assert "***" in result.stdout
 
