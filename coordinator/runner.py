@@ -283,16 +283,26 @@ def finish_job(run: JobRun, tally: Tally, items: int) -> Summary:
         run.stop_workers(tally)
     perf = sampler.stop()
     summary = summarize(job, tally, verdict.state, verdict.reason, run.started, items)
-    renderer.request(job, tally.records, summary.as_dict(), perf)
     if summary.state == "succeeded":
-        merged = merge_output(job, tally, options.storage_options)
-        if merged is not None:
-            summary.output, summary.rows = merged
+        _merge(job, tally, summary, options.storage_options)
+    renderer.request(job, tally.records, summary.as_dict(), perf)
     write_job_logs(job, tally, summary, run.overview, options.storage_options)
     write_perf(job, sampler.node_id, perf, options.storage_options)
     write_html(job, renderer.result(), options.storage_options)
     log.info("job %s: finished after %.2fs", job.job_id, time.time() - run.started)
     return summary
+
+
+def _merge(job: JobConfig, tally: Tally, summary: Summary, options: StorageOptions) -> None:
+    """Merge the output; a merge that fails fails the job, with the reason in its logs and state."""
+    try:
+        merged = merge_output(job, tally, options)
+    except BatchfleetError as exc:
+        log.error("job %s: merging the output failed: %s", summary.job_id, exc.line())
+        summary.state, summary.reason = "failed", f"merging the output failed: {exc.line()}"
+        return
+    if merged is not None:
+        summary.output, summary.rows = merged
 
 
 def default_store() -> str:

@@ -100,7 +100,7 @@ def cmd_attach(ns: argparse.Namespace) -> int:
         summary = attach(ns.job_id, run_options(ns, broker), resume=ns.resume)
     finally:
         broker.close()
-    return report(summary, summary.output or "the output location")
+    return report(summary)
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
@@ -128,7 +128,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         summary = run_job(spec, resolved, options)
     finally:
         broker.close()
-    return report(summary, resolved.output_uri)
+    return report(summary)
 
 
 def spawn_follower(job_id: str, ns: argparse.Namespace) -> Path:
@@ -152,15 +152,13 @@ def spawn_follower(job_id: str, ns: argparse.Namespace) -> Path:
     return log_path
 
 
-def report(summary, output: str) -> int:  # type: ignore[no-untyped-def]
+def report(summary) -> int:  # type: ignore[no-untyped-def]
+    """The job's one closing line; a job that did not succeed is an error naming its log."""
     from common.errors import JobFailed
+    from coordinator.report.joblogs import final_line
 
-    where = f"; output {summary.output} ({summary.rows} rows)" if summary.output else ""
-    print(
-        f"job {summary.job_id} {summary.state}: "
-        f"{summary.batches_committed}/{summary.batches_total} mini-batches, "
-        f"{summary.items_succeeded} items succeeded, {summary.items_failed} failed{where}"
-    )
+    print(final_line(summary))
     if summary.state != "succeeded":
-        raise JobFailed(f"job {summary.job_id} {summary.state}: {summary.reason}", f"see {output}/logs/job_result.txt")
+        where = summary.job_result_uri or "logs/job_result.txt in the output location"
+        raise JobFailed(f"job {summary.job_id} {summary.state}: {summary.reason}", f"see {where}")
     return 0

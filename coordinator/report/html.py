@@ -187,7 +187,7 @@ def render_report(
     body = "\n".join(
         [
             _header(job, summary, redact),
-            _summary_section(summary, records),
+            _summary_section(summary, records, redact),
             _plots_section(records, perf, t0),
             _failures_section(records, redact),
             _slowest_section(records),
@@ -233,7 +233,7 @@ def _header(job: JobConfig, summary: Mapping[str, Any], redact: Redactor) -> str
     )
 
 
-def _summary_section(summary: Mapping[str, Any], records: Sequence[BatchResult]) -> str:
+def _summary_section(summary: Mapping[str, Any], records: Sequence[BatchResult], redact: Redactor) -> str:
     started, finished = summary.get("started"), summary.get("finished")
     elapsed = (finished - started) if started and finished else None
     items_ok = summary.get("items_succeeded")
@@ -245,6 +245,7 @@ def _summary_section(summary: Mapping[str, Any], records: Sequence[BatchResult])
             f"{_num(summary.get('batches_committed'))} / {_num(summary.get('batches_total'))}",
         ),
         ("Batches failed", _num(summary.get("batches_failed"))),
+        ("Batches never ran", _num(summary.get("batches_never_ran"))),
         ("Reused on resume", _num(summary.get("reused"))),
         ("Items succeeded", f"{_num(items_ok)} / {_num(summary.get('items_total'))}"),
         ("Items failed", _num(summary.get("items_failed"))),
@@ -258,7 +259,9 @@ def _summary_section(summary: Mapping[str, Any], records: Sequence[BatchResult])
         f'<div class="card"><div class="k">{k}</div><div class="v{" sm" if k in _TIME_CARDS else ""}">{v}</div></div>'
         for k, v in cards
     )
-    return f'<section id="summary"><h2>Summary</h2><div class="cards">{html}</div></section>'
+    merged = summary.get("merged")
+    note = f'<p class="merged">Output: {escape(redact(str(merged)))}</p>' if merged else ""
+    return f'<section id="summary"><h2>Summary</h2><div class="cards">{html}</div>{note}</section>'
 
 
 def _plots_section(records: Sequence[BatchResult], perf: Sequence[PerfSample], t0: float | None) -> str:

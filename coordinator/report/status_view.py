@@ -106,12 +106,14 @@ def summary_table(state: dict[str, Any], now: float) -> Table:
     total = state.get("batches_total", 0)
     committed, failed = state.get("batches_committed", 0), state.get("batches_failed", 0)
     pending = state.get("batches_pending", max(total - committed - failed, 0))
+    # Once a job has ended, what is left will not run: say so rather than "pending".
+    left = "pending" if state.get("state") in (None, "running", "submitted") else "never ran"
     elapsed, eta = _timing(state, now)
     rows: list[tuple[str, Text | str]] = [
         ("job", Text(str(state.get("job_id", "?")))),
         ("state", state_line(state, now)),
         ("reason", Text(str(state.get("reason") or "-"))),
-        ("mini-batches", f"{committed} done, {failed} failed, {pending} pending of {total}"
+        ("mini-batches", f"{committed} done, {failed} failed, {pending} {left} of {total}"
                          + (f" ({state['reused']} reused)" if state.get("reused") else "")),
         ("items", f"{state.get('items_succeeded', 0)} succeeded, {state.get('items_failed', 0)} failed"),
         ("items/s", f"{float(state.get('items_per_second') or 0):.1f}"),
@@ -121,6 +123,8 @@ def summary_table(state: dict[str, Any], now: float) -> Table:
     ]  # fmt: skip
     if state.get("rows") is not None:
         rows.append(("rows merged", str(state["rows"])))
+    elif state.get("merged"):
+        rows.append(("merged", Text(str(state["merged"]))))
     for label, value in rows:
         table.add_row(label, value)
     return table

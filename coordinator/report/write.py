@@ -36,6 +36,7 @@ def write_job_logs(
         # Node and process names come from reports: one safe folder and file name each.
         out.write_bytes(join_uri(logs, "sys", "error", safe_component(node), safe_component(name)), text.encode())
     final = snapshot(job, tally, summary.started, summary.state, summary.reason) | summary.as_dict()
+    final["output"] = summary.output or job.output_uri  # the merged file, else the output location
     write_snapshot(job, final, options)
 
 

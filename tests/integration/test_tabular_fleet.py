@@ -113,7 +113,7 @@ def test_hive_partitions_on_s3(tmp_path: Path, rabbitmq, s3) -> None:
     with workers(rabbitmq.url, tmp_path / "workers", env, ["node-a", "node-b"]):
         result = submit(spec, rabbitmq.url, bucket, f"{bucket}/in", env, "--set", "partition_keys=[country,state]")
     assert result.returncode == 0, result.stderr + result.stdout
-    assert "7/7 mini-batches, 10 items succeeded, 0 failed" in result.stdout
+    assert "7/7 mini-batches committed, 0 failed; 10 items succeeded, 0 failed" in result.stdout
     lines = client.get_object(Bucket=name, Key="out/parallel_run_step.txt")["Body"].read().decode().splitlines()
     assert len(lines) == 10
     assert lines[0] == "country=country1,state=state1 2 file1.txt"

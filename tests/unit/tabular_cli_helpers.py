@@ -17,7 +17,9 @@ from tests.cli_helpers import Result, batchfleet
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
-SUMMARY = re.compile(r"(\d+)/(\d+) mini-batches, (\d+) items succeeded, (\d+) failed")
+SUMMARY = re.compile(
+    r"(\d+)/(\d+) mini-batches committed, \d+ failed(?:, \d+ never ran)?; (\d+) items succeeded, (\d+) failed"
+)
 
 COMPONENT = """\
 $schema: https://componentsdk.azureedge.net/jsonschema/ParallelComponent.json

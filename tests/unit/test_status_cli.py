@@ -78,7 +78,7 @@ def test_status_of_a_finished_job(jobs: dict[str, Any]) -> None:
     out = result.stdout
     assert jobs["good"] in out
     assert "succeeded" in out
-    assert "3 done, 0 failed, 0 pending of 3" in out
+    assert "3 done, 0 failed, 0 never ran of 3" in out
     assert "5 succeeded, 0 failed" in out
     assert "local" in out and "ago" in out  # the node table with its last-seen time
     assert "errors" not in out
@@ -88,7 +88,7 @@ def test_status_shows_the_first_error_of_each_group(jobs: dict[str, Any]) -> Non
     result = batchfleet("status", jobs["bad"], "--store", jobs["store"])
     assert result.code == 0, result.stderr
     out = result.stdout
-    assert "2 done, 1 failed, 0 pending of 3" in out
+    assert "2 done, 1 failed, 0 never ran of 3" in out
     assert "ValueError: poison item item002.txt" in out and "ValueError: ValueError" not in out
     assert re.search(r"at entry\.py:\d+ in run", out), out
     assert re.search(r"│\s+1\s+│", out), out  # the group's count; batch 1 is its only batch
@@ -212,6 +212,8 @@ def test_cancel_stops_a_running_job(tmp_path: Path) -> None:
             proc.communicate()
     assert proc.returncode == 1, stdout + stderr
     assert "cancelled" in stdout + stderr
+    assert f"see {tmp_path / 'out' / 'logs' / 'job_result.txt'}" in stderr  # the real path
+    assert "never ran" in stdout
     final = json.loads(state_file.read_text())
     assert final["state"] == "cancelled"
     assert final["batches_committed"] < 60  # stopped early: all 60 would take 30 s
