@@ -2,24 +2,33 @@
 
 The worker writes them (worker/commit/parts.py); the coordinator reads and scans them here.
 
-A frame is a header line `#bf <batch> <attempt> <succeeded> <failed> <length>` followed by
-`length` bytes of rows. Locally each child process appends frames to its own segment file
-(one write per batch: a file per batch costs ~200us here, more than the work it records);
-on object storage each frame is one PUT. Either way a frame that is complete is committed,
-and a torn one (a process killed mid-write) is ignored.
+A frame is a header line `#bf <batch> <attempt> <succeeded> <failed> <length> <crc>\\n` followed by
+`length` bytes of rows; `<crc>` is the CRC-32 (8 hex digits) of the five numbers as written and
+the rows. Locally each child process appends frames to its own segment file (one write per batch:
+a file per batch costs ~200us here, more than the work it records); on object storage each frame
+is one PUT. Either way a complete frame whose checksum holds is committed. A torn frame (a process
+killed mid-write, a write cut short by a full disk) is skipped: the scanner looks for the next
+header whose frame checks out, so frames appended after a torn one are still found.
+
+Frames written before checksums existed (no `<crc>`) are still read, by their length alone.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from common.storage import Storage, is_remote
 
-_HEADER = re.compile(rb"#bf (\d+) (\d+) (\d+) (\d+) (\d+)\n")
+MAGIC = b"#bf "
+_HEADER = re.compile(rb"#bf (\d{1,19}) (\d{1,9}) (\d{1,19}) (\d{1,19}) (\d{1,19})(?: ([0-9a-f]{8}))?\n")
+HEADER_MAX = 128  # longer than any header the pattern accepts
+WINDOW = 1 << 20  # bytes of a segment the scanner holds at a time
+_CRC_STEP = 1 << 20  # bytes checksummed per read for frames larger than the window
 
 
 @dataclass(frozen=True)
@@ -33,8 +42,10 @@ class PartRecord:
     ref: str
 
 
-def header(batch_id: int, attempt: int, succeeded: int, failed: int, length: int) -> bytes:
-    return b"#bf %d %d %d %d %d\n" % (batch_id, attempt, succeeded, failed, length)
+def header(batch_id: int, attempt: int, succeeded: int, failed: int, data: bytes) -> bytes:
+    """The header line of a frame holding `data`."""
+    fields = b"%d %d %d %d %d" % (batch_id, attempt, succeeded, failed, len(data))
+    return b"#bf %s %08x\n" % (fields, zlib.crc32(data, zlib.crc32(fields)))
 
 
 def make_ref(uri: str, offset: int, length: int) -> str:
@@ -61,6 +72,9 @@ class PartReader:
 
     def read(self, ref: str) -> bytes:
         uri, offset, length = parse_ref(ref)
+        return self.read_span(uri, offset, length)
+
+    def read_span(self, uri: str, offset: int, length: int) -> bytes:
         if not length:
             return b""
         if is_remote(uri):
@@ -84,29 +98,101 @@ class PartReader:
 
 
 def scan_parts(storage: Storage, parts_uri: str) -> Iterator[PartRecord]:
-    """Every complete frame below parts_uri (for resume and coordinator restarts)."""
+    """Every complete frame below parts_uri (for resume and coordinator restarts), streamed."""
     for info in storage.list(parts_uri):
         if info.rel.endswith(".seg"):
-            yield from _scan_segment(Path(info.uri))
+            yield from scan_segment(info.uri)
         elif info.rel.endswith(".part"):
-            head = storage.read_range(info.uri, 0, 128)
+            head = storage.read_range(info.uri, 0, HEADER_MAX)
             match = _HEADER.match(head)
-            if match and len(head) >= match.end():
-                b, a, s, f, n = (int(x) for x in match.groups())
+            if match:
+                b, a, s, f, n = (int(x) for x in match.groups()[:5])
+                # One PUT: the object is whole or absent, so its size is the check.
                 if info.size == match.end() + n:
                     yield PartRecord(b, a, s, f, make_ref(info.uri, match.end(), n))
 
 
-def _scan_segment(path: Path) -> Iterator[PartRecord]:
-    data = path.read_bytes()
-    pos = 0
-    while pos < len(data):
-        match = _HEADER.match(data, pos)
-        if match is None:
-            return  # torn or foreign bytes: nothing after them is trusted
-        b, a, s, f, n = (int(x) for x in match.groups())
-        end = match.end() + n
-        if end > len(data):
-            return  # the writer was killed mid-frame
-        yield PartRecord(b, a, s, f, make_ref(str(path), match.end(), n))
-        pos = end
+class _Window:
+    """A sliding view of a file: at most WINDOW bytes (or one frame's header) held at a time."""
+
+    def __init__(self, handle: BinaryIO, size: int) -> None:
+        self.handle = handle
+        self.size = size
+        self.start = 0  # file offset of data[0]
+        self.data = b""
+
+    def bytes_at(self, offset: int, length: int) -> bytes:
+        """Up to `length` bytes from `offset` (fewer at the end of the file)."""
+        end = self.start + len(self.data)
+        if offset < self.start or offset + length > end:
+            if offset < self.start or offset >= end:
+                self.handle.seek(offset)
+                self.start, self.data = offset, self.handle.read(max(length, WINDOW))
+            else:
+                self.handle.seek(end)
+                self.data = self.data[offset - self.start :] + self.handle.read(max(length, WINDOW))
+                self.start = offset
+        return self.data[offset - self.start : offset - self.start + length]
+
+    def find(self, needle: bytes, offset: int) -> int:
+        """The file offset of the next `needle` at or after `offset`, or -1."""
+        while offset < self.size:
+            chunk = self.bytes_at(offset, WINDOW)
+            at = chunk.find(needle)
+            if at >= 0:
+                return offset + at
+            if len(chunk) < len(needle):
+                return -1
+            offset += len(chunk) - len(needle) + 1
+        return -1
+
+    def crc(self, offset: int, length: int, seed: int) -> int:
+        if length <= WINDOW:
+            return zlib.crc32(self.bytes_at(offset, length), seed)
+        self.handle.seek(offset)
+        while length > 0:
+            piece = self.handle.read(min(_CRC_STEP, length))
+            if not piece:
+                break
+            seed = zlib.crc32(piece, seed)
+            length -= len(piece)
+        self.start, self.data = 0, b""  # the handle moved: the window is stale
+        return seed
+
+
+def scan_segment(path: str) -> Iterator[PartRecord]:
+    """The committed frames of one segment file, in file order, holding one window at a time."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with handle:
+        window = _Window(handle, os.fstat(handle.fileno()).st_size)
+        pos = 0
+        while pos < window.size:
+            record, end = _frame_at(window, path, pos)
+            if record is not None:
+                yield record
+                pos = end
+            else:  # torn or foreign bytes: look for the next frame that checks out
+                pos = window.find(MAGIC, pos + 1)
+                if pos < 0:
+                    return
+
+
+def _frame_at(window: _Window, path: str, pos: int) -> tuple[PartRecord | None, int]:
+    """The frame starting at `pos` and where it ends, or (None, 0) unless it is whole and checks out."""
+    match = _HEADER.match(window.bytes_at(pos, HEADER_MAX))
+    if match is None:
+        return None, 0
+    b, a, s, f, n = (int(x) for x in match.groups()[:5])
+    body = pos + match.end()
+    end = body + n
+    if end > window.size:
+        return None, 0
+    crc = match.group(6)
+    if crc is not None:
+        fields = match.group(0)[4 : match.start(6) - 1]
+        if window.crc(body, n, zlib.crc32(fields)) != int(crc, 16):
+            return None, 0
+    return PartRecord(b, a, s, f, make_ref(path, body, n)), end

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from common.parts.frames import header, make_ref
 from common.parts.rows import RowFormat, encode_part
@@ -22,21 +22,25 @@ class PartWriter:
         self.storage = storage
         self.folder = folder_uri
         self.remote = is_remote(folder_uri)
-        self._handle = None
+        self._handle: BinaryIO | None = None
         self._path = ""
         if not self.remote:
             Path(folder_uri).mkdir(parents=True, exist_ok=True)
             self._path = str(Path(folder_uri, f"{name}.{os.getpid()}.seg"))
-            self._handle = open(self._path, "ab")
+            # Unbuffered: a write cut short (a full disk) leaves nothing behind in a buffer that a
+            # later commit would flush into the middle of its own frame.
+            self._handle = open(self._path, "ab", buffering=0)
 
     def commit(self, batch_id: int, attempt: int, succeeded: int, failed: int, data: bytes) -> str:
         """Write one frame; return the reference the merger reads it back by."""
-        head = header(batch_id, attempt, succeeded, failed, len(data))
+        head = header(batch_id, attempt, succeeded, failed, data)
         if self._handle is not None:
-            start = self._handle.tell()
-            self._handle.write(head + data)
-            self._handle.flush()
-            return make_ref(self._path, start + len(head), len(data))
+            frame = memoryview(head + data)
+            while frame:
+                frame = frame[self._handle.write(frame) or 0 :]
+            # O_APPEND puts each write at the end of the file: where this one ended is known, where
+            # it began only after the fact (a torn frame may lie before it).
+            return make_ref(self._path, self._handle.tell() - len(data), len(data))
         uri = join_uri(self.folder, f"{batch_id:09d}.{attempt}.part")
         self.storage.write_bytes(uri, head + data)
         return make_ref(uri, len(head), len(data))
