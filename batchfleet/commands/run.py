@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def add_spec_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", type=Path, help="ParallelComponent YAML or Azure ML v2 parallel job YAML")
+    parser.add_argument("spec", type=Path, help="ParallelComponent YAML, Azure ML v2 parallel job or pipeline YAML")
     parser.add_argument("--input", "-i", action="append", default=[], metavar="NAME=PATH[:tabular|:direct]")
     parser.add_argument("--output", "-o", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a run setting")
@@ -67,7 +67,17 @@ def resolve_from(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
     return spec, resolved
 
 
+def _is_pipeline(ns: argparse.Namespace) -> bool:
+    from coordinator.pipeline.load import is_pipeline
+
+    return is_pipeline(ns.spec)
+
+
 def cmd_validate(ns: argparse.Namespace) -> int:
+    if _is_pipeline(ns):
+        from batchfleet.commands.pipeline import cmd_validate_pipeline
+
+        return cmd_validate_pipeline(ns)
     spec, resolved = resolve_from(ns) if (ns.input or ns.output) else (None, None)
     if spec is None:
         from coordinator.spec.loader import load_spec
@@ -109,7 +119,15 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if ns.resume:
         ns.job_id = ns.resume
         return cmd_attach(argparse.Namespace(**{**vars(ns), "resume": True}))
+    if _is_pipeline(ns):
+        from batchfleet.commands.pipeline import cmd_run_pipeline
+
+        return cmd_run_pipeline(ns)
     spec, resolved = resolve_from(ns)
+    if spec.unused:
+        from batchfleet.commands.pipeline import note_unused
+
+        note_unused(spec.unused)
     if ns.detach and broker_url(ns) is None:
         raise UsageError("--detach needs a fleet", "pass --broker amqp://... (or set BATCHFLEET_BROKER)")
     broker = open_broker_from(ns)

@@ -9,7 +9,7 @@ import re
 import shlex
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Literal
 
 import yaml
@@ -211,6 +211,27 @@ def render_args(template: str, values: Mapping[tuple[str, str], str], where: str
     template = _OPTIONAL_GROUP.sub(keep_group, _AML_OPTIONAL.sub(keep_group, template))
     tokens = split_args(template, where, "args")
     return [_PLACEHOLDER.sub(fill, token) for token in tokens]
+
+
+def render_command(template: str, values: Mapping[tuple[str, str], str], quote: Callable[[str], str]) -> str:
+    """A command job's shell line: optional groups kept or dropped as in render_args, then each
+    placeholder replaced by its value through `quote`; the rest of the line is left as written."""
+
+    def keep_group(match: re.Match[str]) -> str:
+        refs = [(group, name) for group, name, _ in placeholders(match.group(1))]
+        return match.group(1) if all(ref in values for ref in refs) else ""
+
+    def fill(match: re.Match[str]) -> str:
+        group, name = _group_name(match)
+        if (group, name) not in values:
+            what = group[:-1]
+            raise UsageError(
+                f"the command uses {match.group(0)} but {what} '{name}' is not bound",
+                f"bind {what} '{name}' in the pipeline, or wrap it in $[[ ]] to make it optional",
+            )
+        return quote(values[(group, name)])
+
+    return _PLACEHOLDER.sub(fill, _AML_OPTIONAL.sub(keep_group, template))
 
 
 def unwrap_optional(template: str) -> str:

@@ -30,6 +30,7 @@ from coordinator.spec.validation import (
     ResourcesDoc,
     RetryDoc,
     V2JobDoc,
+    azure_only,
     check_entry_source,
     describe,
     parse_section,
@@ -85,6 +86,7 @@ class JobSpec(BaseModel):
     environment: dict[str, Any] | None = None
     environment_variables: dict[str, str] = {}
     settings: dict[str, Any] = Field(default_factory=dict, description="RunSettings values the spec sets.")
+    unused: list[str] = Field(default_factory=list, description="Keys only Azure ML acts on, accepted and ignored.")
 
 
 class Resolved(BaseModel):
@@ -105,17 +107,18 @@ class Resolved(BaseModel):
 def load_spec(path: Path) -> JobSpec:
     """Read a ParallelComponent YAML or an Azure ML v2 `type: parallel` job YAML."""
     path = Path(os.path.abspath(path))
-    doc = read_mapping(path)
+    return spec_from_doc(read_mapping(path), path)
+
+
+def spec_from_doc(doc: dict[str, Any], path: Path) -> JobSpec:
+    """A spec from an already read mapping; `path` names it and anchors its relative paths."""
     kind = doc.get("type")
     if kind == "ParallelComponent" or (kind is None and "parallel" in doc):
         spec, args_field = _from_component(doc, path), "parallel.args"
     elif kind == "parallel" or (kind is None and "task" in doc):
         spec, args_field = _from_v2(doc, path), "task.program_arguments"
     elif kind == "pipeline":
-        raise SpecError(
-            f"{path.name} is a pipeline job; batchfleet runs one parallel step",
-            "copy the step under jobs: into its own YAML file with type: parallel",
-        )
+        raise SpecError(f"{path.name} is a pipeline job, not one parallel job", "run it with `batchfleet run`")
     else:
         raise SpecError(
             f"{path.name}: type must be 'ParallelComponent' (component spec) or 'parallel' (v2 job), got {kind!r}"
@@ -178,6 +181,7 @@ def _from_v2(doc: dict[str, Any], path: Path) -> JobSpec:
         environment=_environment(task.environment),
         environment_variables=variables,
         settings=_settings(where, "task.program_arguments", task.program_arguments, keyed, rename),
+        unused=azure_only(doc),
     )
 
 
@@ -255,10 +259,10 @@ def _ref(text: str | None, group: str, declared: Mapping[str, Port], where: str,
 
 
 def _port(raw: RawPort, folder: Path) -> Port:
-    path = _located(raw.path, folder) if raw.path is not None else None
+    path = located(raw.path, folder) if raw.path is not None else None
     default = raw.default
     if path is None and isinstance(default, str) and not _is_value(raw.type):
-        path, default = _located(default, folder), None  # a path-typed default is a location
+        path, default = located(default, folder), None  # a path-typed default is a location
     # Tables are read by row range, never downloaded whole (the seed: tabular needs direct).
     direct = raw.mode == "direct" or (raw.mode is None and raw.type.lower() in _TABLE_TYPES)
     return Port(
@@ -275,7 +279,7 @@ def _is_value(port_type: str) -> bool:
     return port_type.lower() in _VALUE_TYPES
 
 
-def _located(text: str, base: Path) -> str:
+def located(text: str, base: Path) -> str:
     """A URI or Azure asset reference unchanged; a local path made absolute against `base`."""
     if _URI.match(text) or text.startswith("azureml:"):
         return text
@@ -361,7 +365,7 @@ def _check_known(given: Mapping[str, Binding], declared: Mapping[str, Port], wha
 def _bind_input(name: str, port: Port, given: Binding | None) -> InputBinding | None:
     value_type = _is_value(port.type)
     if given is not None:
-        uri = given.path if value_type else _located(given.path, Path.cwd())
+        uri = given.path if value_type else located(given.path, Path.cwd())
     elif port.path is not None:
         uri = port.path
     elif port.default is not None:
@@ -401,7 +405,7 @@ def _bind_outputs(spec: JobSpec, given: Mapping[str, Binding]) -> tuple[dict[str
     locations: dict[str, str] = {}
     for name, port in spec.outputs.items():
         if name in given:
-            locations[name] = _located(given[name].path, Path.cwd())
+            locations[name] = located(given[name].path, Path.cwd())
         elif port.path is not None:
             locations[name] = port.path
         if locations.get(name, "").startswith("azureml:"):

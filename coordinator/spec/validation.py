@@ -270,11 +270,11 @@ _Text = Annotated[str | None, BeforeValidator(_as_text)]
 AzureMode = Literal["download", "direct", "ro_mount", "rw_mount", "upload", "eval_mount", "eval_download"]
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class RawPort(_Section):
+class RawPort(Section):
     """An input or output as either YAML format declares it; a bare value is a literal input."""
 
     type: str = "uri_folder"
@@ -298,10 +298,10 @@ class RawPort(_Section):
         return value
 
 
-_Ports = Annotated[dict[str, RawPort], BeforeValidator(_none_as_empty)]
+Ports = Annotated[dict[str, RawPort], BeforeValidator(_none_as_empty)]
 
 
-class ParallelDoc(_Section):
+class ParallelDoc(Section):
     """The `parallel:` section of a ParallelComponent."""
 
     input_data: str | list[str]
@@ -310,7 +310,7 @@ class ParallelDoc(_Section):
     args: str = ""
 
 
-class ComponentDoc(_Section):
+class ComponentDoc(Section):
     """A ParallelComponent YAML (seed format), plus our optional `code:` and `run_settings:`."""
 
     schema_: str | None = Field(default=None, alias="$schema")
@@ -321,20 +321,20 @@ class ComponentDoc(_Section):
     description: str | None = None
     tags: dict[str, Any] | list[Any] | None = None
     is_deterministic: bool | None = None
-    inputs: _Ports = {}
-    outputs: _Ports = {}
+    inputs: Ports = {}
+    outputs: Ports = {}
     environment: dict[str, Any] | str | None = None
     code: str | None = None
     parallel: ParallelDoc
     run_settings: dict[str, Any] | None = None
 
 
-class RetryDoc(_Section):
+class RetryDoc(Section):
     max_retries: int | None = Field(default=None, ge=0, description="Retries after the first try.")
     timeout: Any = None
 
 
-class ResourcesDoc(_Section):
+class ResourcesDoc(Section):
     """Compute resources; only instance_count means something here (the others are Azure's)."""
 
     instance_count: Any = None
@@ -344,7 +344,7 @@ class ResourcesDoc(_Section):
     properties: dict[str, Any] | None = None
 
 
-class TaskDoc(_Section):
+class TaskDoc(Section):
     type: Literal["run_function", "function"] = "run_function"
     code: str | None = None
     entry_script: str
@@ -353,7 +353,7 @@ class TaskDoc(_Section):
     append_row_to: str | None = None
 
 
-class V2JobDoc(_Section):
+class V2JobDoc(Section):
     """An Azure ML v2 `type: parallel` job (or parallel component) YAML.
 
     Run settings stay untyped here: they are checked as RunSettings under our names, and
@@ -369,8 +369,8 @@ class V2JobDoc(_Section):
     experiment_name: str | None = None
     compute: str | None = None
     is_deterministic: bool | None = None
-    inputs: _Ports = {}
-    outputs: _Ports = {}
+    inputs: Ports = {}
+    outputs: Ports = {}
     input_data: str
     mini_batch_size: Any = None
     mini_batch_error_threshold: Any = None
@@ -383,6 +383,39 @@ class V2JobDoc(_Section):
     environment_variables: dict[str, Any] | None = None
     identity: dict[str, Any] | None = None
     task: TaskDoc
+
+
+# Keys that only mean something on Azure ML: accepted, and reported as not used.
+AZURE_ONLY = (
+    "compute",
+    "experiment_name",
+    "tags",
+    "identity",
+    "resources.instance_type",
+    "resources.shm_size",
+    "resources.docker_args",
+    "resources.properties",
+    "task.environment.name",
+    "task.environment.version",
+    "environment.name",
+    "environment.version",
+    "settings.default_compute",
+    "queue_settings",
+    "services",
+    "distribution",
+)
+
+
+def azure_only(doc: Mapping[str, Any]) -> list[str]:
+    """The AZURE_ONLY keys `doc` sets, dotted."""
+    found = []
+    for key in AZURE_ONLY:
+        value: Any = doc
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if value is not None:
+            found.append(key)
+    return found
 
 
 # --- entry script --------------------------------------------------------------------------------

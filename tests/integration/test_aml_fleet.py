@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,32 @@ def test_a_node_whose_init_fails_is_dropped(tmp_path: Path, rabbitmq: Any) -> No
     logs = tmp_path / "out" / "logs"
     assert "Node node-bad left the job: init() failed on node node-bad 3 times" in (logs / "job_error.txt").read_text()
     assert "no model on this node" in (logs / "sys" / "error" / "node-bad" / "init.txt").read_text()
+
+
+AML = Path(__file__).parents[1] / "fixtures" / "aml"
+
+
+def test_pipeline_command_step_feeds_parallel_step_on_the_fleet(tmp_path: Path, rabbitmq: Any, s3: Any) -> None:
+    """The command step runs next to the coordinator and uploads its output to the store on S3;
+    the parallel step's mini-batches run on a worker that downloads them from there."""
+    folder = tmp_path / "aml"
+    shutil.copytree(AML, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    bucket = s3.make_bucket()
+    env = fleet_env(s3.endpoint_url)
+    with workers(rabbitmq.url, tmp_path / "workers", env, ["node-p"], 2):
+        result = run_cli(
+            "run", folder / "pipeline_components.yml", "--broker", rabbitmq.url, "--store", f"{bucket}/store",
+            "--output", f"scored={bucket}/out/scores.txt", "--no-progress", env=env,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    client, name = s3.client(), bucket.removeprefix("s3://")
+    rows = client.get_object(Bucket=name, Key="out/scores.txt")["Body"].read().decode().splitlines()
+    assert rows == [f"n{i:02d}.sq.txt {i * i + 100}" for i in range(12)]
+    keys = {obj["Key"] for obj in client.list_objects_v2(Bucket=name, Prefix="store/")["Contents"]}
+    assert any(key.endswith("/prep/prep_data/n00.sq.txt") for key in keys), sorted(keys)[:20]
+    assert any(key.endswith("/pipeline_summary.txt") for key in keys)
+    assert any(key.startswith("out/logs/user/stdout/node-p/") for key in client_keys(client, name, "out/"))
+
+
+def client_keys(client: Any, bucket: str, prefix: str) -> set[str]:
+    return {obj["Key"] for obj in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}

@@ -1,0 +1,1 @@
+"""Azure ML pipeline jobs: `type: pipeline` YAML whose steps are parallel and command jobs."""
