@@ -140,7 +140,7 @@ BAD_SPECS: list[tuple[str, Path, Mutate, str | None, type[BatchfleetError], list
         put("type", value="pipeline"),
         None,
         SpecError,
-        ["job.yaml is a pipeline job", "type: parallel"],
+        ["job.yaml is a pipeline job, not one parallel job", "batchfleet run"],
     ),
     (
         "missing entry script",
