@@ -10,7 +10,7 @@ from common.errors import JobFailed, UsageError
 
 def cmd_run_pipeline(ns: argparse.Namespace) -> int:
     from batchfleet.commands.common import broker_url, open_broker_from
-    from batchfleet.commands.run import run_options
+    from batchfleet.commands.run import data_map, run_options
     from coordinator.pipeline.load import load_pipeline
     from coordinator.pipeline.run import StepReport, run_pipeline
     from coordinator.spec.args import collect_overrides, parse_bindings
@@ -29,7 +29,8 @@ def cmd_run_pipeline(ns: argparse.Namespace) -> int:
     try:
         mode = "on the fleet" if broker_url(ns) else "embedded"
         print(f"pipeline {pipeline.name}: {len(pipeline.steps)} steps {mode}", file=sys.stderr)
-        report = run_pipeline(pipeline, inputs, outputs, overrides, run_options(ns, broker), printed)
+        options = run_options(ns, broker)
+        report = run_pipeline(pipeline, inputs, outputs, overrides, options, printed, data_map(ns))
     finally:
         broker.close()
     failed = [step for step in report.steps if step.state == "failed"]

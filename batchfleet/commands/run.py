@@ -55,6 +55,22 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", "-i", action="append", default=[], metavar="NAME=PATH[:tabular|:direct]")
     parser.add_argument("--output", "-o", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a run setting")
+    parser.add_argument(
+        "--datastore", action="append", default=[], metavar="NAME=URI",
+        help="where Azure ML datastore NAME is here: azureml://datastores/NAME/paths/P reads URI/P",
+    )  # fmt: skip
+    parser.add_argument(
+        "--data-assets", type=Path, default=None, metavar="FOLDER",
+        help="a folder of Azure ML data asset YAML files, for azureml:NAME:VERSION inputs",
+    )  # fmt: skip
+
+
+def data_map(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from batchfleet.commands.common import storage_options
+    from coordinator.spec.datastores import DataMap, parse_datastores
+
+    datastores = parse_datastores(getattr(ns, "datastore", None))
+    return DataMap(datastores, getattr(ns, "data_assets", None), storage_options(ns))
 
 
 def resolve_from(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -63,7 +79,8 @@ def resolve_from(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     spec = load_spec(ns.spec)
     overrides = collect_overrides(ns, ns.set)
-    resolved = resolve(spec, parse_bindings(ns.input, "input"), parse_bindings(ns.output, "output"), overrides)
+    inputs, outputs = parse_bindings(ns.input, "input"), parse_bindings(ns.output, "output")
+    resolved = resolve(spec, inputs, outputs, overrides, data_map(ns))
     return spec, resolved
 
 

@@ -100,7 +100,7 @@ def load_pipeline(path: Path) -> Pipeline:
         path=path,
         inputs=dict(raw.inputs or {}),
         outputs=dict(raw.outputs or {}),
-        default_datastore=raw.settings.default_datastore,
+        default_datastore=(raw.settings.default_datastore or "").removeprefix("azureml:") or None,
         continue_on_step_failure=raw.settings.continue_on_step_failure,
         steps=ordered,
         unused=sorted(set(unused)),

@@ -19,6 +19,7 @@ from coordinator.pipeline.load import _PARENT_JOB, _PARENT_PORT, EXPRESSION, Pip
 from coordinator.plan.submit import new_job_id
 from coordinator.runner import RunOptions, run_job
 from coordinator.spec.args import Binding
+from coordinator.spec.datastores import DataMap
 from coordinator.spec.loader import located, resolve, spec_from_doc
 from coordinator.spec.validation import RawPort
 
@@ -133,16 +134,16 @@ def pipeline_context(
         elif port.default is not None:
             value = port.default
             bound[name] = Binding(name=name, path=str(value) if _is_value(port) else locate(str(value), folder))
-    places: dict[str, str] = {}
+    ctx = Context(pipeline, job_id, area, bound, types, {})
     for name, raw in pipeline.outputs.items():
         port = RawPort.model_validate(raw)
         if name in outputs:
-            places[name] = locate(outputs[name].path, Path.cwd())
+            ctx.outputs[name] = locate(outputs[name].path, Path.cwd())
         elif port.path is not None:
-            places[name] = locate(port.path, folder)
+            ctx.outputs[name] = locate(ctx.fill(port.path, name), folder)  # ${{name}}, ${{default_datastore}}
         else:
-            places[name] = join_uri(area, "outputs", name)
-    return Context(pipeline, job_id, area, bound, types, places)
+            ctx.outputs[name] = join_uri(area, "outputs", name)
+    return ctx
 
 
 def _is_value(port: RawPort) -> bool:
@@ -199,9 +200,14 @@ def run_pipeline(
     overrides: Mapping[str, object],
     options: RunOptions,
     on_step: Callable[[StepReport], None] | None = None,
-    locate: Callable[[str, Path], str] = located,
+    data: DataMap | None = None,
 ) -> PipelineReport:
     """Every step in order; after a failed step the rest are skipped (unless continue_on_step_failure)."""
+    data = data or DataMap()
+
+    def locate(text: str, base: Path) -> str:
+        return data.locate(located(text, base), text)
+
     ctx = pipeline_context(pipeline, inputs, outputs, options.store_uri, locate)
     report = PipelineReport(ctx.job_id, pipeline.name, "running", [], time.time(), outputs=ctx.outputs)
     report.unused = pipeline.unused
@@ -211,7 +217,7 @@ def run_pipeline(
             done = StepReport(step.name, step.kind, "skipped", f"needs {', '.join(sorted(step.after & failed))}")
         else:
             try:
-                done = _run_step(ctx, step, overrides, options, locate)
+                done = _run_step(ctx, step, overrides, options, locate, data)
             except BatchfleetError as exc:  # refused before it ran (bad input, bad binding): it failed
                 done = StepReport(step.name, step.kind, "failed", exc.line(), line=f"step {step.name}: {exc.line()}")
         report.steps.append(done)
@@ -230,7 +236,12 @@ def run_pipeline(
 
 
 def _run_step(
-    ctx: Context, step: Step, overrides: Mapping[str, object], options: RunOptions, locate: Callable[[str, Path], str]
+    ctx: Context,
+    step: Step,
+    overrides: Mapping[str, object],
+    options: RunOptions,
+    locate: Callable[[str, Path], str],
+    data: DataMap,
 ) -> StepReport:
     started = time.time()
     inputs, outputs = step_bindings(ctx, step, locate)
@@ -248,7 +259,7 @@ def _run_step(
     spec = spec_from_doc(step.doc, step.source)
     given_in = {name: Binding(name=name, path=str(value)) for name, value in inputs.items()}
     given_out = {name: Binding(name=name, path=place) for name, place in outputs.items()}
-    resolved = resolve(spec, given_in, given_out, overrides)
+    resolved = resolve(spec, given_in, given_out, overrides, data)
     summary = run_job(spec, resolved, options)
     where_out = f"; output {summary.output} ({summary.rows} rows)" if summary.output else ""
     line = (

@@ -24,6 +24,8 @@ from coordinator.spec.args import (
     strip_placeholders,
     unwrap_optional,
 )
+from coordinator.spec.datastores import DataMap
+from coordinator.spec.mltable import mltable_data
 from coordinator.spec.validation import (
     ComponentDoc,
     RawPort,
@@ -330,8 +332,11 @@ def resolve(
     inputs: Mapping[str, Binding],
     outputs: Mapping[str, Binding],
     overrides: Mapping[str, object],
+    data: DataMap | None = None,
 ) -> Resolved:
-    """Bind the spec's ports to locations, settle settings (spec, then overrides), render args."""
+    """Bind the spec's ports to locations, settle settings (spec, then overrides), render args;
+    `data` maps Azure ML datastore and data asset references."""
+    data = data or DataMap()
     _check_known(inputs, spec.inputs, "input")
     _check_known(outputs, spec.outputs, "output")
     try:
@@ -340,13 +345,13 @@ def resolve(
         raise UsageError(describe(exc, "setting", model=RunSettings)) from None
     bound: dict[str, InputBinding] = {}
     for name, port in spec.inputs.items():
-        binding = _bind_input(name, port, inputs.get(name))
+        binding = _bind_input(name, port, inputs.get(name), data)
         if binding is not None:
             bound[name] = binding
     for name in spec.input_data:
         if name not in bound:
             raise UsageError(f"input '{name}' is mini-batched but not bound", f"pass --input {name}=PATH")
-    locations, output_uri, file_name = _bind_outputs(spec, outputs)
+    locations, output_uri, file_name = _bind_outputs(spec, outputs, data)
     if file_name and "append_row_file_name" not in {**spec.settings, **overrides}:
         settings = RunSettings.model_validate({**settings.model_dump(), "append_row_file_name": file_name})
     _check_batch_size(settings, [bound[name] for name in spec.input_data])
@@ -362,7 +367,7 @@ def _check_known(given: Mapping[str, Binding], declared: Mapping[str, Port], wha
             raise UsageError(f"--{what} {name}: {_no_such(what + 's', name, declared)}")
 
 
-def _bind_input(name: str, port: Port, given: Binding | None) -> InputBinding | None:
+def _bind_input(name: str, port: Port, given: Binding | None, data: DataMap) -> InputBinding | None:
     value_type = _is_value(port.type)
     if given is not None:
         uri = given.path if value_type else located(given.path, Path.cwd())
@@ -375,13 +380,12 @@ def _bind_input(name: str, port: Port, given: Binding | None) -> InputBinding | 
     else:
         how = "VALUE" if value_type else "PATH"
         raise UsageError(f"input '{name}' is required but not bound", f"pass --input {name}={how}")
-    if uri.startswith("azureml:"):
-        raise UsageError(
-            f"input '{name}' is the Azure ML asset '{uri}', which batchfleet cannot read",
-            f"pass --input {name}=PATH with a local path or an s3:// URI",
-        )
     if value_type:
         return InputBinding(name=name, uri=uri, kind="value", mode="direct")
+    uri = data.locate(uri, f"input '{name}'")
+    table = mltable_data(uri, data.storage, f"input '{name}'") if port.type.lower() == "mltable" else None
+    if table is not None:
+        return InputBinding(name=name, uri=table, kind="tabular", mode="direct")
     kind = (given.kind if given else None) or _kind(port, uri)
     mode = (given.mode if given else None) or ("direct" if kind == "tabular" else port.mode)
     return InputBinding(name=name, uri=uri, kind=kind, mode=mode)
@@ -394,7 +398,7 @@ def _kind(port: Port, uri: str) -> Literal["files", "tabular"]:
     return "files"
 
 
-def _bind_outputs(spec: JobSpec, given: Mapping[str, Binding]) -> tuple[dict[str, str], str, str | None]:
+def _bind_outputs(spec: JobSpec, given: Mapping[str, Binding], data: DataMap) -> tuple[dict[str, str], str, str | None]:
     """Output locations, the job's output folder, and the merged file's name if a uri_file names it."""
     main = spec.output_data
     if main is None:
@@ -408,9 +412,8 @@ def _bind_outputs(spec: JobSpec, given: Mapping[str, Binding]) -> tuple[dict[str
             locations[name] = located(given[name].path, Path.cwd())
         elif port.path is not None:
             locations[name] = port.path
-        if locations.get(name, "").startswith("azureml:"):
-            where = locations[name]
-            raise UsageError(f"output '{name}' is the Azure ML location {where}", f"pass --output {name}=PATH")
+        if name in locations:
+            locations[name] = data.locate(locations[name], f"output '{name}'")
     if main not in locations:
         raise UsageError(f"output '{main}' is not bound", f"pass --output {main}=PATH")
     output_uri, file_name = locations[main], None

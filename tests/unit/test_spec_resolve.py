@@ -217,7 +217,7 @@ BAD_RESOLVES: list[tuple[str, list[str], list[str], dict[str, object], list[str]
         {"mini_batch_size": "10MB"},
         ["input 'data': mini_batch_size '10MB' is a data size"],
     ),
-    ("azure asset", ["data=azureml:iris:1"], ["out=/o"], {}, ["Azure ML asset 'azureml:iris:1'"]),
+    ("azure asset", ["data=azureml:iris:1"], ["out=/o"], {}, ["Azure ML data asset 'iris'", "--data-assets"]),
 ]
 
 
