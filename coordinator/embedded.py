@@ -12,6 +12,7 @@ from pathlib import Path
 
 from common.broker.base import Broker
 from common.messages import JobConfig
+from worker.intake.gpus import detect_gpus
 from worker.intake.node import NodeConfig, WorkerNode
 
 
@@ -35,7 +36,9 @@ def start_node(
     scratch = None
     if work_root is None:
         work_root = scratch = Path(tempfile.mkdtemp(prefix="bf-node-"))
-    config = NodeConfig(node_id=node_id, work_root=work_root, sample_perf=False, signing_key=signing_key)
+    config = NodeConfig(
+        node_id=node_id, work_root=work_root, sample_perf=False, signing_key=signing_key, gpus=detect_gpus()
+    )
     node = WorkerNode(broker, config)
     node.start(listen=False)
     node.serve(job)

@@ -21,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     worker.add_argument("--grace", type=float, default=30.0, help="seconds to finish running batches on stop")
     worker.add_argument("--signing-key-file", type=Path, default=None, help="HMAC key; refuse unsigned jobs")
     worker.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
+    worker.add_argument(
+        "--gpus", default=None, metavar="LIST",
+        help="GPUs for this node: auto (CUDA_VISIBLE_DEVICES, else nvidia-smi -L), none, or 0,1 "
+        "(default $BATCHFLEET_GPUS or auto); one child per GPU when a job sets no process_count_per_node",
+    )  # fmt: skip
     worker.add_argument("--check", action="store_true", help="exit 0 if broker (and store) are reachable, else 1")
     add_log_flag(worker)
     worker.set_defaults(handler=cmd_worker)
@@ -28,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def cmd_worker(ns: argparse.Namespace) -> int:
     from common.signing import load_key
+    from worker.intake.gpus import parse_gpus
     from worker.intake.node import NodeConfig
     from worker.intake.service import serve_forever
 
@@ -45,6 +51,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         processes=ns.processes,
         storage_options=storage_options(ns),
         signing_key=load_key(ns.signing_key_file, os.environ),
+        gpus=parse_gpus(ns.gpus or os.environ.get("BATCHFLEET_GPUS") or "auto"),
     )
     broker = open_broker_from(ns)
     try:

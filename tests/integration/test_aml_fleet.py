@@ -77,3 +77,37 @@ def test_pipeline_command_step_feeds_parallel_step_on_the_fleet(tmp_path: Path, 
 
 def client_keys(client: Any, bucket: str, prefix: str) -> set[str]:
     return {obj["Key"] for obj in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}
+
+
+RECORDS_DEVICE = """\
+import os
+from azureml_user.parallel_run import EntryScript
+
+def init():
+    with open(os.path.join(EntryScript().output_dir, EntryScript().agent_name + ".gpu"), "w") as handle:
+        handle.write(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+
+def run(mini_batch):
+    return mini_batch
+"""
+
+
+def test_worker_gpus_give_each_child_one_device(tmp_path: Path, rabbitmq: Any) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "component.yaml").write_text(COMPONENT)
+    (code / "entry.py").write_text(RECORDS_DEVICE)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        (data / f"item{i}.txt").write_text(str(i))
+    env = fleet_env()
+    with workers(rabbitmq.url, tmp_path / "workers", env, ["node-gpu"], 2, "--gpus", "7,9"):
+        result = run_cli(
+            "run", code / "component.yaml", "--broker", rabbitmq.url, "--store", tmp_path / "store",
+            "--input", f"data={data}", "--output", f"out={tmp_path / 'out'}", "--no-progress", env=env,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    found = {path.stem: path.read_text() for path in (tmp_path / "out").glob("*.gpu")}
+    assert found == {"process001": "7", "process002": "9"}
+    assert "GPUs 7,9" in (tmp_path / "workers" / "node-gpu.log").read_text()

@@ -156,6 +156,30 @@ def test_units_are_hardened(name: str) -> None:
     assert not any(v.startswith("BATCHFLEET_SIGNING_KEY=") for v in service.get("Environment", []))
 
 
+GPU_DROP_IN = SYSTEMD / "batchfleet-worker@.service.d" / "gpu.conf"
+
+
+def test_gpu_drop_in_opens_only_nvidia_devices() -> None:
+    service = unit_settings(GPU_DROP_IN)["Service"]
+    assert service["PrivateDevices"] == ["no"] and service["DevicePolicy"] == ["closed"]
+    allowed = [value.split()[0] for value in service["DeviceAllow"]]
+    assert all("nvidia" in device for device in allowed), allowed
+    assert {"char-nvidia-frontend", "/dev/nvidiactl", "/dev/nvidia-uvm"} <= set(allowed)
+    assert all(value.endswith(" rw") for value in service["DeviceAllow"])
+    readme = (SYSTEMD / "README.md").read_text()
+    assert "batchfleet-worker@.service.d/gpu.conf" in readme and "CUDA_VISIBLE_DEVICES" in readme
+
+
+def test_worker_unit_verifies_with_the_gpu_drop_in(unit_dir: Path) -> None:
+    drop_in = unit_dir / "batchfleet-worker@.service.d"
+    drop_in.mkdir()
+    (drop_in / "gpu.conf").write_text(GPU_DROP_IN.read_text())
+    result = verify(unit_dir, "batchfleet-worker@.service")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert not [line for line in out.splitlines() if "gpu.conf" in line], out
+
+
 def test_memory_deny_write_execute_decision_is_explained() -> None:
     text = (SYSTEMD / "batchfleet-worker@.service").read_text()
     comment = text[: text.index("MemoryDenyWriteExecute=no")].rsplit("\n\n", 1)[-1][-600:]

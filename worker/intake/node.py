@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from worker.commit.outputs import OutputSync, upload_tree
 from worker.download.downloader import Downloader, Fetched
 from worker.download.snapshot import fetch_code
 from worker.intake.admit import admit
+from worker.intake.gpus import device_for, process_count
 from worker.intake.layout import node_layout
 from worker.intake.runtime import JobRuntime, planned_total
 from worker.report.metrics import NodeMetrics
@@ -62,6 +63,7 @@ class NodeConfig:
     commit_timeout: float = 300.0
     signing_key: bytes | None = None
     sample_perf: bool = True
+    gpus: list[str] = field(default_factory=list)  # one child per GPU when the job does not set process_count_per_node
 
 
 class WorkerNode:
@@ -122,7 +124,7 @@ class WorkerNode:
         with self._lock:
             if job.job_id in self._jobs or job.job_id in self._refused or self._stopping.is_set():
                 return
-            processes = self.config.processes or job.settings.processes()
+            processes = process_count(self.config.processes, job.settings, self.config.gpus)
             layout = node_layout(job, self.config.work_root)
             runtime = JobRuntime(job, layout, None, processes)  # type: ignore[arg-type]
             if go:
@@ -256,6 +258,7 @@ class WorkerNode:
             "code_dir": str(layout.code_dir),
             "storage_options": self.options.model_dump(),
             "predefined_args": predefined_args(job.settings, job.entry_script, job.input_data),
+            "gpu": device_for(process, self.config.gpus),
         }
 
     # dispatch

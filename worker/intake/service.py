@@ -50,7 +50,8 @@ def serve_forever(broker: Broker, config: NodeConfig, grace: float, metrics_port
     install_signal_handlers(state, node)
     node.start(listen=True)
     notify("READY=1")
-    log.warning("worker %s ready (pid %d)", config.node_id, os.getpid())
+    gpus = f"GPUs {','.join(config.gpus)}" if config.gpus else "no GPU"
+    log.warning("worker %s ready (pid %d, %s)", config.node_id, os.getpid(), gpus)
     while not state.requested.wait(1.0):
         pass
     notify("STOPPING=1")

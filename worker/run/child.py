@@ -128,6 +128,8 @@ class Child:
         os.environ["BATCHFLEET_LOG_DIR"] = str(self.logs.entry_log_dir)
         os.environ["BATCHFLEET_AGENT_NAME"] = self.process
         os.environ["BATCHFLEET_NODE_ID"] = self.node_id
+        if self.spec.get("gpu") is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = self.spec["gpu"]  # exactly one device per process
         os.environ.update(self.job.environment_variables)
         Path(self.spec["output_dir"]).mkdir(parents=True, exist_ok=True)
         self.logs.install(self.job.logging_level)
