@@ -52,6 +52,7 @@ class DebugRequest:
     items: list[str] | None = None
     storage_options: StorageOptions = field(default_factory=StorageOptions)
     out: TextIO = field(default_factory=lambda: sys.stdout)
+    folders: Folders | None = None  # made by the caller when outputs were bound into it (unbound_outputs)
 
 
 @dataclass
@@ -81,6 +82,22 @@ class Folders:
         for folder in (folders.output_dir, folders.working_dir, folders.log_dir):
             folder.mkdir(parents=True)
         return folders
+
+    @property
+    def outputs(self) -> Path:
+        """Where outputs the command line left unbound go (see unbound_outputs)."""
+        return self.root / "outputs"
+
+
+def unbound_outputs(spec: JobSpec, given: list[str], folders: Folders) -> list[str]:
+    """`NAME=PATH` bindings into the temp folder for the spec's outputs with no --output and no path in
+    the spec: debug writes nothing there, but the entry script's arguments may name them."""
+    named = {text.partition("=")[0].strip() for text in given}
+    return [
+        f"{name}={folders.outputs / name}"
+        for name, port in spec.outputs.items()
+        if name not in named and (port.path is None or port.path.startswith("azureml:"))
+    ]
 
 
 # --- planning -------------------------------------------------------------------------------------
@@ -325,7 +342,7 @@ def print_outputs(job: JobConfig, result: Any, folders: Folders, out: TextIO) ->
 def run_debug(spec: JobSpec, resolved: Resolved, request: DebugRequest) -> int:
     """Plan, pick one batch, run it here; returns the exit code (1 when user code failed)."""
     out, options = request.out, request.storage_options
-    folders = Folders.make()
+    folders = request.folders or Folders.make()
     keep = False
     try:
         job = debug_job(spec, resolved, folders.root)
@@ -365,7 +382,7 @@ def report_result(job: JobConfig, loaded: Loaded, result: Any, timings: dict[str
 
 
 def _has_files(folders: Folders) -> bool:
-    return any(p.is_file() for d in (folders.output_dir, folders.log_dir) for p in d.rglob("*"))
+    return any(p.is_file() for d in (folders.output_dir, folders.log_dir, folders.outputs) for p in d.rglob("*"))
 
 
 def _finish(folders: Folders, keep: bool, out: TextIO) -> None:

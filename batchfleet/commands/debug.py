@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "debug",
         help="run one mini-batch through init() and run() in this process (breakpoint() and pdb work)",
         description="Plans the job, takes one mini-batch and calls the entry script's init() and run() "
-        "in this process: no broker, no child process, nothing written to the store or the output.",
+        "in this process: no broker, no child process, nothing written to the store or the output. "
+        "Outputs not given with --output are bound to a temp folder.",
     )
     add_spec_flags(debug)
     which = debug.add_mutually_exclusive_group()
@@ -32,8 +33,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_debug(ns: argparse.Namespace) -> int:
-    from batchfleet.debug import DebugRequest, run_debug
+    import shutil
 
-    spec, resolved = resolve_from(ns)
-    request = DebugRequest(batch=ns.batch, items=ns.items, storage_options=storage_options(ns))
+    from batchfleet.debug import DebugRequest, Folders, run_debug, unbound_outputs
+    from coordinator.spec.loader import load_spec
+
+    folders = Folders.make()
+    try:
+        bound = unbound_outputs(load_spec(ns.spec), ns.output, folders)
+        for text in bound:
+            print(f"output {text.replace('=', ' bound to ', 1)} (temp; pass --output NAME=PATH to choose)")
+        ns.output = [*ns.output, *bound]
+        spec, resolved = resolve_from(ns)
+    except BaseException:
+        shutil.rmtree(folders.root, ignore_errors=True)
+        raise
+    request = DebugRequest(batch=ns.batch, items=ns.items, storage_options=storage_options(ns), folders=folders)
     return run_debug(spec, resolved, request)

@@ -71,10 +71,10 @@ def check(ns: argparse.Namespace) -> int:
         if not url:
             raise UsageError("no broker to check", "pass --broker or set BATCHFLEET_BROKER")
         open_broker_from(ns).close()
-        if store:
-            open_storage(store, storage_options(ns)).check_writable(store)
+        # Read-only: a health check must not create the store (or anything in it).
+        standing = open_storage(store, storage_options(ns)).check_reachable(store) if store else ""
     except BatchfleetError as exc:
         print(f"batchfleet: unhealthy: {exc.line()}")
         return 1
-    print(f"ok: broker {redact_url(url)} reachable" + (f"; store {store} writable" if store else ""))
+    print(f"ok: broker {redact_url(url)} reachable" + (f"; store {store} {standing}" if store else ""))
     return 0

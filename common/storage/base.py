@@ -71,3 +71,9 @@ class Storage(ABC):
     @abstractmethod
     def check_writable(self, uri: str) -> None:
         """Raise StorageError with the reason when `uri` cannot be written."""
+
+    def check_reachable(self, uri: str) -> str:
+        """A health check that creates nothing: raise StorageError with the reason when `uri` cannot be
+        reached (or, locally, could not be created); return how it stands, e.g. "writable"."""
+        self.exists(uri)
+        return "reachable"

@@ -96,6 +96,16 @@ class LocalStorage(Storage):
         else:
             path.unlink(missing_ok=True)
 
+    def check_reachable(self, uri: str) -> str:
+        path = Path(uri)
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is None or not existing.is_dir():
+            raise StorageError(f"{uri} is not writable: {existing} is not a folder", "choose a folder you can write to")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise StorageError(f"{uri} is not writable: {existing} is read-only to this user",
+                               "choose a folder you can write to")  # fmt: skip
+        return "writable" if existing == path else f"not created yet ({existing} is writable)"
+
     def check_writable(self, uri: str) -> None:
         path = Path(uri)
         try:

@@ -312,6 +312,12 @@ class S3Storage(Storage):
                 "check the bucket policy allows s3:DeleteObject",
             )
 
+    def check_reachable(self, uri: str) -> str:
+        bucket, key = split_uri(uri)
+        prefix = key.strip("/") + "/" if key.strip("/") else ""
+        self._call(uri, "list", lambda c: c.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1))
+        return "readable (writing is not tried: a health check creates nothing)"
+
     def check_writable(self, uri: str) -> None:
         probe = f"{uri.rstrip('/')}/.bf-probe-{uuid.uuid4().hex[:8]}"
         self.write_bytes(probe, b"")

@@ -161,6 +161,9 @@ def test_worker_check(tmp_path: Path, rabbitmq: Any, s3: MotoS3) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.startswith("ok: broker "), result.stdout
         assert rabbitmq.url.rsplit("@")[0].rsplit(":", 1)[1] not in result.stdout  # the password
+    # A health check creates nothing: no local folder, no probe object.
+    assert not (tmp_path / "store").exists()
+    assert "Contents" not in s3.client().list_objects_v2(Bucket=bucket.removeprefix("s3://"))
     unhealthy = {
         "cannot reach RabbitMQ": ["--broker", closed_port_url()],
         "refused the login": ["--broker", wrong_password_url(rabbitmq.url, password)],

@@ -143,3 +143,29 @@ def test_breakpoint_opens_pdb(tmp_path: Path) -> None:
     assert "[2]" in proc.stdout  # `p rows` answered inside run()
     assert "run() returned list with 1 row:" in proc.stdout
     assert "1 succeeded, 1 failed of 2 items" in proc.stdout
+
+
+def test_outputs_not_given_are_bound_to_a_temp_folder(tmp_path: Path) -> None:
+    spec = make_component(tmp_path / "comp", entry=ENTRY)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    result = batchfleet(
+        "debug", spec, "--input", f"data={tmp_path / 'comp' / 'data'}", "--mini_batch_size", "2",
+        cwd=tmp_path, env={"BATCHFLEET_STORE": "", "TMPDIR": str(temp)},
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    [kept] = temp.glob("bf-debug-*")  # the entry script wrote a file: the folder is kept
+    bound = kept / "outputs" / "scored"
+    assert f"output scored bound to {bound} (temp" in result.stdout
+    assert f"init sees --output {bound} and" in result.stdout
+    assert f"would be merged into {bound / 'parallel_run_step.txt'}" in result.stdout
+    assert not (tmp_path / ".batchfleet").exists()
+
+
+def test_a_bad_spec_leaves_no_temp_folder(tmp_path: Path) -> None:
+    spec = make_component(tmp_path / "comp", entry=ENTRY)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    result = batchfleet("debug", spec, "--input", "nope=/x", cwd=tmp_path, env={"TMPDIR": str(temp)})
+    assert result.code == 2 and len(result.error_lines) == 1, result.stderr
+    assert list(temp.iterdir()) == []

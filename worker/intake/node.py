@@ -135,6 +135,7 @@ class WorkerNode:
             self._jobs[job.job_id] = runtime
             self._by_queue[runtime.names.batches] = runtime
         runtime.pool.start()
+        self.metrics.job_started(job.job_id)
         self._event(runtime, "node_started", f"processes={processes} pid={os.getpid()}")
         threading.Thread(target=self._consume_when_ready, args=(runtime,), daemon=True).start()
         log.info("serving job %s with %d processes", job.job_id, processes)
@@ -200,6 +201,7 @@ class WorkerNode:
             self.broker.cancel(runtime.consumer_tag)
         self._flush_logs(runtime)
         self._event(runtime, "node_stopped", "")
+        self.metrics.job_ended(job_id)
         log.info("stopped serving job %s", job_id)
 
     def _hand_back(self, runtime: JobRuntime, final: bool = False) -> None:
@@ -483,6 +485,7 @@ class WorkerNode:
 
     def _heartbeat_loop(self) -> None:
         while not self._stopping.wait(self.config.heartbeat_interval):
+            self.metrics.prune()
             for runtime in list(self._jobs.values()):
                 if runtime.pool.gave_up:
                     continue  # dropped from the job (init() failed): the coordinator counts on the others

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from common.errors import UsageError
@@ -10,13 +13,19 @@ from common.messages import BatchResult
 
 log = logging.getLogger(__name__)
 
+ENDED_GRACE = 600.0  # seconds an ended job's series stay, so scrapers see its final values
+
 
 class NodeMetrics:
     """Counters and histograms per job; a no-op until `serve()` is called."""
 
-    def __init__(self) -> None:
+    def __init__(self, ended_grace: float = ENDED_GRACE, clock: Callable[[], float] = time.monotonic) -> None:
         self._on = False
         self._m: dict[str, Any] = {}
+        self._grace = ended_grace
+        self._clock = clock
+        self._ended: dict[str, float] = {}  # job -> when it ended here
+        self._lock = threading.Lock()
 
     def serve(self, port: int, node_id: str) -> None:
         try:
@@ -59,3 +68,30 @@ class NodeMetrics:
     def depth(self, job_id: str, depth: int) -> None:
         if self._on:
             self._m["depth"].labels(job_id).set(depth)
+
+    def job_ended(self, job_id: str) -> None:
+        """The node stopped serving a job: its series go after the grace period (see prune)."""
+        if self._on:
+            with self._lock:
+                self._ended[job_id] = self._clock()
+
+    def job_started(self, job_id: str) -> None:
+        """Served again (a job is announced anew after a restart): keep its series."""
+        with self._lock:
+            self._ended.pop(job_id, None)
+
+    def prune(self) -> list[str]:
+        """Drop every series of jobs that ended more than the grace period ago; returns those jobs.
+        Without this a long-running worker exports series for every job it ever served."""
+        now = self._clock()
+        with self._lock:
+            due = [job for job, at in self._ended.items() if now - at >= self._grace]
+            for job in due:
+                del self._ended[job]
+        for job in due:
+            for metric in self._m.values():
+                try:
+                    metric.remove(job)
+                except KeyError:
+                    pass  # this job never had a value in that series
+        return due
