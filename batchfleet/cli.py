@@ -22,7 +22,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from batchfleet.commands import register_all
 
-    parser = _Parser(prog="batchfleet", description="Run Azure ML style parallel components on your own fleet.")
+    parser = _Parser(
+        prog="batchfleet",
+        description="Run Azure ML style parallel components on your own fleet.",
+        epilog="Each setting comes from its flag, else its environment variable, else batchfleet.toml "
+        "(--config, --profile); `batchfleet config show` says which.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     register_all(sub)
     return parser
@@ -53,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     try:
         ns = build_parser().parse_args(argv)
+        from batchfleet.config import apply
+
+        apply(ns, os.environ)  # batchfleet.toml: flags > environment > profile > defaults
         _tune_gc()
         _setup_logging(getattr(ns, "log_level", None))
         return int(ns.handler(ns))

@@ -15,7 +15,8 @@ def add_log_flag(parser: argparse.ArgumentParser) -> None:
 
 def add_connection_flags(parser: argparse.ArgumentParser, store: bool = True) -> None:
     """--broker, --store and S3 options, with their environment variable defaults."""
-    parser.add_argument("--broker", default=None, help="amqp(s):// URL; default $BATCHFLEET_BROKER or embedded")
+    # Each default: the environment variable named, else batchfleet.toml (see `batchfleet config show`).
+    parser.add_argument("--broker", default=None, help="amqp(s):// URL; default $BATCHFLEET_BROKER, else embedded")
     if store:
         parser.add_argument("--store", default=None, help="job area root (default $BATCHFLEET_STORE or ./.batchfleet)")
     parser.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (MinIO); default from AWS settings")

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     service = sub.add_parser("coordinator", help="run submitted jobs as a service (several at once)")
     add_connection_flags(service)
-    service.add_argument("--max-jobs", type=int, default=4, help="jobs followed at once")
+    service.add_argument("--max-jobs", type=int, default=None, help="jobs followed at once (4)")
     service.add_argument("--signing-key-file", type=Path, default=None, help="HMAC key; sign jobs with it")
     add_log_flag(service)
     service.set_defaults(handler=cmd_coordinator, no_progress=True)

@@ -169,9 +169,19 @@ def cmd_run(ns: argparse.Namespace) -> int:
 def spawn_follower(job_id: str, ns: argparse.Namespace) -> Path:
     """A detached `batchfleet follow JOB`; the broker URL travels in the environment, not argv."""
     log_path = Path(tempfile.gettempdir()) / f"batchfleet-{job_id}.log"
+    from batchfleet.config import child_environment
+
     env = {**os.environ, "BATCHFLEET_BROKER": broker_url(ns) or "", "BATCHFLEET_STORE": store_uri(ns)}
-    if ns.s3_endpoint_url:
-        env["BATCHFLEET_S3_ENDPOINT_URL"] = ns.s3_endpoint_url
+    resolved = getattr(ns, "resolved_config", None)
+    if resolved is not None:
+        env |= child_environment(resolved)  # the same batchfleet.toml and profile
+    for name, variable in (("s3_endpoint_url", "BATCHFLEET_S3_ENDPOINT_URL"), ("broker_ca", "BATCHFLEET_BROKER_CA"),
+                           ("broker_cert", "BATCHFLEET_BROKER_CERT"), ("broker_key", "BATCHFLEET_BROKER_KEY"),
+                           ("signing_key_file", "BATCHFLEET_SIGNING_KEY_FILE")):  # fmt: skip
+        if getattr(ns, name, None):
+            env[variable] = str(getattr(ns, name))
+    if getattr(ns, "signing_key_file", None):
+        env.pop("BATCHFLEET_SIGNING_KEY", None)  # the file chosen here wins, as it did in this process
     flags: dict[str, object] = {"start_new_session": True}
     if os.name == "nt":
         flags = {"creationflags": subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import tempfile
 from pathlib import Path
 
@@ -16,9 +15,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     worker = sub.add_parser("worker", help="serve jobs from a broker until stopped (SIGTERM drains)")
     add_connection_flags(worker)
     worker.add_argument("--processes", type=int, default=None, help="child processes per job (default: job's)")
-    worker.add_argument("--node-id", default=None, help="this node's name (default <host>-<pid>)")
+    worker.add_argument(
+        "--node-id",
+        default=None,
+        metavar="ID",
+        help="this node's name, unique in the fleet; {host}, {machine} (8 hex digits of the machine id) and {pid} "
+        "are filled in (default $BATCHFLEET_NODE_ID, else {host}-{machine}-{pid})",
+    )
     worker.add_argument("--work-dir", type=Path, default=None, help="local scratch (default: system temp)")
-    worker.add_argument("--grace", type=float, default=30.0, help="seconds to finish running batches on stop")
+    worker.add_argument("--grace", type=float, default=None, help="seconds to finish running batches on stop (30)")
     worker.add_argument("--signing-key-file", type=Path, default=None, help="HMAC key; refuse unsigned jobs")
     worker.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
     worker.add_argument(
@@ -34,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def cmd_worker(ns: argparse.Namespace) -> int:
     from common.signing import load_key
     from worker.intake.gpus import parse_gpus
+    from worker.intake.identity import node_id_from
     from worker.intake.node import NodeConfig
     from worker.intake.service import serve_forever
 
@@ -43,7 +49,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         return check(ns)
     if not (ns.broker or os.environ.get("BATCHFLEET_BROKER")):
         raise UsageError("a worker needs a broker", "pass --broker amqp://... or set BATCHFLEET_BROKER")
-    node_id = ns.node_id or os.environ.get("BATCHFLEET_NODE_ID") or f"{socket.gethostname()}-{os.getpid()}"
+    node_id = node_id_from(ns.node_id or os.environ.get("BATCHFLEET_NODE_ID"))
     work = ns.work_dir or Path(tempfile.gettempdir()) / f"batchfleet-{node_id}"
     config = NodeConfig(
         node_id=node_id,

@@ -4,7 +4,7 @@
     python batchfleet_service.py start|stop|remove [--instances N]
     python batchfleet_service.py debug batchfleet-worker-1     (pywin32's console debug run)
 
-Each service runs `batchfleet worker --node-id <host>-<n>` as a child process in its own
+Each service runs `batchfleet worker --node-id {host}-{machine}-<n>` as a child process in its own
 process group, restarts it when it fails, and on stop sends CTRL_BREAK, waits the grace
 period, then kills it. The logic lives in service_support.py (tested on Linux); this file
 only wires it to the Service Control Manager. See README.md.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,17 +99,18 @@ class BatchfleetWorkerService(win32serviceutil.ServiceFramework):
     def _run(self, handler: logging.Handler) -> None:
         name = self._svc_name_
         env_file = Path(win32serviceutil.GetServiceCustomOption(name, "EnvFile", str(data_dir() / "batchfleet.env")))
-        file_env = support.read_env_file(env_file)
+        config = Path(win32serviceutil.GetServiceCustomOption(name, "ConfigFile", str(data_dir() / "batchfleet.toml")))
+        file_env = support.read_settings(env_file, config)
         handler.addFilter(RedactingFilter(secret_values_from_env(file_env)))
         exe = Path(win32serviceutil.GetServiceCustomOption(name, "Exe", str(default_exe())))
-        settings = support.service_settings(file_env, name, socket.gethostname(), exe)
+        settings = support.service_settings(file_env, name, exe)
         self._stop_hint_ms = support.stop_wait_hint_ms(settings)
         self._ctrl_handler = _prepare_console()
         log_file = settings.log_file or data_dir() / "logs" / f"{name}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         cmd = support.worker_command(settings)
         env = support.child_environment(os.environ, file_env)
-        log.info("%s: settings from %s, worker output in %s", name, env_file, log_file)
+        log.info("%s: settings from %s and %s, worker output in %s", name, config, env_file, log_file)
 
         def stop_requested(timeout: float) -> bool:
             waited = win32event.WaitForSingleObject(self._stop_event, int(timeout * 1000))
@@ -139,7 +139,7 @@ def _prepare_console() -> Any:
     return ignore
 
 
-def _install(names: list[str], env_file: Path, exe: Path) -> None:
+def _install(names: list[str], env_file: Path, exe: Path, config_file: Path) -> None:
     class_string = win32serviceutil.GetServiceClassString(BatchfleetWorkerService)
     for name in names:
         win32serviceutil.InstallService(
@@ -151,9 +151,10 @@ def _install(names: list[str], env_file: Path, exe: Path) -> None:
             delayedstart=True,  # after the network is up
         )
         win32serviceutil.SetServiceCustomOption(name, "EnvFile", str(env_file))
+        win32serviceutil.SetServiceCustomOption(name, "ConfigFile", str(config_file))
         win32serviceutil.SetServiceCustomOption(name, "Exe", str(exe))
         win32evtlogutil.AddSourceToRegistry(name, servicemanager.__file__)
-        print(f"installed {name}: settings {env_file}, worker {exe}")
+        print(f"installed {name}: settings {config_file} and {env_file}, worker {exe}")
 
 
 def _remove(names: list[str]) -> None:
@@ -182,6 +183,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--instances", type=int, default=1, help="worker services on this machine")
     parser.add_argument("--all", action="store_true", help="start, stop or remove every installed worker")
     parser.add_argument("--env-file", type=Path, default=data_dir() / "batchfleet.env")
+    parser.add_argument("--config-file", type=Path, default=data_dir() / "batchfleet.toml")
     parser.add_argument("--exe", type=Path, default=default_exe(), help="the venv's batchfleet.exe")
     if argv and argv[0] not in {"install", "remove", "start", "stop"}:
         # Anything else (debug, update, restart...) is pywin32's own command line.
@@ -193,7 +195,7 @@ def main(argv: Sequence[str]) -> int:
     if args.command == "install":
         if not args.exe.is_file():
             parser.error(f"{args.exe} does not exist; pass --exe PATH\\TO\\venv\\Scripts\\batchfleet.exe")
-        _install(names, args.env_file.resolve(), args.exe.resolve())
+        _install(names, args.env_file.resolve(), args.exe.resolve(), args.config_file.resolve())
     elif args.command == "remove":
         _remove(names)
     else:

@@ -11,7 +11,9 @@ param(
     [string] $Venv = "C:\batchfleet\venv",
     # Worker services to install: batchfleet-worker-1 .. batchfleet-worker-N.
     [ValidateRange(1, 64)] [int] $Instances = 1,
-    # Settings file (same format as the Linux /etc/batchfleet/batchfleet.env).
+    # Settings: the same batchfleet.toml as on Linux (/etc/batchfleet/batchfleet.toml).
+    [string] $ConfigFile = (Join-Path $env:ProgramData "batchfleet\batchfleet.toml"),
+    # Credentials for the worker's environment (same format as the Linux /etc/batchfleet/batchfleet.env).
     [string] $EnvFile = (Join-Path $env:ProgramData "batchfleet\batchfleet.env"),
     # Run as LocalSystem instead of a per-service virtual account (not recommended).
     [switch] $LocalSystem,
@@ -38,6 +40,11 @@ $data = Join-Path $env:ProgramData "batchfleet"
 $logs = Join-Path $data "logs"
 $tmp = Join-Path $data "tmp"
 New-Item -ItemType Directory -Force -Path $data, $logs, $tmp | Out-Null
+if (-not (Test-Path $ConfigFile)) {
+    Copy-Item (Join-Path $PSScriptRoot "..\batchfleet.toml.example") $ConfigFile
+    Write-Warning "created $ConfigFile from the example: edit it before starting the workers"
+    $NoStart = $true
+}
 if (-not (Test-Path $EnvFile)) {
     Copy-Item (Join-Path $PSScriptRoot "..\systemd\batchfleet.env.example") $EnvFile
     Add-Content $EnvFile "`r`n# Windows: temp space for downloads (writable by the service accounts).`r`nTEMP=$tmp`r`nTMP=$tmp"
@@ -45,13 +52,14 @@ if (-not (Test-Path $EnvFile)) {
     $NoStart = $true
 }
 
-& $python (Join-Path $PSScriptRoot "batchfleet_service.py") install --instances $Instances --env-file $EnvFile --exe $exe
+& $python (Join-Path $PSScriptRoot "batchfleet_service.py") install --instances $Instances --env-file $EnvFile `
+    --config-file $ConfigFile --exe $exe
 if ($LASTEXITCODE -ne 0) { throw "service installation failed" }
 
-# The settings file and the signing key hold credentials: only SYSTEM, Administrators and
+# The settings files and the signing key hold credentials: only SYSTEM, Administrators and
 # the worker services may read them.
 $keyFile = Join-Path $data "signing.key"
-$secretFiles = @($EnvFile) + @($keyFile | Where-Object { Test-Path $_ })
+$secretFiles = @($EnvFile, $ConfigFile) + @($keyFile | Where-Object { Test-Path $_ })
 foreach ($file in $secretFiles) {
     & icacls $file /inheritance:r /grant:r "SYSTEM:(F)" "Administrators:(F)" | Out-Null
 }

@@ -125,23 +125,35 @@ def read_env_file(path: Path) -> dict[str, str]:
     return parse_env_text(text, source=str(path))
 
 
+def read_settings(env_file: Path, config_file: Path) -> dict[str, str]:
+    """The environment the worker gets from the service's files: the env file's KEY=VALUE lines
+    (credentials, service keys), and BATCHFLEET_CONFIG naming batchfleet.toml, so the worker reads
+    the same configuration file as under systemd. Either file may be missing, not both."""
+    has_config = config_file.is_file()
+    env = {} if has_config and not env_file.exists() else read_env_file(env_file)
+    if has_config:
+        env.setdefault("BATCHFLEET_CONFIG", str(config_file))
+    return env
+
+
 # ---------------------------------------------------------------- command line
 
 
-def node_id_for(service_name: str, hostname: str) -> str:
-    """`<host>-<n>` for service `batchfleet-worker-<n>`, `<host>-1` for `batchfleet-worker`.
+def node_id_for(service_name: str) -> str:
+    """`{host}-{machine}-<n>` for service `batchfleet-worker-<n>`, `...-1` for `batchfleet-worker`.
 
-    The same shape as the systemd template's `%H-%i`, so node ids look alike in a mixed fleet.
+    The worker fills in the host name and 8 hex digits of the machine's MachineGuid, so ids stay
+    unique on cloned machines; the same shape as the systemd unit's `{host}-{machine}-%i`.
     """
     suffix = service_name[len(SERVICE_PREFIX) :].lstrip("-_") if service_name.startswith(SERVICE_PREFIX) else ""
-    return f"{hostname}-{suffix or '1'}"
+    return f"{{host}}-{{machine}}-{suffix or '1'}"
 
 
-def service_settings(env: Mapping[str, str], service_name: str, hostname: str, default_exe: Path) -> ServiceSettings:
+def service_settings(env: Mapping[str, str], service_name: str, default_exe: Path) -> ServiceSettings:
     """ServiceSettings from the env file's BATCHFLEET_SERVICE_* keys and the service name."""
     values: dict[str, Any] = {
         "exe": env.get("BATCHFLEET_EXE") or default_exe,
-        "node_id": env.get("BATCHFLEET_NODE_ID") or node_id_for(service_name, hostname),
+        "node_id": env.get("BATCHFLEET_NODE_ID") or node_id_for(service_name),
         "extra_args": env.get("BATCHFLEET_WORKER_ARGS", "").split(),
     }
     for key, field in (("STOP_TIMEOUT", "stop_timeout"), ("RESTART_DELAY", "restart_delay")):

@@ -111,11 +111,11 @@ def test_unit_security_exposure_is_low(unit_dir: Path, name: str) -> None:
 
 def test_worker_unit_contract() -> None:
     service = unit_settings(SYSTEMD / "batchfleet-worker@.service")["Service"]
-    assert service["ExecStart"] == [f"{REAL_EXE} worker --node-id %H-%i"]
+    assert service["ExecStart"] == [f"{REAL_EXE} worker --node-id {{host}}-{{machine}}-%i"]
     expected = {
         "Type": "notify",
         "NotifyAccess": "main",
-        "EnvironmentFile": "/etc/batchfleet/batchfleet.env",
+        "EnvironmentFile": "-/etc/batchfleet/batchfleet.env",
         "Restart": "on-failure",
         "KillSignal": "SIGTERM",
         "KillMode": "mixed",
@@ -188,12 +188,34 @@ def test_memory_deny_write_execute_decision_is_explained() -> None:
 
 
 def test_env_example_is_valid_and_holds_no_secret(support: types.ModuleType) -> None:
-    env = support.parse_env_text((SYSTEMD / "batchfleet.env.example").read_text())
-    for key in ["BATCHFLEET_BROKER", "BATCHFLEET_STORE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]:
+    text = (SYSTEMD / "batchfleet.env.example").read_text()
+    env = support.parse_env_text(text)
+    for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]:
         assert key in env
     secrets = [*secret_values_from_env(env), env["AWS_ACCESS_KEY_ID"]]
     assert secrets and all(value == "CHANGE-ME" for value in secrets)
-    assert "BATCHFLEET_SIGNING_KEY_FILE" in (SYSTEMD / "batchfleet.env.example").read_text()
+    for needle in ("BATCHFLEET_SIGNING_KEY_FILE", "BATCHFLEET_BROKER", "batchfleet.toml"):
+        assert needle in text
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_units_read_the_one_config_file(name: str) -> None:
+    service = unit_settings(SYSTEMD / name)["Service"]
+    assert "BATCHFLEET_CONFIG=/etc/batchfleet/batchfleet.toml" in service["Environment"]
+    assert service["EnvironmentFile"] == ["-/etc/batchfleet/batchfleet.env"]  # credentials only, optional
+
+
+def test_config_example_is_valid_and_holds_no_secret() -> None:
+    import tomllib
+
+    from batchfleet.config import ConfigFile
+    from common.redact import url_passwords
+
+    text = (SYSTEMD.parent / "batchfleet.toml.example").read_text()
+    config = ConfigFile.model_validate(tomllib.loads(text))
+    assert {"default", "lab"} <= set(config.profile)
+    assert config.profile["default"].broker and config.profile["default"].store
+    assert set(url_passwords(text)) == {"CHANGE-ME"}
 
 
 def test_readme_documents_operations() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import sys
 import threading
 import types
@@ -89,7 +88,8 @@ def drain(signum, frame):
     record.with_suffix(".stopped").write_text(str(signum))
     sys.exit(0)
 signal.signal(signal.SIGTERM, drain)
-record.write_text(json.dumps({{"argv": sys.argv[1:], "broker": os.environ.get("BATCHFLEET_BROKER")}}))
+record.write_text(json.dumps({{"argv": sys.argv[1:], "broker": os.environ.get("BATCHFLEET_BROKER"),
+                              "config": os.environ.get("BATCHFLEET_CONFIG")}}))
 print("worker running", flush=True)
 while True:
     time.sleep(0.05)
@@ -116,7 +116,9 @@ def test_service_runs_and_stops_the_worker(
 ) -> None:
     module, options, calls = service_env
     exe, env_file = write_service_files(tmp_path)
-    options.update(EnvFile=str(env_file), Exe=str(exe))
+    config = tmp_path / "batchfleet.toml"
+    config.write_text('store = "s3://jobs/area"\n')
+    options.update(EnvFile=str(env_file), Exe=str(exe), ConfigFile=str(config))
     service = module.BatchfleetWorkerService(["batchfleet-worker-2"])
     runner = threading.Thread(target=service.SvcDoRun)
     runner.start()
@@ -126,7 +128,8 @@ def test_service_runs_and_stops_the_worker(
         service.SvcStop()
         runner.join(30)
     assert not runner.is_alive()
-    assert f'"argv": ["worker", "--node-id", "{socket.gethostname()}-2"]' in record
+    assert '"argv": ["worker", "--node-id", "{host}-{machine}-2"]' in record  # the worker fills them in
+    assert f'"config": "{config}"' in record  # the same batchfleet.toml as under systemd
     assert "svc-secret-pw" in record  # the worker does get its settings...
     assert (tmp_path / "record.stopped").read_text() == str(int(signal.SIGTERM))
     assert "worker running" in (tmp_path / "logs" / "worker.log").read_text()
@@ -180,6 +183,7 @@ def test_service_install_command(
     options = {(c[1], c[2]): c[3] for c in calls if c[0] == "SetServiceCustomOption"}
     assert options[("batchfleet-worker-2", "EnvFile")] == str(env_file.resolve())
     assert options[("batchfleet-worker-1", "Exe")] == str(exe.resolve())
+    assert options[("batchfleet-worker-1", "ConfigFile")].endswith("batchfleet.toml")
 
 
 def test_service_start_stop_remove_commands(

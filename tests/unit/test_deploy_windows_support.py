@@ -62,23 +62,35 @@ def test_read_env_file(support: types.ModuleType, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("service", "node"),
     [
-        ("batchfleet-worker-1", "host-1"),
-        ("batchfleet-worker-12", "host-12"),
-        ("batchfleet-worker", "host-1"),
-        ("custom", "host-1"),
+        ("batchfleet-worker-1", "{host}-{machine}-1"),
+        ("batchfleet-worker-12", "{host}-{machine}-12"),
+        ("batchfleet-worker", "{host}-{machine}-1"),
+        ("custom", "{host}-{machine}-1"),
     ],
 )
 def test_node_id_for(support: types.ModuleType, service: str, node: str) -> None:
-    assert support.node_id_for(service, "host") == node
+    assert support.node_id_for(service) == node
+
+
+def test_read_settings_points_the_worker_at_batchfleet_toml(support: types.ModuleType, tmp_path: Path) -> None:
+    env_file, config = tmp_path / "batchfleet.env", tmp_path / "batchfleet.toml"
+    with pytest.raises(UsageError, match="does not exist"):
+        support.read_settings(env_file, config)  # neither file
+    config.write_text('store = "s3://x/y"\n')
+    assert support.read_settings(env_file, config) == {"BATCHFLEET_CONFIG": str(config)}  # the toml alone
+    env_file.write_text("AWS_ACCESS_KEY_ID=k\n")
+    assert support.read_settings(env_file, config) == {"AWS_ACCESS_KEY_ID": "k", "BATCHFLEET_CONFIG": str(config)}
+    config.unlink()
+    assert support.read_settings(env_file, config) == {"AWS_ACCESS_KEY_ID": "k"}  # the env file alone
 
 
 def test_service_settings_defaults(support: types.ModuleType) -> None:
-    s = support.service_settings({}, "batchfleet-worker-3", "box", Path("C:/venv/Scripts/batchfleet.exe"))
+    s = support.service_settings({}, "batchfleet-worker-3", Path("C:/venv/Scripts/batchfleet.exe"))
     assert support.worker_command(s) == [
         str(Path("C:/venv/Scripts/batchfleet.exe")),
         "worker",
         "--node-id",
-        "box-3",
+        "{host}-{machine}-3",
     ]
     assert (s.stop_timeout, s.restart_delay, s.log_file) == (90, 5, None)
     assert support.stop_wait_hint_ms(s) == 105_000
@@ -93,7 +105,7 @@ def test_service_settings_overrides(support: types.ModuleType) -> None:
         "BATCHFLEET_SERVICE_RESTART_DELAY": "0",
         "BATCHFLEET_SERVICE_LOG": "D:/logs/w.log",
     }
-    s = support.service_settings(env, "batchfleet-worker-1", "box", Path("unused"))
+    s = support.service_settings(env, "batchfleet-worker-1", Path("unused"))
     assert support.worker_command(s) == [
         str(Path("D:/bf/batchfleet.exe")),
         "worker",
@@ -109,7 +121,7 @@ def test_service_settings_overrides(support: types.ModuleType) -> None:
 @pytest.mark.parametrize("value", ["soon", "-1", "0"])
 def test_service_settings_refuse_bad_timeouts(support: types.ModuleType, value: str) -> None:
     with pytest.raises(UsageError, match="bad service setting"):
-        support.service_settings({"BATCHFLEET_SERVICE_STOP_TIMEOUT": value}, "s", "h", Path("x"))
+        support.service_settings({"BATCHFLEET_SERVICE_STOP_TIMEOUT": value}, "s", Path("x"))
 
 
 def test_child_environment(support: types.ModuleType) -> None:
