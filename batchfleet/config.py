@@ -51,6 +51,7 @@ class Profile(BaseModel):
     work_dir: str | None = None
     grace: float | None = Field(default=None, ge=0)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    gpus: str | None = Field(default=None, description="auto, none, or device numbers such as 0,1")
     max_jobs: int | None = Field(default=None, ge=1)
     submit_wait: float | None = Field(default=None, gt=0)
     log_level: str | None = None
@@ -103,6 +104,7 @@ KEYS = [
     Key("work_dir"),
     Key("grace", default=30.0),
     Key("metrics_port"),
+    Key("gpus", "BATCHFLEET_GPUS"),
     Key("max_jobs", default=4),
     Key("submit_wait", default=10.0),
     Key("log_level", "BATCHFLEET_LOG_LEVEL"),
