@@ -107,13 +107,35 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
         server.close()
 
 
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Azurite's blob service: `.connection_string` (exported for the session), `.make_container()`."""
+    from tests.azurite import Azurite
+
+    server = Azurite(tmp_path_factory.mktemp("azurite"))
+    try:
+        server.launch()
+    except ServerUnavailable as exc:
+        unavailable(str(exc))
+    saved = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = server.connection_string
+    try:
+        yield server
+    finally:
+        if saved is None:
+            os.environ.pop("AZURE_STORAGE_CONNECTION_STRING", None)
+        else:
+            os.environ["AZURE_STORAGE_CONNECTION_STRING"] = saved
+        server.close()
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """One closing line when tests were skipped for want of a server or browser, with the fix."""
     skipped = len(terminalreporter.stats.get("skipped", []))
     if skipped:
         terminalreporter.write_line(
-            f"{skipped} tests skipped: rabbitmq-server or chromium is missing here; "
-            "install both with `sudo make system-deps` (Debian), then run `make test` again",
+            f"{skipped} tests skipped: rabbitmq-server, chromium or azurite is missing here; "
+            "install them with `sudo make system-deps` (Debian), then run `make test` again",
             yellow=True,
             bold=True,
         )

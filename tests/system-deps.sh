@@ -9,6 +9,8 @@ export DEBIAN_FRONTEND=noninteractive
 export PATH="$PATH:/usr/sbin:/sbin"
 
 wanted=(rabbitmq-server chromium "$@")
+# Azurite (Azure Storage's emulator, from npm) serves the wasbs:// and abfss:// tests; npm brings it.
+if ! command -v azurite-blob >/dev/null && ! command -v npm >/dev/null; then wanted+=(npm); fi
 missing=()
 for pkg in "${wanted[@]}"; do
   if ! command -v dpkg-query >/dev/null \
@@ -16,7 +18,21 @@ for pkg in "${wanted[@]}"; do
     missing+=("$pkg")
   fi
 done
-[ "${#missing[@]}" -eq 0 ] && exit 0
+install_azurite() {
+  command -v azurite-blob >/dev/null && return 0
+  if [ "$(id -u)" -ne 0 ] || ! command -v npm >/dev/null; then
+    echo "test setup: not installed: azurite (install with: sudo npm install -g azurite)" >&2
+    return 0
+  fi
+  echo "test setup: installing azurite (npm)"
+  npm install -g --no-fund --no-audit --loglevel=error azurite@3 </dev/null
+  command -v azurite-blob >/dev/null || { echo "test setup: azurite-blob is not on PATH after npm install" >&2; exit 1; }
+}
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  install_azurite
+  exit 0
+fi
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
   echo "test setup: not installed: ${missing[*]} (install as root with: sudo make system-deps)" >&2
@@ -38,3 +54,4 @@ apt-get install -y --no-install-recommends \
 for tool in rabbitmq-server rabbitmqctl chromium; do
   command -v "$tool" >/dev/null || { echo "test setup: $tool is not on PATH after installing its package" >&2; exit 1; }
 done
+install_azurite

@@ -21,7 +21,8 @@ class ObjectInfo(NamedTuple):
 
 
 def is_remote(uri: str) -> bool:
-    return uri.startswith("s3://")
+    """A URI with a scheme (s3://, https://, wasbs://, ...), not a local path."""
+    return "://" in uri
 
 
 def join_uri(uri: str, *parts: str) -> str:

@@ -15,7 +15,16 @@ if TYPE_CHECKING:
     from common.storage.options import StorageOptions
 
 LOCAL = "common.storage.local:LocalStorage"
-SCHEMES = {"s3": "common.storage.s3:S3Storage"}  # scheme -> "module:class", built with StorageOptions
+# scheme -> "module:class", built with StorageOptions
+SCHEMES = {
+    "s3": "common.storage.s3:S3Storage",
+    "https": "common.storage.http:HttpStorage",
+    "http": "common.storage.http:HttpStorage",
+    "wasbs": "common.storage.azure_blob:AzureBlobStorage",
+    "wasb": "common.storage.azure_blob:AzureBlobStorage",
+    "abfss": "common.storage.azure_blob:AzureBlobStorage",
+    "abfs": "common.storage.azure_blob:AzureBlobStorage",
+}
 
 
 def _load(target: str) -> type[Storage]:
