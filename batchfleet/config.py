@@ -55,6 +55,10 @@ class Profile(BaseModel):
     max_jobs: int | None = Field(default=None, ge=1)
     submit_wait: float | None = Field(default=None, gt=0)
     log_level: str | None = None
+    datastores: dict[str, str] | None = Field(
+        default=None, description="Azure ML datastore name -> folder or s3:// URI (azureml://datastores/NAME/paths/...)"
+    )
+    data_assets: str | None = Field(default=None, description="folder of Azure ML data asset YAML files")
 
     @field_validator("log_level")
     @classmethod
@@ -108,8 +112,10 @@ KEYS = [
     Key("max_jobs", default=4),
     Key("submit_wait", default=10.0),
     Key("log_level", "BATCHFLEET_LOG_LEVEL"),
+    Key("datastores"),  # --datastore NAME=URI entries are added to these (and win)
+    Key("data_assets"),
 ]
-PATH_KEYS = {"signing_key_file", "work_dir"}  # their flags hold a Path
+PATH_KEYS = {"signing_key_file", "work_dir", "data_assets"}  # their flags hold a Path
 INLINE_KEY_ENV = "BATCHFLEET_SIGNING_KEY"  # the key itself in the environment: load_key reads it
 
 

@@ -63,13 +63,14 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
         "--data-assets", type=Path, default=None, metavar="FOLDER",
         help="a folder of Azure ML data asset YAML files, for azureml:NAME:VERSION inputs",
     )  # fmt: skip
+    parser.set_defaults(datastores=None)  # the config file's `datastores` table, when there is one
 
 
 def data_map(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
     from batchfleet.commands.common import storage_options
     from coordinator.spec.datastores import DataMap, parse_datastores
 
-    datastores = parse_datastores(getattr(ns, "datastore", None))
+    datastores = {**(getattr(ns, "datastores", None) or {}), **parse_datastores(getattr(ns, "datastore", None))}
     return DataMap(datastores, getattr(ns, "data_assets", None), storage_options(ns))
 
 

@@ -132,3 +132,29 @@ def test_bad_mltable_files(tmp_path: Path, body: str, words: str) -> None:
     with pytest.raises(UsageError) as caught:
         mltable_data(folder, StorageOptions(), "input 'x'")
     assert words in caught.value.line()
+
+
+def test_datastores_from_the_config_file_and_flags(tmp_path: Path) -> None:
+    """A `datastores` table in batchfleet.toml maps them; a --datastore flag adds to it and wins."""
+    import shutil
+
+    from tests.cli_helpers import batchfleet
+
+    aml = tmp_path / "aml"
+    shutil.copytree(Path(__file__).parents[1] / "fixtures" / "aml", aml, ignore=shutil.ignore_patterns("__pycache__"))
+    config = tmp_path / "batchfleet.toml"
+    config.write_text(
+        f'[datastores]\nworkspaceblobstore = "{aml / "data"}"\nresults = "{tmp_path / "wrong"}"\n'
+        f'[profile.default]\ndata_assets = "{aml / "assets"}"\n'
+    )
+    result = batchfleet(
+        "run", aml / "parallel_job_datastore.yml", "--config", config, "--store", tmp_path / "store",
+        "--datastore", f"results={tmp_path / 'results'}", "--no-progress",
+        env={"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "xdg")},
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    rows = (tmp_path / "results" / "scores" / "numbers.txt").read_text().splitlines()
+    assert rows == [f"n{i:02d}.txt {i}" for i in range(12)]
+    assert not (tmp_path / "wrong").exists()
+    shown = batchfleet("config", "show", "--config", config, env={"HOME": str(tmp_path / "home")})
+    assert shown.code == 0 and "data_assets" in shown.stdout, shown.stderr
