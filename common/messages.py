@@ -116,6 +116,29 @@ class JobAnnouncement(Strict):
     sig: str | None = None
 
 
+REPLY_QUEUE_PATTERN = r"^bf\.reply\.[0-9a-f]{32}$"  # Broker.declare_reply_queue's names, and no other queue
+
+
+class JobSubmission(JobAnnouncement):
+    """A job handed to the coordinator service (`batchfleet submit`): its job.json is in the store.
+
+    With `reply_to`, the service answers there (SubmitReply) once it has read the job, or refused it.
+    """
+
+    reply_to: str | None = Field(default=None, pattern=REPLY_QUEUE_PATTERN)
+
+
+class SubmitReply(Strict):
+    """The coordinator service's answer to a submission: it has the job, or why not (one line)."""
+
+    v: Literal[1] = WIRE_VERSION
+    job_id: str
+    accepted: bool
+    reason: str = Field(default="", description="Why it was refused, or how it stands (running, queued).")
+    coordinator: str = Field(default="", description="The answering coordinator: host and pid.")
+    sig: str | None = None
+
+
 EventKind = Literal["init_failed", "refused", "node_started", "node_stopped", "heartbeat"]
 
 

@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_spec_flags(submit)
     add_connection_flags(submit)
     submit.add_argument("--signing-key-file", type=Path, default=None, help="HMAC key to sign the job with")
+    wait = submit.add_mutually_exclusive_group()
+    wait.add_argument("--submit-wait", type=float, default=None, metavar="SECONDS",
+                      help="seconds to wait for the coordinator's answer (default 10)")  # fmt: skip
+    wait.add_argument("--no-wait", action="store_true", help="hand the job over without waiting for an answer")
     add_setting_flags(submit)
     add_log_flag(submit)
     submit.set_defaults(handler=cmd_submit, no_progress=True)
@@ -39,12 +43,16 @@ def _need_fleet(ns: argparse.Namespace) -> None:
 
 
 def cmd_submit(ns: argparse.Namespace) -> int:
-    from common.messages import JobAnnouncement
+    """Store the job and hand it to the coordinator service; wait for its answer unless --no-wait."""
     from coordinator.plan.submit import write_job
     from coordinator.runner import build_job, check_output
-    from coordinator.service import declare_submissions, submissions_queue
+    from coordinator.service import declare_submissions
 
     _need_fleet(ns)
+    if ns.submit_wait is not None and ns.submit_wait <= 0:
+        raise UsageError(
+            f"--submit-wait {ns.submit_wait:g}: must be more than 0 seconds", "for example --submit-wait 10"
+        )
     spec, resolved = resolve_from(ns)
     broker = open_broker_from(ns)
     try:
@@ -53,12 +61,50 @@ def cmd_submit(ns: argparse.Namespace) -> int:
         check_output(job, options.storage_options)
         write_job(job, options.storage_options)
         declare_submissions(broker)
-        request = JobAnnouncement(job_id=job.job_id, job_uri=JobArea(job.store_uri).job_file, state="active")
-        broker.publish(submissions_queue(), [request.model_dump_json().encode()])
+        if ns.no_wait:
+            _hand_over(broker, job.job_id, JobArea(job.store_uri).job_file, None)
+        else:
+            _submit_and_wait(broker, job, options.storage_options, ns.submit_wait or 10.0)
     finally:
         broker.close()
     print(job.job_id)
     return 0
+
+
+def _hand_over(broker, job_id: str, job_uri: str, reply_to: str | None) -> None:  # type: ignore[no-untyped-def]
+    from common.messages import JobSubmission
+    from coordinator.service import submissions_queue
+
+    request = JobSubmission(job_id=job_id, job_uri=job_uri, state="active", reply_to=reply_to)
+    broker.publish(submissions_queue(), [request.model_dump_json().encode()])
+
+
+def _submit_and_wait(broker, job, storage_options, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    """Submit with a reply queue; a refusal or no answer in `timeout` seconds is an error (exit 1)."""
+    import queue as queues
+
+    from common.errors import BatchfleetError, JobFailed
+    from common.storage import open_storage
+    from coordinator.service import await_reply
+
+    reply_to = broker.declare_reply_queue()
+    sink: queues.Queue = queues.Queue()  # type: ignore[type-arg]
+    tag = broker.consume(reply_to, 1, sink)
+    try:
+        _hand_over(broker, job.job_id, JobArea(job.store_uri).job_file, reply_to)
+        answer = await_reply(sink, broker, job.job_id, timeout)
+    finally:
+        broker.cancel(tag)
+    if answer is None:
+        print(job.job_id)  # it stays queued: a coordinator started later runs it
+        raise BatchfleetError(
+            f"no coordinator answered within {timeout:g}s; job {job.job_id} stays queued and runs when one takes it",
+            f"is `batchfleet coordinator` running on this broker? (`batchfleet cancel {job.job_id}` withdraws it)",
+        )
+    if not answer.accepted:
+        open_storage(job.store_uri, storage_options).delete(job.store_uri)  # nothing will run it: leave nothing
+        raise JobFailed(f"coordinator {answer.coordinator} refused job {job.job_id}: {answer.reason}")
+    print(f"job {job.job_id} accepted by coordinator {answer.coordinator}: {answer.reason}", file=sys.stderr)
 
 
 def cmd_coordinator(ns: argparse.Namespace) -> int:

@@ -17,6 +17,11 @@ REASON_HEADER = "x-batchfleet-reason"
 PRIOR_TRIES_HEADER = "x-batchfleet-prior-tries"  # tries a handed-back copy had before it was re-published
 
 
+# Fanout topics: "announce" carries jobs to workers, "hello" a starting worker's greeting to coordinators.
+Topic = Literal["announce", "hello"]
+REPLY_PREFIX = "bf.reply."
+
+
 class QueueNames(NamedTuple):
     batches: str
     reports: str
@@ -121,12 +126,18 @@ class Broker(ABC):
         """Drop ready messages; return how many."""
 
     @abstractmethod
-    def announce(self, body: bytes) -> None:
-        """Fan a job announcement out to every live worker."""
+    def announce(self, body: bytes, topic: Topic = "announce") -> None:
+        """Fan a message out to every live subscriber of `topic`: job announcements go to workers,
+        a worker's "hello" to coordinators (which answer with their jobs' announcements)."""
 
     @abstractmethod
-    def subscribe_announcements(self, sink: queue.Queue[Delivery]) -> str:
-        """Receive announcements (auto-acked) on `sink`; return a consumer tag."""
+    def subscribe_announcements(self, sink: queue.Queue[Delivery], topic: Topic = "announce") -> str:
+        """Receive a topic's messages (auto-acked; Delivery.queue is the topic) on `sink`; return a consumer tag."""
+
+    @abstractmethod
+    def declare_reply_queue(self) -> str:
+        """A queue for answers to this process (named like `bf.reply.<32 hex digits>`): not durable,
+        deleted once its consumer is cancelled, or after a minute without one."""
 
     @abstractmethod
     def close(self) -> None:

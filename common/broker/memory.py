@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import uuid
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,9 +14,11 @@ from typing import Any
 from common.broker.base import (
     PRIOR_TRIES_HEADER,
     REASON_HEADER,
+    REPLY_PREFIX,
     Broker,
     Delivery,
     Settle,
+    Topic,
     delivery_limit,
     queue_names,
 )
@@ -56,7 +59,7 @@ class MemoryBroker(Broker):
         self._lock = threading.RLock()
         self._queues: dict[str, _Queue] = {}
         self._consumers: dict[str, _Consumer] = {}
-        self._announce_sinks: dict[str, queue.Queue[Delivery]] = {}
+        self._announce_sinks: dict[str, tuple[queue.Queue[Delivery], Topic]] = {}
         self._tags = itertools.count(1)
         self._closed = False
 
@@ -119,6 +122,9 @@ class MemoryBroker(Broker):
             q.consumers.remove(consumer_tag)
             for message in reversed(list(consumer.unsettled.values())):
                 self._return(q, message, front=True)
+            if consumer.queue_name.startswith(REPLY_PREFIX) and not q.consumers:
+                del self._queues[consumer.queue_name]  # auto-delete, as on RabbitMQ
+                return
             self._dispatch(consumer.queue_name)
 
     def settle(self, delivery: Delivery, action: Settle, reason: str | None = None) -> None:
@@ -180,17 +186,23 @@ class MemoryBroker(Broker):
             q.ready.clear()
             return count
 
-    def announce(self, body: bytes) -> None:
+    def announce(self, body: bytes, topic: Topic = "announce") -> None:
         with self._lock:
-            sinks = list(self._announce_sinks.values())
+            sinks = [sink for sink, wanted in self._announce_sinks.values() if wanted == topic]
         for sink in sinks:
-            sink.put(Delivery(queue="announce", body=body, attempt=1, tag=None))
+            sink.put(Delivery(queue=topic, body=body, attempt=1, tag=None))
 
-    def subscribe_announcements(self, sink: queue.Queue[Delivery]) -> str:
+    def subscribe_announcements(self, sink: queue.Queue[Delivery], topic: Topic = "announce") -> str:
         with self._lock:
             tag = f"ann-{next(self._tags)}"
-            self._announce_sinks[tag] = sink
+            self._announce_sinks[tag] = (sink, topic)
             return tag
+
+    def declare_reply_queue(self) -> str:
+        name = f"{REPLY_PREFIX}{uuid.uuid4().hex}"
+        with self._lock:
+            self._queues[name] = _Queue()
+        return name
 
     def close(self) -> None:
         with self._lock:

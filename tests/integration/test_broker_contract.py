@@ -277,6 +277,40 @@ def test_announcements_reach_every_subscriber(broker: Broker) -> None:
         assert (d.body, d.attempt, d.queue) == (b"job submitted", 1, "announce")
 
 
+def test_topics_are_separate(broker: Broker) -> None:
+    jobs: queue.Queue[Delivery] = queue.Queue()
+    hellos: queue.Queue[Delivery] = queue.Queue()
+    broker.subscribe_announcements(jobs)
+    broker.subscribe_announcements(hellos, topic="hello")
+    broker.announce(b"a worker started", topic="hello")
+    broker.announce(b"a job")
+    assert take(hellos).body == b"a worker started"
+    assert take(jobs).body == b"a job"
+    assert quiet(jobs) and quiet(hellos)
+
+
+def test_reply_queue_round_trip_and_auto_delete(broker: Broker) -> None:
+    name = broker.declare_reply_queue()
+    assert re.fullmatch(r"bf\.reply\.[0-9a-f]{32}", name)
+    tag, sink = consume(broker, name)
+    broker.publish(name, [b"accepted"])
+    delivery = take(sink)
+    assert delivery.body == b"accepted"
+    broker.settle(delivery, "ack")
+    broker.cancel(tag)
+    eventually(lambda: _exists(broker, name), False)  # gone with its consumer
+    with pytest.raises(BrokerError):
+        broker.publish(name, [b"too late"])  # an answer to a submitter that left is refused, not lost silently
+
+
+def _exists(broker: Broker, name: str) -> bool:
+    try:
+        broker.depth(name)
+    except BrokerError:
+        return False
+    return True
+
+
 # the factory
 
 
@@ -414,6 +448,14 @@ def test_least_privilege_user_from_the_readme(rabbitmq: Any) -> None:
         broker.subscribe_announcements(announcements)
         broker.announce(b"hello")
         assert take(announcements).body == b"hello"
+        hellos: queue.Queue[Delivery] = queue.Queue()
+        broker.subscribe_announcements(hellos, topic="hello")
+        broker.announce(b"a worker", topic="hello")
+        assert take(hellos).body == b"a worker"
+        reply = broker.declare_reply_queue()
+        _, answers = consume(broker, reply)
+        broker.publish(reply, [b"accepted"])
+        assert take(answers).body == b"accepted"
     finally:
         broker.delete_job(job_id)
         broker.close()

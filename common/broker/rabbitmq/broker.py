@@ -14,7 +14,7 @@ import pika
 import pika.exceptions as pex
 from pika.channel import Channel
 
-from common.broker.base import Broker, Delivery, Settle, delivery_limit, queue_names
+from common.broker.base import REPLY_PREFIX, Broker, Delivery, Settle, Topic, delivery_limit, queue_names
 from common.broker.packs import pack_bodies
 from common.broker.rabbitmq.io import (
     AmqpLink,
@@ -26,7 +26,7 @@ from common.broker.rabbitmq.io import (
     parse_endpoint,
     run_steps,
 )
-from common.broker.rabbitmq.publish import ANNOUNCE_EXCHANGE, Publisher
+from common.broker.rabbitmq.publish import FANOUT_EXCHANGES, Publisher
 from common.broker.rabbitmq.session import (
     Consumer,
     Session,
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 QUORUM = {"x-queue-type": "quorum"}
 CONSUMER_REOPEN_DELAY = 1.0
+REPLY_EXPIRES_MS = 60_000  # a reply queue nobody consumes from goes after a minute
 
 
 class RabbitBroker(Broker):
@@ -160,9 +161,27 @@ class RabbitBroker(Broker):
         self._publisher.publish("", queue_name, messages())
         return members[0]
 
-    def announce(self, body: bytes) -> None:
+    def announce(self, body: bytes, topic: Topic = "announce") -> None:
         self._check_open()
-        self._publisher.publish(ANNOUNCE_EXCHANGE, "", [body], mandatory=False)
+        self._publisher.publish(FANOUT_EXCHANGES[topic], "", [body], mandatory=False)
+
+    def declare_reply_queue(self) -> str:
+        name = f"{REPLY_PREFIX}{uuid.uuid4().hex}"
+        # Classic (a quorum queue cannot auto-delete), not durable, gone with its consumer or after a minute.
+        arguments = {"x-queue-type": "classic", "x-expires": REPLY_EXPIRES_MS}
+        what = f"declaring the reply queue {name}"
+
+        def start(op: Op) -> None:
+            def body(ch: Channel) -> None:
+                def declare(callback: Callable[[Any], None]) -> None:
+                    ch.queue_declare(name, durable=False, auto_delete=True, arguments=arguments, callback=callback)
+
+                run_steps(ch, op, [declare], lambda _f: None)
+
+            self._pub.temp_channel(op, what, body)
+
+        self._pub.call(start, what)
+        return name
 
     # consuming
 
@@ -174,9 +193,9 @@ class RabbitBroker(Broker):
             f"consuming from queue {queue_name}",
         )
 
-    def subscribe_announcements(self, sink: queue.Queue[Delivery]) -> str:
-        spec = Consumer(f"bf-ann-{uuid.uuid4().hex[:12]}", "announce", 1, sink, announce=True)
-        return self._subscribe(spec, "subscribing to job announcements")
+    def subscribe_announcements(self, sink: queue.Queue[Delivery], topic: Topic = "announce") -> str:
+        spec = Consumer(f"bf-ann-{uuid.uuid4().hex[:12]}", topic, 1, sink, announce=True)
+        return self._subscribe(spec, f"subscribing to {topic} messages")
 
     def _subscribe(self, spec: Consumer, what: str) -> str:
         link = self._consumer_link()
@@ -339,8 +358,10 @@ class RabbitBroker(Broker):
     def _start_announcements(self, spec: Consumer, session: Session) -> None:
         ch = session.channel
 
+        exchange = FANOUT_EXCHANGES[spec.queue_name]  # a fanout consumer's queue_name is its topic
+
         def on_message(_ch: Channel, _method: Any, _props: Any, body: bytes) -> None:
-            spec.sink.put(Delivery(queue="announce", body=body, attempt=1, tag=None))
+            spec.sink.put(Delivery(queue=spec.queue_name, body=body, attempt=1, tag=None))
 
         def ok(_frame: Any) -> None:
             self._consuming(spec)
@@ -351,12 +372,12 @@ class RabbitBroker(Broker):
             def consume(_frame: Any) -> None:
                 ch.basic_consume(name, on_message, auto_ack=True, consumer_tag=spec.tag, callback=ok)
 
-            ch.queue_bind(name, ANNOUNCE_EXCHANGE, callback=consume)
+            ch.queue_bind(name, exchange, callback=consume)
 
         def declare(_frame: Any) -> None:
             ch.queue_declare("", exclusive=True, auto_delete=True, callback=bind)
 
-        ch.exchange_declare(ANNOUNCE_EXCHANGE, "fanout", durable=True, callback=declare)
+        ch.exchange_declare(exchange, "fanout", durable=True, callback=declare)
 
     def _consuming(self, spec: Consumer) -> None:
         if spec.waiter is not None:

@@ -21,6 +21,8 @@ from common.errors import BrokerError
 log = logging.getLogger(__name__)
 
 ANNOUNCE_EXCHANGE = "batchfleet.jobs"
+# A fanout exchange per topic (common/broker/base.py Topic): jobs to workers, workers' hellos to coordinators.
+FANOUT_EXCHANGES = {"announce": ANNOUNCE_EXCHANGE, "hello": "batchfleet.hello"}
 CHUNK = 500  # messages handed to the I/O thread per wake-up
 WINDOW = 8000  # unconfirmed messages per publish() call
 NACK_RETRIES = 12  # about 15 s of backoff before a refused message fails its publish()
@@ -144,7 +146,11 @@ class Publisher:
             self._pump()
 
         def confirming(_frame: Any) -> None:
-            ch.exchange_declare(ANNOUNCE_EXCHANGE, "fanout", durable=True, callback=declared)
+            # Publishing to an exchange that does not exist closes the channel: declare every topic's first.
+            ch.exchange_declare(ANNOUNCE_EXCHANGE, "fanout", durable=True, callback=hello)
+
+        def hello(_frame: Any) -> None:
+            ch.exchange_declare(FANOUT_EXCHANGES["hello"], "fanout", durable=True, callback=declared)
 
         def opened(channel: Channel) -> None:
             channel.add_on_close_callback(self._closed)
