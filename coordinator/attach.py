@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Iterator
 
 from pydantic import ValidationError
 
 from common.errors import UsageError
 from common.jobarea import JobArea
 from common.messages import BatchResult, JobConfig
-from common.parts.frames import scan_parts
+from common.parts.frames import PartRecord, scan_parts
 from common.storage import StorageOptions, open_storage
-from coordinator.follow.tally import Tally
 from coordinator.plan.submit import fetch_manifest, mark_published, plan_size, publish_plan, was_published
 from coordinator.report.joblogs import Summary
 from coordinator.runner import JobRun, RunOptions, finish_job
@@ -32,61 +32,51 @@ def load_job(store_uri: str, job_id: str, options: StorageOptions) -> JobConfig:
         raise UsageError(f"{uri} is not a batchfleet job file: {exc.errors()[0]['msg']}") from exc
 
 
-def committed_in_store(job: JobConfig, options: StorageOptions) -> dict[int, BatchResult]:
-    """The first complete part of each batch, as results (what resume reuses)."""
-    storage = open_storage(job.store_uri, options)
-    found: dict[int, BatchResult] = {}
-    for record in scan_parts(storage, JobArea(job.store_uri).parts):
-        if record.batch_id not in found:
-            node = record.ref.replace("\\", "/").split("/parts/", 1)[-1].split("/", 1)[0]
-            found[record.batch_id] = BatchResult(
-                job_id=job.job_id,
-                batch_id=record.batch_id,
-                node_id=node,
-                attempt=record.attempt,
-                outcome="committed",
-                total=record.succeeded + record.failed,
-                succeeded=record.succeeded,
-                failed=record.failed,
-                part=record.ref,
-            )
-    return found
+def node_of(ref: str) -> str:
+    """The node whose folder holds a part: <area>/parts/<node>/..."""
+    return ref.replace("\\", "/").split("/parts/", 1)[-1].split("/", 1)[0]
 
 
-def failed_in_store(job: JobConfig, options: StorageOptions) -> list[BatchResult]:
+def committed_in_store(job: JobConfig, options: StorageOptions) -> Iterator[PartRecord]:
+    """Every complete part in the store, as found (a batch may have several; the tally keeps the first)."""
     storage = open_storage(job.store_uri, options)
-    results = []
+    yield from scan_parts(storage, JobArea(job.store_uri).parts)
+
+
+def failed_in_store(job: JobConfig, options: StorageOptions) -> Iterator[BatchResult]:
+    storage = open_storage(job.store_uri, options)
     for info in storage.list(JobArea(job.store_uri).failed):
         try:
-            results.append(BatchResult.model_validate(json.loads(storage.read_bytes(info.uri))))
+            yield BatchResult.model_validate(json.loads(storage.read_bytes(info.uri)))
         except (ValidationError, ValueError):
             log.warning("ignored unreadable failure record %s", info.uri)
-    return results
 
 
 def attach(job_id: str, options: RunOptions, resume: bool) -> Summary:
     """Follow (or, with resume, re-run the unfinished part of) a stored job to its end."""
     job = load_job(options.store_uri, job_id, options.storage_options)
     manifest = fetch_manifest(job, options.storage_options)
-    batches, items = plan_size(manifest)
-    tally = Tally(batches)
-    committed = committed_in_store(job, options.storage_options)
-    for result in committed.values():
-        tally.reuse(result, counted_as_reused=resume)
-    if not resume:
-        for result in failed_in_store(job, options.storage_options):
-            tally.apply(result)
-    run = JobRun(job, options)
-    broker = options.broker
-    broker.declare_job(job.job_id, job.settings.run_max_try)
-    if resume:
-        broker.purge(f"bf.{job.job_id}.batches")
-    if resume or not was_published(job, options.storage_options):
-        skip = set(tally.committed) | set(tally.failed)
-        sent = publish_plan(broker, job, manifest, skip)
-        mark_published(job, options.storage_options)
-        log.info("job %s: %d mini-batches published, %d reused", job.job_id, sent, len(committed))
-    shutil.rmtree(manifest.parent, ignore_errors=True)
+    try:
+        batches, items = plan_size(manifest)
+        run = JobRun(job, options)
+        tally = run.new_tally(batches)
+        reused = sum(
+            tally.reuse(found, node_of(found.ref), counted_as_reused=resume)
+            for found in committed_in_store(job, options.storage_options)
+        )
+        if not resume:
+            for result in failed_in_store(job, options.storage_options):
+                tally.apply(result)
+        broker = options.broker
+        broker.declare_job(job.job_id, job.settings.run_max_try)
+        if resume:
+            broker.purge(f"bf.{job.job_id}.batches")
+        if resume or not was_published(job, options.storage_options):
+            sent = publish_plan(broker, job, manifest, tally.resolved)
+            mark_published(job, options.storage_options)
+            log.info("job %s: %d mini-batches published, %d reused", job.job_id, sent, reused)
+    finally:
+        shutil.rmtree(manifest.parent, ignore_errors=True)
     _clear_cancel(job, options.storage_options)
     return finish_job(run, tally, items)
 
@@ -111,4 +101,4 @@ def run_stored(job_id: str, options: RunOptions) -> Summary:
         check_job_signature(job, options.signing_key)
     run = JobRun(job, options)
     batches, items = run.submit()
-    return finish_job(run, Tally(batches), items)
+    return finish_job(run, run.new_tally(batches), items)

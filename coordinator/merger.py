@@ -1,41 +1,203 @@
-"""Merge committed parts, in mini-batch order, into the job's one output file."""
+"""The merged output, written while the job runs: committed parts in mini-batch order, as they come.
+
+A thread follows the tally: whenever the next batch in order is resolved, its part (if it committed
+one) is appended to a temporary file beside the output; batches resolved out of order wait in
+the tally, which holds their part references (the rows are in the store already). When the job
+succeeds only the last few parts remain to be written before the file takes its name (or is
+uploaded); otherwise it is deleted.
+
+Parts on object storage are fetched ahead of the merge, in parallel, into a window of at most
+WINDOW_BYTES in memory; what does not fit is spilled to a local file, so a batch that holds the
+merge up for long (a straggler, retried) does not leave thousands of GETs for the end.
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from common.messages import JobConfig
 from common.parts.frames import PartReader
-from common.parts.rows import merge_parts
+from common.parts.rows import PartMerger
 from common.storage import StorageOptions, is_remote, join_uri, open_storage
-from coordinator.follow.tally import Tally
+from coordinator.follow.tally import COMMITTED, PENDING, SHORT, Tally
 
 log = logging.getLogger(__name__)
 
+WINDOW_BYTES = 64 << 20  # parts fetched ahead and held in memory (remote parts only)
+FETCHERS = 8  # parallel GETs of remote parts
+AHEAD = 4096  # remote parts fetched ahead of the merge at most (held in memory or spilled)
+
+
+class RemoteWindow:
+    """Remote parts of resolved batches ahead of the merge, fetched in parallel; spilled past a budget."""
+
+    def __init__(self, reader: PartReader, spill_dir: Path) -> None:
+        self._reader = reader
+        self._pool = ThreadPoolExecutor(FETCHERS, thread_name_prefix="bf-fetch")
+        self._pending: dict[int, Future[bytes]] = {}
+        self._held: dict[int, bytes] = {}
+        self._held_bytes = 0
+        self._spilled: dict[int, tuple[int, int]] = {}
+        self._spill_path = spill_dir / "spill.bin"
+        self._spill = open(self._spill_path, "w+b")  # closed in close()
+
+    def __len__(self) -> int:
+        return len(self._pending) + len(self._held) + len(self._spilled)
+
+    def __contains__(self, batch_id: int) -> bool:
+        return batch_id in self._pending or batch_id in self._held or batch_id in self._spilled
+
+    def fetch(self, batch_id: int, uri: str, offset: int, length: int) -> None:
+        self._pending[batch_id] = self._pool.submit(self._reader.read_span, uri, offset, length)
+
+    def settle(self) -> None:
+        """Move finished fetches into memory, or to the spill file once memory is spent."""
+        for batch_id in [b for b, f in self._pending.items() if f.done()]:
+            data = self._pending.pop(batch_id).result()
+            if self._held_bytes + len(data) <= WINDOW_BYTES:
+                self._held[batch_id] = data
+                self._held_bytes += len(data)
+            else:
+                self._spill.seek(0, 2)
+                self._spilled[batch_id] = (self._spill.tell(), len(data))
+                self._spill.write(data)
+
+    def take(self, batch_id: int) -> bytes:
+        future = self._pending.pop(batch_id, None)
+        if future is not None:
+            return future.result()
+        data = self._held.pop(batch_id, None)
+        if data is not None:
+            self._held_bytes -= len(data)
+            return data
+        offset, length = self._spilled.pop(batch_id)
+        self._spill.seek(offset)
+        return self._spill.read(length)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._spill.close()
+
+
+class StreamMerger:
+    """Merges a job's committed parts into its output file while the job runs."""
+
+    def __init__(self, job: JobConfig, tally: Tally, options: StorageOptions) -> None:
+        settings = job.settings
+        self.tally = tally
+        self.cursor = 0
+        self.dest_uri = join_uri(job.output_uri, settings.merged_file_name())
+        self._options = options
+        self._scratch = Path(tempfile.mkdtemp(prefix="bf-merge-"))
+        if is_remote(self.dest_uri):
+            self._path = self._scratch / settings.merged_file_name()
+        else:
+            dest = Path(self.dest_uri)
+            self._path = dest.with_name(f".{dest.name}.tmp")
+        self._merger = PartMerger(settings.append_row_format, self._path)
+        self._reader = PartReader(open_storage(job.store_uri, options))
+        self._remote = RemoteWindow(self._reader, self._scratch) if is_remote(job.store_uri) else None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._finished = False
+        self._thread = threading.Thread(target=self._run, name="bf-merge", daemon=True)
+
+    def start(self) -> StreamMerger:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.tally.changed.wait(0.5)
+            self.tally.changed.clear()
+            try:
+                self.advance()
+            except BaseException as exc:  # kept for finish(), which raises it in the job's thread
+                self._error = exc
+                return
+
+    def advance(self) -> None:
+        """Write every part that is next in order and resolved; fetch remote ones ahead."""
+        with self._lock:
+            status, total = self.tally.status, self.tally.batches_total
+            if self._remote is not None:
+                self._fetch_ahead(status, total)
+            start = self.cursor
+            while self.cursor < total and status[self.cursor] != PENDING:
+                batch_id = self.cursor
+                if status[batch_id] in (COMMITTED, SHORT):
+                    data = self._read(batch_id)
+                    if data:
+                        self._merger.add(data, f"batch {batch_id}")
+                self.cursor += 1
+            if self.cursor != start:
+                self._merger.flush()
+
+    def _read(self, batch_id: int) -> bytes:
+        if self._remote is not None and batch_id in self._remote:
+            return self._remote.take(batch_id)
+        span = self.tally.parts.span(batch_id)
+        return self._reader.read_span(*span) if span else b""
+
+    def _fetch_ahead(self, status: bytearray, total: int) -> None:
+        assert self._remote is not None
+        self._remote.settle()
+        batch_id = self.cursor
+        end = min(total, self.cursor + AHEAD)
+        while batch_id < end and len(self._remote) < AHEAD:
+            if status[batch_id] in (COMMITTED, SHORT) and batch_id not in self._remote:
+                span = self.tally.parts.span(batch_id)
+                if span and span[2]:
+                    self._remote.fetch(batch_id, *span)
+            batch_id += 1
+
+    def finish(self, keep: bool) -> tuple[str, int] | None:
+        """Stop following; with `keep` (the job succeeded) write the rest and give the file its name.
+
+        Returns (output URI, rows), or None when the file was not kept (or finish was called before).
+        Raises a merge error.
+        """
+        if self._finished:
+            return None
+        self._finished = True
+        self._stop.set()
+        self.tally.changed.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        try:
+            if self._error is not None:
+                raise self._error
+            if not keep:
+                return None
+            self.advance()
+            if self.cursor < self.tally.batches_total:
+                raise RuntimeError(f"merge stopped at batch {self.cursor}: it was never resolved")
+            rows = self._merger.close()
+            if is_remote(self.dest_uri):
+                open_storage(self.dest_uri, self._options).upload(self._path, self.dest_uri)
+            else:
+                self._path.replace(self.dest_uri)
+            log.info("merged %d rows into %s", rows, self.dest_uri)
+            return self.dest_uri, rows
+        finally:
+            self._merger.discard()  # closes; deletes what was not renamed or uploaded
+            self._close()
+
+    def _close(self) -> None:
+        if self._remote is not None:
+            self._remote.close()
+        self._reader.close()
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
 
 def merge_output(job: JobConfig, tally: Tally, options: StorageOptions) -> tuple[str, int] | None:
-    """Write the merged file; return (its URI, rows) or None for summary_only."""
-    settings = job.settings
-    if settings.output_action != "append_row":
+    """Merge every committed part now (the tally is complete); None for summary_only."""
+    if job.settings.output_action != "append_row":
         return None
-    store = open_storage(job.store_uri, options)
-    parts = [tally.committed[b].part for b in sorted(tally.committed)]
-    with PartReader(store) as reader:
-        readers = [(lambda ref=ref: reader.read(ref)) for ref in parts if ref]
-        return _merge(job, readers, options)
-
-
-def _merge(job: JobConfig, readers: Sequence[Callable[[], bytes]], options: StorageOptions) -> tuple[str, int]:
-    settings = job.settings
-    dest_uri = join_uri(job.output_uri, settings.merged_file_name())
-    if not is_remote(dest_uri):
-        rows = merge_parts(readers, settings.append_row_format, Path(dest_uri))
-        return dest_uri, rows
-    with tempfile.TemporaryDirectory(prefix="bf-merge-") as tmp:
-        local = Path(tmp) / settings.merged_file_name()
-        rows = merge_parts(readers, settings.append_row_format, local)
-        open_storage(dest_uri, options).upload(local, dest_uri)
-    return dest_uri, rows
+    return StreamMerger(job, tally, options).finish(keep=True)

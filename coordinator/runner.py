@@ -21,7 +21,7 @@ from common.signing import sign_job
 from common.storage import StorageOptions, open_storage
 from coordinator.follow.follower import Follower, Verdict, await_nodes_stopped
 from coordinator.follow.tally import Tally
-from coordinator.merger import merge_output
+from coordinator.merger import StreamMerger
 from coordinator.plan.submit import (
     FLEET_BATCHES_PER_MESSAGE,
     StreamPublisher,
@@ -31,10 +31,12 @@ from coordinator.plan.submit import (
     write_job,
     write_plan,
 )
+from coordinator.report.digest import TryDigest
 from coordinator.report.joblogs import Summary, summarize
 from coordinator.report.live import LiveLogs
 from coordinator.report.progress import Progress
 from coordinator.report.state import cancel_requested, snapshot, write_snapshot
+from coordinator.report.trylog import TryLog
 from coordinator.report.write import ReportRenderer, write_html, write_job_logs, write_perf
 
 if TYPE_CHECKING:
@@ -107,6 +109,16 @@ class JobRun:
         self._announcing = threading.Event()
         self._workers_started = False
         self._announced = False
+        self.digest = TryDigest(origin=self.started)
+        self.trylog: TryLog | None = None
+
+    def new_tally(self, batches: int) -> Tally:
+        """The job's tally, its tries streamed to attempts.csv and folded into the report's digest."""
+        tally = Tally(batches)
+        self.trylog = TryLog(tally.tries_of)
+        tally.watch(self.digest.add)
+        tally.watch(self.trylog.add, self.trylog.reused)
+        return tally
 
     def submit(self) -> tuple[int, int]:
         """Store the job, plan it and publish the plan; returns (batches, items)."""
@@ -172,7 +184,8 @@ class JobRun:
 
     def follow(self, tally: Tally) -> Verdict:
         progress = Progress(tally.batches_total, self.started, enabled=self.options.progress, overview=self.overview)
-        live = LiveLogs(self.job, self.started, self.overview, self.options.storage_options)
+        assert self.trylog is not None, "the tally comes from new_tally()"
+        live = LiveLogs(self.job, self.started, self.overview, self.options.storage_options, self.trylog)
         last_write = [0.0]
 
         def on_change(current: Tally) -> None:
@@ -213,7 +226,7 @@ class JobRun:
         """Live state for `status`; and a cancel request from `batchfleet cancel`."""
         opts = self.options.storage_options
         try:
-            write_snapshot(self.job, snapshot(self.job, tally, self.started, "running"), opts)
+            write_snapshot(self.job, snapshot(self.job, tally, self.digest, self.started, "running"), opts)
             if cancel_requested(self.job, opts):
                 self.cancelled.set()
         except BatchfleetError as exc:
@@ -222,6 +235,8 @@ class JobRun:
     def abort(self) -> None:
         """Planning failed: stop what was started, leave nothing behind."""
         self._announcing.set()
+        if self.trylog is not None:
+            self.trylog.discard()
         if self._announced:
             self.announce("ended")  # workers that started processes for it stop them
         if self.node is not None:
@@ -267,42 +282,58 @@ def run_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> Summary:
         run.abort()
         raise
     log.info("job %s: %d mini-batches, %d items", job.job_id, batches, items)
-    return finish_job(run, Tally(batches), items)
+    return finish_job(run, run.new_tally(batches), items)
 
 
 def finish_job(run: JobRun, tally: Tally, items: int) -> Summary:
-    """Follow to the end, then merge, report and record the state."""
+    """Follow to the end (merging as parts come), then report and record the state."""
     job, options = run.job, run.options
+    assert run.trylog is not None, "the tally comes from run.new_tally()"
     renderer = ReportRenderer()
     sampler = PerfSampler(options.node_id if options.embedded else "coordinator").start()
+    merger = (
+        StreamMerger(job, tally, options.storage_options).start()
+        if job.settings.output_action == "append_row"
+        else None
+    )
     run.start_workers()
+    merged: tuple[str, int] | None = None
+    merge_error: str | None = None
     try:
         verdict = run.follow(tally)
+        if merger is not None and verdict.state == "succeeded":
+            merged, merge_error = _finish_merge(job, merger)
     finally:
+        if merger is not None:
+            merger.finish(keep=False)  # after an error: the unfinished file goes
         log.info("job %s: decided after %.2fs; stopping workers", job.job_id, time.time() - run.started)
         run.stop_workers(tally)
     perf = sampler.stop()
     summary = summarize(job, tally, verdict.state, verdict.reason, run.started, items)
-    if summary.state == "succeeded":
-        _merge(job, tally, summary, options.storage_options)
-    renderer.request(job, tally.records, summary.as_dict(), perf)
-    write_job_logs(job, tally, summary, run.overview, options.storage_options)
+    merged_into(summary, merged, merge_error)
+    renderer.request(job, run.digest, summary.as_dict(), perf)
+    write_job_logs(job, tally, run.digest, run.trylog, summary, run.overview, options.storage_options)
     write_perf(job, sampler.node_id, perf, options.storage_options)
     write_html(job, renderer.result(), options.storage_options)
     log.info("job %s: finished after %.2fs", job.job_id, time.time() - run.started)
     return summary
 
 
-def _merge(job: JobConfig, tally: Tally, summary: Summary, options: StorageOptions) -> None:
-    """Merge the output; a merge that fails fails the job, with the reason in its logs and state."""
-    try:
-        merged = merge_output(job, tally, options)
-    except BatchfleetError as exc:
-        log.error("job %s: merging the output failed: %s", summary.job_id, exc.line())
-        summary.state, summary.reason = "failed", f"merging the output failed: {exc.line()}"
-        return
-    if merged is not None:
+def merged_into(summary: Summary, merged: tuple[str, int] | None, error: str | None) -> None:
+    """The summary names the merged file, or fails the job when merging it failed."""
+    if error is not None:
+        summary.state, summary.reason = "failed", f"merging the output failed: {error}"
+    elif merged is not None:
         summary.output, summary.rows = merged
+
+
+def _finish_merge(job: JobConfig, merger: StreamMerger) -> tuple[tuple[str, int] | None, str | None]:
+    """The merged output, or why merging it failed (which fails the job, with the reason in its logs)."""
+    try:
+        return merger.finish(keep=True), None
+    except BatchfleetError as exc:
+        log.error("job %s: merging the output failed: %s", job.job_id, exc.line())
+        return None, exc.line()
 
 
 def default_store() -> str:

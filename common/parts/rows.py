@@ -3,10 +3,11 @@
 The text format is Azure ML's: list elements one per line via str(), DataFrame rows space
 separated without header or index. For csv, parquet and jsonl every part is Parquet bytes, so a
 DataFrame keeps its column types until the merge; a list result becomes one string column named
-``result``. Merging streams one part at a time. Parts must share column names; for Parquet output
-they must share types too, except that a column that is all null in a later part (pandas stores
-it as type null) is cast to the first part's type, and numbers, texts or timestamps that differ
-only in width (int vs float from pandas' gaps) are cast safely; a lossy cast is an error.
+``result``. Merging streams one part at a time, as parts come (`PartMerger`). Parts must share
+column names; for Parquet output they must share types too, except that a column that is all null
+in a later part (pandas stores it as type null) is cast to the first part's type, and numbers,
+texts or timestamps that differ only in width (int vs float from pandas' gaps) are cast safely;
+a lossy cast is an error.
 """
 
 from __future__ import annotations
@@ -138,52 +139,121 @@ def merge_parts(
     `names` label the parts in error messages (for example "batch 7"); by default "part N".
     """
     tmp = dest.with_name(f".{dest.name}.tmp")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    merger = PartMerger(fmt, tmp)
     try:
-        rows = _merge_text(parts, tmp) if fmt == "text" else _merge_tables(parts, fmt, tmp, names)
+        for index, read in enumerate(parts):
+            merger.add(read(), names[index] if names is not None and index < len(names) else f"part {index}")
+        rows = merger.close()
         tmp.replace(dest)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        merger.discard()
         raise
     return rows
 
 
-def _merge_text(parts: Iterable[Callable[[], bytes]], tmp: Path) -> int:
-    rows = 0
-    with open(tmp, "wb") as out:
-        for read in parts:
-            data = read()
-            rows += data.count(b"\n")
-            out.write(data)
-    return rows
+class PartMerger:
+    """Appends parts, in mini-batch order, to one file as they come; `close` finishes it.
+
+    Text parts are copied through; table parts are conformed to the first part's columns and
+    written in row groups (Parquet) or slices (CSV, JSON Lines) of up to GROUP_ROWS rows, so
+    tiny mini-batches do not make a file of tiny row groups.
+    """
+
+    def __init__(self, fmt: RowFormat, path: Path) -> None:
+        self.fmt, self.path = fmt, path
+        self.rows = 0
+        self._closed = False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._text = open(path, "wb") if fmt == "text" else None  # closed in close() / discard()
+        self._tables = _TableMerge(fmt, path) if fmt != "text" else None
+
+    def add(self, data: bytes, label: str) -> None:
+        if self._text is not None:
+            self.rows += data.count(b"\n")
+            self._text.write(data)
+        elif self._tables is not None:
+            self.rows += self._tables.add(data, label)
+
+    def flush(self) -> None:
+        """Hand what is written to the OS (table rows may still wait to fill a row group)."""
+        if self._text is not None and not self._closed:
+            self._text.flush()
+
+    def close(self) -> int:
+        """Finish the file; return the rows written."""
+        if not self._closed:
+            self._closed = True
+            if self._text is not None:
+                self._text.close()
+            elif self._tables is not None:
+                self._tables.close()
+        return self.rows
+
+    def discard(self) -> None:
+        """Close, and delete the file unless it was finished and has been moved away."""
+        try:
+            if not self._closed:
+                self._closed = True
+                if self._text is not None:
+                    self._text.close()
+                elif self._tables is not None:
+                    self._tables.close(flush=False)
+        finally:
+            self.path.unlink(missing_ok=True)
 
 
-def _merge_tables(parts: Iterable[Callable[[], bytes]], fmt: RowFormat, tmp: Path, names: Sequence[str] | None) -> int:
-    import pyarrow as pa
+GROUP_ROWS = 65_536  # rows gathered from consecutive parts into one row group or slice
+GROUP_BYTES = 64 << 20  # ... or this many bytes of Arrow data, whichever comes first
 
-    writer = _TableWriter(fmt, tmp)
-    reference: pa.Schema | None = None
-    first: pa.Schema | None = None
-    rows = 0
-    try:
-        for index, read in enumerate(parts):
-            label = names[index] if names is not None and index < len(names) else f"part {index}"
-            data = read()
-            if not data:
-                continue  # a batch whose input could not be read commits a part without rows
-            table = _load(data, label)
-            first = first or table.schema
-            if table.num_rows == 0:
-                continue  # an empty part says nothing reliable about types
-            if reference is None:
-                reference = table.schema
-            else:
-                table = _conform(table, reference, fmt, label)
-            writer.write(table)
-            rows += table.num_rows
-    finally:
-        writer.close(reference or first)
-    return rows
+
+class _TableMerge:
+    """Conforms table parts to the first one's columns and writes them in groups."""
+
+    def __init__(self, fmt: RowFormat, path: Path) -> None:
+        self.fmt = fmt
+        self._writer = _TableWriter(fmt, path)
+        self._reference: Any = None
+        self._first: Any = None
+        self._held: list[Any] = []
+        self._held_rows = 0
+        self._held_bytes = 0
+
+    def add(self, data: bytes, label: str) -> int:
+        if not data:
+            return 0  # a batch whose input could not be read commits a part without rows
+        table = _load(data, label)
+        self._first = self._first or table.schema
+        if table.num_rows == 0:
+            return 0  # an empty part says nothing reliable about types
+        if self._reference is None:
+            self._reference = table.schema
+        else:
+            table = _conform(table, self._reference, self.fmt, label)
+        self._held.append(table)
+        self._held_rows += table.num_rows
+        self._held_bytes += table.nbytes
+        if self._held_rows >= GROUP_ROWS or self._held_bytes >= GROUP_BYTES:
+            self._flush()
+        return int(table.num_rows)
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if not self._held:
+            return
+        held, self._held, self._held_rows, self._held_bytes = self._held, [], 0, 0
+        schema = held[0].schema
+        if all(table.schema == schema for table in held[1:]):
+            held = [pa.concat_tables(held)] if len(held) > 1 else held
+        for table in held:  # CSV and JSON Lines parts may differ in types: written one by one
+            self._writer.write(table)
+
+    def close(self, flush: bool = True) -> None:
+        try:
+            if flush:
+                self._flush()
+        finally:
+            self._writer.close(self._reference or self._first)
 
 
 def _load(data: bytes, label: str) -> Any:

@@ -294,10 +294,11 @@ class Follower:
             self.on_failed(result)
 
     def _with_first_error(self, reason: str) -> str:
-        for result in [*self.tally.failed.values(), *self.tally.committed.values()]:
-            if result.error:
-                return f"{reason}; first error, batch {result.batch_id}: {result.error.splitlines()[0]}"
-        return reason
+        first = self.tally.errors.first()
+        if first is None:
+            return reason
+        batch_id, error = first
+        return f"{reason}; first error, batch {batch_id}: {error.splitlines()[0]}"
 
     def _stall_reason(self, stall: float) -> str:
         pending = self.tally.batches_total - self.tally.done

@@ -1,12 +1,35 @@
-"""The coordinator's view of a job's batches: first commit wins, failures counted once."""
+"""The coordinator's view of a job's batches: first commit wins, failures counted once.
+
+Its size is fixed by the number of batches (about 23 bytes each: a status, a try count and the
+first committed part), whatever the number of tries. A try's details are not kept: they go to
+the watchers (`watch`) as they arrive, which stream them to the job's logs and fold them into the
+report's aggregates.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from common.messages import BatchResult
+from common.parts.frames import PartRecord
 from common.policy import Counts
+from coordinator.follow.partrefs import PartRefs
+
+log = logging.getLogger(__name__)
+
+# A batch's status. SHORT: committed, but run() returned fewer results than items (its rows are
+# kept; Azure ML v2 counts it as a failed mini-batch).
+PENDING, COMMITTED, FAILED, SHORT = 0, 1, 2, 3
+FAILURES_KEPT = 100  # failed batches whose results are kept whole (for tests and debugging)
+
+# Called with every try folded in and whether it resolved its batch (False for retries, duplicates).
+TryWatcher = Callable[[BatchResult, bool], None]
+# Called with (batch id, node, attempt, succeeded, failed) of a part an earlier run committed.
+ReuseWatcher = Callable[[int, str, int, int, int], None]
 
 
 @dataclass
@@ -19,62 +42,139 @@ class NodeSeen:
 
 
 @dataclass
+class FirstErrors:
+    """The first error text of a failed batch, and of a committed one (a short return)."""
+
+    failed: tuple[int, str] | None = None
+    committed: tuple[int, str] | None = None
+
+    def note(self, result: BatchResult) -> None:
+        if not result.error:
+            return
+        if result.outcome == "failed" and self.failed is None:
+            self.failed = (result.batch_id, result.error)
+        elif result.outcome == "committed" and self.committed is None:
+            self.committed = (result.batch_id, result.error)
+
+    def first(self) -> tuple[int, str] | None:
+        return self.failed or self.committed
+
+
+@dataclass
 class Tally:
     """Folds worker reports into per-batch outcomes; duplicates never count twice."""
 
     batches_total: int
-    committed: dict[int, BatchResult] = field(default_factory=dict)
-    failed: dict[int, BatchResult] = field(default_factory=dict)
-    short: set[int] = field(default_factory=set)  # committed, but with failed items (a short return)
-    tries: dict[int, int] = field(default_factory=dict)
-    records: list[BatchResult] = field(default_factory=list)
     nodes: dict[str, NodeSeen] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)  # node -> why it left the job (init() failed)
     items_succeeded: int = 0
     items_failed: int = 0
+    committed_count: int = 0  # short ones included
+    failed_count: int = 0
+    short_count: int = 0
+    short_items: int = 0  # items the short returns left out
     reused: int = 0
     duplicates: int = 0
+    tries_seen: int = 0
     last_progress: float = field(default_factory=time.time)
+    errors: FirstErrors = field(default_factory=FirstErrors)
+    failures: dict[int, BatchResult] = field(default_factory=dict)  # the first FAILURES_KEPT only
+    changed: threading.Event = field(default_factory=threading.Event)  # set whenever a batch resolves
+
+    def __post_init__(self) -> None:
+        self.status = bytearray(self.batches_total)
+        self.tries = bytearray(self.batches_total)  # the highest attempt seen, up to 255
+        self.parts = PartRefs(self.batches_total)
+        self._watchers: list[TryWatcher] = []
+        self._reuse_watchers: list[ReuseWatcher] = []
+
+    def watch(self, watcher: TryWatcher, reused: ReuseWatcher | None = None) -> None:
+        self._watchers.append(watcher)
+        if reused is not None:
+            self._reuse_watchers.append(reused)
+
+    def knows(self, batch_id: int) -> bool:
+        return 0 <= batch_id < self.batches_total
 
     def resolved(self, batch_id: int) -> bool:
-        return batch_id in self.committed or batch_id in self.failed
+        return self.status[batch_id] != PENDING
+
+    def is_committed(self, batch_id: int) -> bool:
+        return self.status[batch_id] in (COMMITTED, SHORT)
+
+    def is_failed(self, batch_id: int) -> bool:
+        return self.status[batch_id] == FAILED
+
+    def tries_of(self, batch_id: int) -> int:
+        return self.tries[batch_id]
 
     def apply(self, result: BatchResult) -> bool:
         """Record one try; True when it resolved a batch for the first time."""
-        self.records.append(result)
-        self.tries[result.batch_id] = max(self.tries.get(result.batch_id, 0), result.attempt)
-        node = self.nodes.setdefault(result.node_id, NodeSeen())
+        batch_id = result.batch_id
+        if not self.knows(batch_id):
+            log.warning("ignored a report for batch %d, which is not in the plan (%d batches)",
+                        batch_id, self.batches_total)  # fmt: skip
+            return False
+        self.tries_seen += 1
+        if result.attempt > self.tries[batch_id]:
+            self.tries[batch_id] = min(result.attempt, 255)
+        node = self.nodes.get(result.node_id)
+        if node is None:
+            node = self.nodes[result.node_id] = NodeSeen()
         node.last_seen = time.time()
+        resolves = result.outcome != "retry" and self.status[batch_id] == PENDING
         if result.outcome == "retry":
             node.failures += 1
-            return False
-        if self.resolved(result.batch_id):
+        elif not resolves:
             self.duplicates += 1
-            return False
-        self.last_progress = time.time()
-        node.batches += 1
-        if result.outcome == "committed":
-            self._commit(result)
         else:
-            node.failures += 1
-            self.failed[result.batch_id] = result
-            self.items_failed += result.total
-        return True
+            self.last_progress = time.time()
+            node.batches += 1
+            self.errors.note(result)
+            if result.outcome == "committed":
+                self._commit(batch_id, result.succeeded, result.failed, result.part)
+            else:
+                node.failures += 1
+                self._fail(result)
+        for watcher in self._watchers:
+            watcher(result, resolves)
+        return resolves
 
-    def reuse(self, result: BatchResult, counted_as_reused: bool = True) -> None:
-        """A batch already committed in the store (resume, or a restarted coordinator)."""
-        if self.resolved(result.batch_id):
-            return
-        self._commit(result)
+    def _commit(self, batch_id: int, succeeded: int, failed: int, part: str | None) -> None:
+        if part:
+            self.parts.set(batch_id, part)  # before the status: the merger reads the part once it sees it
+        self.committed_count += 1
+        self.items_succeeded += succeeded
+        self.items_failed += failed
+        if failed:
+            self.short_count += 1
+            self.short_items += failed
+        self.status[batch_id] = SHORT if failed else COMMITTED
+        if not self.changed.is_set():
+            self.changed.set()
+
+    def _fail(self, result: BatchResult) -> None:
+        self.status[result.batch_id] = FAILED
+        self.failed_count += 1
+        self.items_failed += result.total
+        if len(self.failures) < FAILURES_KEPT:
+            self.failures[result.batch_id] = result
+        if not self.changed.is_set():
+            self.changed.set()
+
+    def reuse(self, found: PartRecord, node_id: str, counted_as_reused: bool = True) -> bool:
+        """A batch already committed in the store (resume, or a restarted coordinator); True if new."""
+        batch_id = found.batch_id
+        if not self.knows(batch_id) or self.resolved(batch_id):
+            return False
+        if found.attempt > self.tries[batch_id]:
+            self.tries[batch_id] = min(found.attempt, 255)
+        self._commit(batch_id, found.succeeded, found.failed, found.ref)
         if counted_as_reused:
             self.reused += 1
-
-    def _commit(self, result: BatchResult) -> None:
-        self.committed[result.batch_id] = result
-        self.items_succeeded += result.succeeded
-        self.items_failed += result.failed
-        if result.failed:
-            self.short.add(result.batch_id)
+        for watcher in self._reuse_watchers:
+            watcher(batch_id, node_id, found.attempt, found.succeeded, found.failed)
+        return True
 
     def heartbeat(self, node_id: str, busy: int) -> None:
         node = self.nodes.setdefault(node_id, NodeSeen())
@@ -110,14 +210,30 @@ class Tally:
         """Some node said recently that it is running a batch."""
         return any(n.busy > 0 and now - n.last_seen <= window for n in self.nodes.values())
 
+    def committed_ids(self) -> Iterator[int]:
+        """Committed batches in order, short ones included."""
+        return (b for b, code in enumerate(self.status) if code == COMMITTED or code == SHORT)
+
+    def failed_ids(self) -> Iterator[int]:
+        return self.with_status(FAILED)
+
+    def short_ids(self) -> Iterator[int]:
+        return self.with_status(SHORT)
+
+    def with_status(self, wanted: int) -> Iterator[int]:
+        status, mark = self.status, bytes([wanted])
+        at = status.find(mark)
+        while at >= 0:
+            yield at
+            at = status.find(mark, at + 1)
+
     @property
     def done(self) -> int:
-        return len(self.committed) + len(self.failed)
+        return self.committed_count + self.failed_count
 
     @property
     def finished(self) -> bool:
         return self.done >= self.batches_total
 
     def counts(self) -> Counts:
-        short = len(self.short)
-        return Counts(self.batches_total, len(self.failed) + short, self.items_failed, short)
+        return Counts(self.batches_total, self.failed_count + self.short_count, self.items_failed, self.short_count)

@@ -146,14 +146,14 @@ def read_plan(manifest: Path) -> Iterator[BatchMessage]:
             yield BatchMessage.model_validate_json(line)
 
 
-def publish_plan(broker: Broker, job: JobConfig, manifest: Path, skip: set[int] | frozenset[int] = frozenset()) -> int:
-    """Publish every planned batch not in `skip`, in confirmed chunks; return how many."""
+def publish_plan(broker: Broker, job: JobConfig, manifest: Path, skip: Callable[[int], bool] | None = None) -> int:
+    """Publish every planned batch for which `skip` is not true, in confirmed chunks; return how many."""
     names = queue_names(job.job_id)
     sent = 0
     chunk: list[bytes] = []
     with open(manifest, "rb") as handle:
         for batch_id, line in enumerate(handle):
-            if batch_id in skip:
+            if skip is not None and skip(batch_id):
                 continue
             chunk.append(line.rstrip(b"\n"))
             if len(chunk) >= PUBLISH_CHUNK:
@@ -166,13 +166,17 @@ def publish_plan(broker: Broker, job: JobConfig, manifest: Path, skip: set[int] 
 
 
 def fetch_manifest(job: JobConfig, options: StorageOptions) -> Path:
-    """A local copy of the stored plan (for resume and coordinator restarts)."""
+    """A local copy of the stored plan (for resume and coordinator restarts), copied as a stream."""
     local = Path(tempfile.mkdtemp(prefix="bf-plan-")) / PLAN_FILE
     uri = JobArea(job.store_uri).plan
-    if is_remote(uri):
-        open_storage(uri, options).download(uri, local)
-    else:
-        local.write_bytes(Path(uri).read_bytes())
+    try:
+        if is_remote(uri):
+            open_storage(uri, options).download(uri, local)
+        else:
+            shutil.copyfile(uri, local)
+    except BaseException:
+        shutil.rmtree(local.parent, ignore_errors=True)
+        raise
     return local
 
 
@@ -188,9 +192,17 @@ def was_published(job: JobConfig, options: StorageOptions) -> bool:
 
 
 def plan_size(manifest: Path) -> tuple[int, int]:
-    """(batches, items) of a stored plan."""
+    """(batches, items) of a stored plan, read line by line.
+
+    A file item is one `"uri":` (a quote inside a JSON string is escaped, so names cannot fake
+    one); lines that may count otherwise (table rows, partitions) are parsed.
+    """
     batches = items = 0
-    for message in read_plan(manifest):
-        batches += 1
-        items += sum(item.rows or 1 for item in message.items)
+    with open(manifest, "rb") as handle:
+        for line in handle:
+            batches += 1
+            if b'"rows":' in line or b'"partition":' in line:
+                items += sum(item.get("rows") or 1 for item in json.loads(line)["items"])
+            else:
+                items += line.count(b'"uri":')
     return batches, items

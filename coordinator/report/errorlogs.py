@@ -1,31 +1,33 @@
-"""logs/job_error.txt and logs/sys/error/<node>/: the job's errors, as Azure ML lays them out."""
+"""logs/job_error.txt and logs/sys/error/<node>/: the job's errors, as Azure ML lays them out.
+
+The failed tries themselves are streamed to logs/sys/error/<node>/<process>.txt as they arrive
+(report/trylog.py); this module writes what is left at the end: the summary, and why a dropped
+node left.
+"""
 
 from __future__ import annotations
 
-import time
+from itertools import islice
 
 from coordinator.follow.tally import Tally
+from coordinator.report.digest import TryDigest
 from coordinator.report.state import error_groups
 
 
-def _stamp(at: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "-"
-
-
-def job_error_text(tally: Tally, state: str, reason: str | None) -> str | None:
+def job_error_text(tally: Tally, digest: TryDigest, state: str, reason: str | None) -> str | None:
     """A summary of what went wrong, grouped by error; None when nothing did."""
-    failed_tries = [r for r in tally.records if r.error and r.outcome != "committed"]
-    short = [tally.committed[b] for b in sorted(tally.short) if b in tally.committed]
-    if not failed_tries and not short and not tally.dropped and state == "succeeded":
+    groups = error_groups(digest, failed_only=True)
+    if not groups and not tally.short_count and not tally.dropped and state == "succeeded":
         return None
     lines = [f"Job {state}." + (f" {reason}" if reason else "")]
     for node, why in sorted(tally.dropped.items()):
         lines.append(f"Node {node} left the job: {why.splitlines()[0]}")
-    if short:
-        items = sum(r.failed for r in short)
-        shown = ", ".join(str(r.batch_id) for r in short[:20])
-        lines.append(f"{len(short)} mini-batches returned fewer results than items ({items} items): {shown}")
-    for group in error_groups(failed_tries):
+    if tally.short_count:
+        shown = ", ".join(str(b) for b in islice(tally.short_ids(), 20))
+        lines.append(
+            f"{tally.short_count} mini-batches returned fewer results than items ({tally.short_items} items): {shown}"
+        )
+    for group in groups:
         shown = ", ".join(map(str, group["batch_ids"][:20]))
         lines.append("")
         lines.append(f"{group['count']} x {group['error_type']}: {group['message']}")
@@ -35,15 +37,6 @@ def job_error_text(tally: Tally, state: str, reason: str | None) -> str | None:
     return "\n".join(lines) + "\n"
 
 
-def node_error_texts(tally: Tally) -> dict[tuple[str, str], str]:
-    """(node, file name) -> every failed try on that node's process, and why the node left the job."""
-    texts: dict[tuple[str, str], list[str]] = {}
-    for r in tally.records:
-        if not r.error or r.outcome == "committed":
-            continue
-        key = (r.node_id, f"{r.process or 'node'}.txt")
-        entry = f"{_stamp(r.started)} batch {r.batch_id} attempt {r.attempt} {r.outcome}: {r.error}"
-        texts.setdefault(key, []).append(entry + (f"\n{r.traceback.rstrip()}" if r.traceback else ""))
-    for node, why in tally.dropped.items():
-        texts.setdefault((node, "init.txt"), []).append(why.rstrip())
-    return {key: "\n".join(entries) + "\n" for key, entries in texts.items()}
+def dropped_node_texts(tally: Tally) -> dict[tuple[str, str], str]:
+    """(node, "init.txt") -> why each dropped node left the job."""
+    return {(node, "init.txt"): why.rstrip() + "\n" for node, why in tally.dropped.items()}

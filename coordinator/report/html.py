@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import heapq
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from common.messages import BatchResult, JobConfig
+from common.messages import JobConfig
 from common.perf import PerfSample
 from coordinator.report import plots
+from coordinator.report.digest import FailureGroup, NodeStats, TryDigest
 
 MAX_GROUPS = 50
 MAX_IDS = 100
 MAX_TRACEBACK = 20_000
-SLOWEST = 10
 NONE = "&ndash;"  # shown for a missing value
 _TIME_CARDS = {"Started", "Finished"}
 
@@ -63,34 +62,6 @@ svg.plot{display:block;width:100%;height:auto;margin:4px 0 14px}
 """
 
 
-@dataclass
-class FailureGroup:
-    """Tries that failed with the same error type and first message line."""
-
-    error_type: str
-    message: str
-    first: BatchResult
-    tries: int = 0
-    batches: set[int] = field(default_factory=set)
-    final: set[int] = field(default_factory=set)
-
-
-@dataclass
-class NodeStats:
-    """What one node did, from its tries and its resource samples."""
-
-    node_id: str
-    processes: set[str] = field(default_factory=set)
-    tries: int = 0
-    committed: int = 0
-    failed_tries: int = 0
-    items: int = 0
-    seconds: float = 0.0
-    last_seen: float = 0.0
-    cpu: list[float] = field(default_factory=list)
-    peak_rss: int = 0
-
-
 class Redactor:
     """Hides URI credentials and the values of secret-looking environment variables."""
 
@@ -119,51 +90,9 @@ class Redactor:
         return out
 
 
-def first_line(text: str | None) -> str:
-    """The first non-blank line of an error message, trimmed."""
-    for line in (text or "").splitlines():
-        if line.strip():
-            line = line.strip()
-            return line if len(line) <= 300 else line[:299] + "…"
-    return "(no message)"
-
-
-def failure_groups(records: Sequence[BatchResult]) -> list[FailureGroup]:
-    """Failed tries grouped by (error type, first message line), most frequent first."""
-    groups: dict[tuple[str, str], FailureGroup] = {}
-    failed = [r for r in records if r.outcome != "committed" or r.error]
-    for r in sorted(failed, key=lambda r: (r.started, r.batch_id, r.attempt)):
-        key = (r.error_type or "Error", first_line(r.error))
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = FailureGroup(key[0], key[1], first=r)
-        group.tries += 1
-        group.batches.add(r.batch_id)
-        if r.outcome == "failed":
-            group.final.add(r.batch_id)
-    return sorted(groups.values(), key=lambda g: (-g.tries, g.error_type, g.message))
-
-
-def node_stats(records: Sequence[BatchResult], perf: Sequence[PerfSample]) -> list[NodeStats]:
+def node_stats(digest: TryDigest, perf: Sequence[PerfSample]) -> list[NodeStats]:
     """Per-node totals, including nodes seen only through resource samples."""
-    nodes: dict[str, NodeStats] = {}
-    for r in records:
-        # get() first: setdefault would build a throw-away NodeStats for every try.
-        s = nodes.get(r.node_id)
-        if s is None:
-            s = nodes[r.node_id] = NodeStats(r.node_id)
-        if r.process:
-            s.processes.add(r.process)
-        s.tries += 1
-        if r.outcome == "committed":
-            s.committed += 1
-        else:
-            s.failed_tries += 1
-        s.items += r.succeeded
-        s.seconds += r.seconds
-        end = r.started + r.seconds
-        if end > s.last_seen:
-            s.last_seen = end
+    nodes = {k: replace(v, processes=set(v.processes), cpu=[]) for k, v in digest.nodes.items()}
     for p in perf:
         s = nodes.get(p.node_id)
         if s is None:
@@ -176,22 +105,21 @@ def node_stats(records: Sequence[BatchResult], perf: Sequence[PerfSample]) -> li
 
 def render_report(
     job: JobConfig,
-    records: Sequence[BatchResult],
+    digest: TryDigest,
     summary: Mapping[str, Any],
     perf: Sequence[PerfSample],
 ) -> str:
     """The whole report as one HTML document."""
     redact = Redactor(job.environment_variables)
-    t0 = summary.get("started") or None
     title = f"batchfleet report: {job.name}"
     body = "\n".join(
         [
             _header(job, summary, redact),
-            _summary_section(summary, records, redact),
-            _plots_section(records, perf, t0),
-            _failures_section(records, redact),
-            _slowest_section(records),
-            _nodes_section(records, perf),
+            _summary_section(summary, digest, redact),
+            _plots_section(digest, perf, summary.get("started") or None),
+            _failures_section(digest, redact),
+            _slowest_section(digest),
+            _nodes_section(digest, perf),
             _settings_section(job, redact),
         ]
     )
@@ -206,14 +134,14 @@ def render_report(
 def write_report(
     path: Path,
     job: JobConfig,
-    records: Sequence[BatchResult],
+    digest: TryDigest,
     summary: Mapping[str, Any],
     perf: Sequence[PerfSample],
 ) -> Path:
     """Render and write the report atomically (temp file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_report(job, records, summary, perf), encoding="utf-8")
+    tmp.write_text(render_report(job, digest, summary, perf), encoding="utf-8")
     tmp.replace(path)
     return path
 
@@ -233,12 +161,12 @@ def _header(job: JobConfig, summary: Mapping[str, Any], redact: Redactor) -> str
     )
 
 
-def _summary_section(summary: Mapping[str, Any], records: Sequence[BatchResult], redact: Redactor) -> str:
+def _summary_section(summary: Mapping[str, Any], digest: TryDigest, redact: Redactor) -> str:
     started, finished = summary.get("started"), summary.get("finished")
     elapsed = (finished - started) if started and finished else None
     items_ok = summary.get("items_succeeded")
     rate = f"{items_ok / elapsed:,.1f}" if elapsed and items_ok is not None else NONE
-    retries = sum(r.outcome == "retry" for r in records)
+    retries = digest.retries
     cards = [
         (
             "Batches committed",
@@ -249,7 +177,7 @@ def _summary_section(summary: Mapping[str, Any], records: Sequence[BatchResult],
         ("Reused on resume", _num(summary.get("reused"))),
         ("Items succeeded", f"{_num(items_ok)} / {_num(summary.get('items_total'))}"),
         ("Items failed", _num(summary.get("items_failed"))),
-        ("Tries / retries", f"{len(records):,} / {retries:,}"),
+        ("Tries / retries", f"{digest.tries:,} / {retries:,}"),
         ("Duration", _seconds(elapsed)),
         ("Items/s", rate),
         ("Started", _when(started)),
@@ -264,30 +192,32 @@ def _summary_section(summary: Mapping[str, Any], records: Sequence[BatchResult],
     return f'<section id="summary"><h2>Summary</h2><div class="cards">{html}</div>{note}</section>'
 
 
-def _plots_section(records: Sequence[BatchResult], perf: Sequence[PerfSample], t0: float | None) -> str:
+def _plots_section(digest: TryDigest, perf: Sequence[PerfSample], t0: float | None) -> str:
     svgs = [
-        plots.throughput_svg(records, t0),
-        plots.timeline_svg(records, t0),
-        plots.durations_svg(records),
-        plots.resources_svg(perf, t0),
+        plots.throughput_svg(digest),
+        plots.timeline_svg(digest),
+        plots.durations_svg(digest),
+        plots.resources_svg(perf, t0 or digest.plot_origin),
     ]
     return f'<section id="plots"><h2>Plots</h2>{"".join(svgs)}</section>'
 
 
-def _failures_section(records: Sequence[BatchResult], redact: Redactor) -> str:
-    groups = failure_groups(records)
+def _failures_section(digest: TryDigest, redact: Redactor) -> str:
+    groups = digest.failure_groups()
     if not groups:
         return '<section id="failures"><h2>Failures</h2><p class="muted">No try failed.</p></section>'
     rows = [_failure_row(g, redact, opened=i == 0) for i, g in enumerate(groups[:MAX_GROUPS])]
     more = ""
     if len(groups) > MAX_GROUPS:
-        rest = sum(g.tries for g in groups[MAX_GROUPS:])
+        rest = sum(g.tries for g in groups[MAX_GROUPS:]) + digest.more_groups_tries
         more = f'<p class="muted">{len(groups) - MAX_GROUPS:,} more groups ({rest:,} tries) not shown.</p>'
+    elif digest.more_groups_tries:
+        more = f'<p class="muted">{digest.more_groups_tries:,} tries of other kinds of error not shown.</p>'
     head = (
         '<tr><th>Error</th><th class="n">Tries</th><th class="n">Batches</th>'
         '<th class="n">Failed for good</th><th>Batch ids and first traceback</th></tr>'
     )
-    total = sum(g.tries for g in groups)
+    total = sum(g.tries for g in groups) + digest.more_groups_tries
     counts = f"{_plural(total, 'failed try', 'failed tries')} in {_plural(len(groups), 'group')}"
     intro = f'<p class="muted">{counts}.</p>'
     table = f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
@@ -297,8 +227,8 @@ def _failures_section(records: Sequence[BatchResult], redact: Redactor) -> str:
 def _failure_row(group: FailureGroup, redact: Redactor, opened: bool) -> str:
     ids = sorted(group.batches)
     shown = ", ".join(str(i) for i in ids[:MAX_IDS])
-    if len(ids) > MAX_IDS:
-        shown += f" … and {len(ids) - MAX_IDS:,} more"
+    if group.batch_count > MAX_IDS:
+        shown += f" … and {group.batch_count - MAX_IDS:,} more"
     first = group.first
     where = f"batch {first.batch_id}, try {first.attempt}, {plots.lane_of(first)}"
     trace = redact(first.traceback or first.error or "(no traceback recorded)")
@@ -306,16 +236,16 @@ def _failure_row(group: FailureGroup, redact: Redactor, opened: bool) -> str:
         trace = trace[:MAX_TRACEBACK] + "\n… (cut)"
     return (
         f"<tr><td><b>{escape(group.error_type)}</b><br>{escape(redact(group.message))}</td>"
-        f'<td class="n">{group.tries:,}</td><td class="n">{len(ids):,}</td>'
-        f'<td class="n">{len(group.final):,}</td>'
+        f'<td class="n">{group.tries:,}</td><td class="n">{group.batch_count:,}</td>'
+        f'<td class="n">{group.final_count:,}</td>'
         f'<td><div class="ids">{shown}</div><details{" open" if opened else ""}>'
         f"<summary>First traceback ({escape(where)})</summary>"
         f"<pre>{escape(trace)}</pre></details></td></tr>"
     )
 
 
-def _slowest_section(records: Sequence[BatchResult]) -> str:
-    slow = heapq.nlargest(SLOWEST, records, key=lambda r: r.seconds)
+def _slowest_section(digest: TryDigest) -> str:
+    slow = digest.slowest()
     if not slow:
         return '<section id="slowest"><h2>Slowest batches</h2><p class="muted">No batches ran.</p></section>'
     head = "".join(
@@ -338,8 +268,8 @@ def _slowest_section(records: Sequence[BatchResult]) -> str:
     return f'<section id="slowest"><h2>Slowest {_plural(len(slow), "try", "tries")}</h2>{table}</section>'
 
 
-def _nodes_section(records: Sequence[BatchResult], perf: Sequence[PerfSample]) -> str:
-    stats = node_stats(records, perf)
+def _nodes_section(digest: TryDigest, perf: Sequence[PerfSample]) -> str:
+    stats = node_stats(digest, perf)
     if not stats:
         return '<section id="nodes"><h2>Nodes</h2><p class="muted">No node reported.</p></section>'
     head = (

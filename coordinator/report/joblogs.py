@@ -1,33 +1,14 @@
-"""The Azure ML log layout: job_result.txt, progress overview, processed_mini-batches.csv."""
+"""The Azure ML log layout: job_result.txt and the progress overview (the CSVs: report/trylog.py)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from dataclasses import dataclass, field
 
 from common.jobarea import JobArea
-from common.messages import BatchResult, JobConfig
+from common.messages import JobConfig
 from common.storage import join_uri
 from coordinator.follow.tally import Tally
-
-BATCH_COLUMNS = [
-    "batch_id",
-    "tries",
-    "node",
-    "process",
-    "start",
-    "total",
-    "succeeded",
-    "failed",
-    "seconds",
-    "download_seconds",
-    "run_seconds",
-    "commit_seconds",
-    "status",
-    "error",
-]
 
 
 @dataclass
@@ -79,14 +60,14 @@ def summarize(
         started=started,
         finished=time.time(),
         batches_total=tally.batches_total,
-        batches_committed=len(tally.committed),
-        batches_failed=len(tally.failed),
+        batches_committed=tally.committed_count,
+        batches_failed=tally.failed_count,
         items_total=items_total,
         items_succeeded=tally.items_succeeded,
         items_failed=tally.items_failed,
         reused=tally.reused,
         duplicates=tally.duplicates,
-        batches_short=len(tally.short),
+        batches_short=tally.short_count,
         output_uri=job.output_uri,
         output_action=job.settings.output_action,
         parts_uri=JobArea(job.store_uri).parts,
@@ -135,53 +116,6 @@ def final_line(summary: Summary) -> str:
     return f"job {summary.job_id} {summary.state}: {batches_text(summary)}; {items_text(summary)}; {where}"
 
 
-def _final_rows(tally: Tally) -> list[BatchResult]:
-    final = {**tally.failed, **tally.committed}
-    return [final[b] for b in sorted(final)]
-
-
-def batch_row(tally: Tally, r: BatchResult) -> list[object]:
-    """One processed_mini-batches.csv row: the try that decided the batch."""
-    status = "failed" if r.outcome != "committed" else ("partial" if r.failed else "succeeded")
-    return [
-        r.batch_id,
-        tally.tries.get(r.batch_id, r.attempt),
-        r.node_id,
-        r.process,
-        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started)) if r.started else "",
-        r.total,
-        r.succeeded,
-        r.failed,
-        f"{r.seconds:.3f}",
-        f"{r.download_seconds:.3f}",
-        f"{r.run_seconds:.3f}",
-        f"{r.commit_seconds:.3f}",
-        status,
-        (r.error or "").splitlines()[0] if r.error else "",
-    ]
-
-
-def csv_bytes(rows: list[list[object]]) -> bytes:
-    out = io.StringIO()
-    csv.writer(out).writerows(rows)
-    return out.getvalue().encode()
-
-
-def processed_batches_csv(tally: Tally) -> bytes:
-    """One row per resolved batch, in batch order."""
-    return csv_bytes([[*BATCH_COLUMNS], *(batch_row(tally, r) for r in _final_rows(tally))])
-
-
-def attempts_csv(tally: Tally) -> bytes:
-    """Every try, retries included, for debugging."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["batch_id", "attempt", "node", "process", "outcome", "seconds", "error"])
-    for r in tally.records:
-        writer.writerow([r.batch_id, r.attempt, r.node_id, r.process, r.outcome, f"{r.seconds:.3f}", r.error or ""])
-    return out.getvalue().encode()
-
-
 def job_result_text(job: JobConfig, summary: Summary) -> str:
     took = summary.finished - summary.started
     reused = f" ({summary.reused} reused from an earlier run)" if summary.reused else ""
@@ -208,6 +142,6 @@ def progress_line(tally: Tally, started: float) -> str:
     elapsed = max(time.time() - started, 1e-6)
     return (
         f"{time.strftime('%Y-%m-%d %H:%M:%S')} {tally.done}/{tally.batches_total} mini-batches processed "
-        f"({len(tally.failed)} failed), {tally.items_succeeded + tally.items_failed} items, "
+        f"({tally.failed_count} failed), {tally.items_succeeded + tally.items_failed} items, "
         f"{(tally.items_succeeded + tally.items_failed) / elapsed:.1f} items/s"
     )

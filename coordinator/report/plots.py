@@ -1,6 +1,7 @@
 """Report plots as self-contained inline SVG strings, drawn with coordinator.report.svg (no plotting library).
 
-Every plot copes with no data and with very many records by binning or sampling, so the SVG stays
+The tries come folded into a TryDigest (coordinator/report/digest.py), never one record each. Every
+plot copes with no data and with very many tries by binning or sampling, so the SVG stays
 small (a few hundred KiB at most) and rendering stays cheap.
 """
 
@@ -16,6 +17,7 @@ from operator import attrgetter
 from common.messages import BatchResult
 from common.perf import PerfSample
 from coordinator.report import svg
+from coordinator.report.digest import Phases, TryDigest, TryMark
 from coordinator.report.svg import Key, Panel
 
 OUTCOME_COLORS = {"committed": "#4c78a8", "retry": "#f58518", "failed": "#e45756"}
@@ -53,36 +55,17 @@ def _bin_width(span: float) -> float:
     return span / MAX_BINS
 
 
-def _throughput_bins(
-    records: Sequence[BatchResult], origin: float
-) -> tuple[float, float, list[float], list[float], list[float]]:
-    """Span, bin width, then items/s, committed tries/s and failed tries/s per bin, on when each try ended."""
-    ends = [r.started + r.seconds - origin for r in records]
-    span = max(max(ends), 1e-3)
-    width = _bin_width(span)
-    count = max(1, math.ceil(span / width - 1e-9))
-    items, good, bad = [0.0] * count, [0.0] * count, [0.0] * count
-    last = count - 1
-    for record, end in zip(records, ends, strict=True):
-        if end < 0:
-            continue
-        i = int(end / width)
-        if i > last:
-            i = last
-        if record.outcome == "committed":
-            good[i] += 1
-            items[i] += record.succeeded
-        else:
-            bad[i] += 1
-    return span, width, [v / width for v in items], [v / width for v in good], [v / width for v in bad]
-
-
-def throughput_svg(records: Sequence[BatchResult], t0: float | None = None) -> str:
+def throughput_svg(digest: TryDigest) -> str:
     """Items/s and batches/s over time, binned on when each try finished."""
     title = "Throughput"
-    if not records:
+    if not digest.tries:
         return svg.empty("throughput", title, "No batches ran.")
-    span, width, items, good, bad = _throughput_bins(records, _origin([r.started for r in records], t0))
+    span = max(digest.throughput.last_end, 1e-3)
+    width = _bin_width(span)
+    count = max(1, math.ceil(span / width - 1e-9))
+    items, good, bad = (
+        [v / width for v in values] for values in digest.throughput.rebinned(width, count)
+    )  # fmt: skip
     scale, xlabel = _time_unit(span)
     edges = [i * width / scale for i in range(len(items) + 1)]
     x_ticks = svg.ticks(0.0, edges[-1], 8)
@@ -115,18 +98,17 @@ def throughput_svg(records: Sequence[BatchResult], t0: float | None = None) -> s
     return svg.document("throughput", label, bottom.bottom + AXIS_ROOM, body)
 
 
-def lane_of(record: BatchResult) -> str:
+def lane_of(record: BatchResult | TryMark) -> str:
     """Timeline row of a try: node, and process when known."""
     return f"{record.node_id}/{record.process}" if record.process else record.node_id
 
 
-def _lanes(records: Sequence[BatchResult]) -> list[str]:
-    """Sorted distinct lanes (pairs first: one string per try would cost more than the rest)."""
-    pairs = {(r.node_id, r.process) for r in records}
-    return sorted({f"{node}/{process}" if process else node for node, process in pairs})
+def _lanes(digest: TryDigest) -> list[str]:
+    """Sorted distinct lanes."""
+    return sorted({f"{node}/{process}" if process else node for node, process in digest.lanes})
 
 
-def _even(seq: Sequence[BatchResult], count: int) -> list[BatchResult]:
+def _even(seq: Sequence[TryMark], count: int) -> list[TryMark]:
     if count >= len(seq):
         return list(seq)
     if count <= 0:
@@ -135,29 +117,27 @@ def _even(seq: Sequence[BatchResult], count: int) -> list[BatchResult]:
     return [seq[int(i * step)] for i in range(count)]
 
 
-def sample_tries(records: Sequence[BatchResult], limit: int = MAX_BARS) -> list[BatchResult]:
+def sample_tries(digest: TryDigest, limit: int = MAX_BARS) -> list[TryMark]:
     """At most `limit` tries, keeping failed and retried ones first, the rest evenly spread."""
-    if len(records) <= limit:
-        return list(records)
-    ordered = sorted(records, key=attrgetter("started"))
-    bad = [r for r in ordered if r.outcome != "committed"]
-    good = [r for r in ordered if r.outcome == "committed"]
+    bad, good = digest.marks()
+    if len(bad) + len(good) <= limit:
+        return bad + good
     kept_bad = _even(bad, limit // 2) if len(bad) > limit // 2 else bad
     return kept_bad + _even(good, limit - len(kept_bad))
 
 
-def timeline_svg(records: Sequence[BatchResult], t0: float | None = None, max_bars: int = MAX_BARS) -> str:
+def timeline_svg(digest: TryDigest, max_bars: int = MAX_BARS) -> str:
     """One row per node/process, one bar per try, coloured by outcome."""
     title = "Timeline of tries per node / process"
-    if not records:
+    if not digest.tries:
         return svg.empty("timeline", title, "No batches ran.")
-    origin = _origin([r.started for r in records], t0)
-    lanes = _lanes(records)
-    shown = sample_tries(records, max_bars)
+    origin = digest.plot_origin
+    lanes = _lanes(digest)
+    shown = sample_tries(digest, max_bars)
     span = max(max(r.started + r.seconds for r in shown) - origin, 1e-3)
     scale, xlabel = _time_unit(span)
-    if len(shown) < len(records):
-        title += f" (showing {len(shown):,} of {len(records):,} tries, failed ones first)"
+    if len(shown) < digest.tries:
+        title += f" (showing {len(shown):,} of {digest.tries:,} tries, failed ones first)"
     present = sorted({r.outcome for r in shown}, key=list(OUTCOME_COLORS).index)
     step = max(1, len(lanes) // 45)
     rows = list(range(0, len(lanes), step))
@@ -179,7 +159,7 @@ def timeline_svg(records: Sequence[BatchResult], t0: float | None = None, max_ba
 
 
 def _bars(
-    panel: Panel, shown: Sequence[BatchResult], row: dict[str, int], origin: float, scale: float, min_width: float
+    panel: Panel, shown: Sequence[TryMark], row: dict[str, int], origin: float, scale: float, min_width: float
 ) -> str:
     """One rect per try (a near-instant try still shows as a sliver), grouped by outcome colour."""
     bar_height = svg.num(abs(panel.y(1.0) - panel.y(0.0)) * 0.76)
@@ -201,7 +181,7 @@ def _bars(
     return "".join(f'<g fill="{OUTCOME_COLORS[o]}">{"".join(groups[o])}</g>' for o in OUTCOME_COLORS if o in groups)
 
 
-def phase_seconds(records: Sequence[BatchResult]) -> dict[str, list[float]]:
+def phase_seconds(records: Sequence[Phases]) -> dict[str, list[float]]:
     """Seconds per phase of each try; 'other' is what the three phases do not explain."""
     down = [r.download_seconds for r in records]
     run = [r.run_seconds for r in records]
@@ -243,21 +223,23 @@ class _Histogram:
         return svg.upper(max(totals), 5, integer=True)
 
 
-def durations_svg(records: Sequence[BatchResult]) -> str:
+def durations_svg(digest: TryDigest) -> str:
     """Histogram of try durations by outcome, and each phase's spread (box 25-75 %, whiskers 5-95 %)."""
     title = "Batch duration"
-    if not records:
+    sample = digest.durations.items
+    if not sample:
         return svg.empty("durations", title, "No batches ran.")
-    hist = _histogram(records)
+    hist = _histogram(sample, digest.durations.scale)
     y_ticks = svg.ticks(0.0, hist.top, 5, integer=True)
     split = 470.0  # the histogram gets a little more room than the phases
     hist_left = svg.y_margin(svg.tick_labels(y_ticks))
     keys = [Key(o, OUTCOME_COLORS[o]) for o in hist.counts]
     hist_head, h1 = svg.header("Seconds per try", keys, hist_left, split, 6)
-    committed = [r for r in records if r.outcome == "committed"] or list(records)
-    phases = phase_seconds(committed)
+    committed = [p for p in sample if p.outcome == "committed"]
+    shown = digest.committed_marks.seen if committed else digest.tries
+    phases = phase_seconds(committed or sample)
     box_left = split + 24 + svg.y_margin(phases, title=False)
-    phases_title = f"Phases of {len(committed):,} {'try' if len(committed) == 1 else 'tries'}"
+    phases_title = f"Phases of {shown:,} {'try' if shown == 1 else 'tries'}"
     box_head, h2 = svg.header(phases_title, [], box_left, RIGHT, 6)
     top = 6 + max(h1, h2) + 4
     hist_panel = Panel(hist_left, top, split - hist_left, 240, hist.edges[0], hist.edges[-1], 0.0, hist.top)
@@ -274,15 +256,19 @@ def durations_svg(records: Sequence[BatchResult]) -> str:
     return svg.document("durations", label, top + 240 + AXIS_ROOM, body)
 
 
-def _histogram(records: Sequence[BatchResult]) -> _Histogram:
-    """40 bins from 0 (or the shortest try) to just past the longest try, or to the 99th percentile."""
+def _histogram(records: Sequence[Phases], scale: float = 1.0) -> _Histogram:
+    """40 bins from 0 (or the shortest try) to just past the longest try, or to the 99th percentile.
+
+    `records` may be a sample: each stands for `scale` tries.
+    """
     seconds = [r.seconds for r in records]
     high = max(seconds)
     cap = percentiles(seconds, [99])[0]
     note = ""
     if cap > 0 and high > 3 * cap:
         # A few stragglers would squash everything else into one bin: fold them into the last bin.
-        note = f" ({sum(s > cap for s in seconds):,} longer tries counted in the last bin)"
+        longer = round(sum(s > cap for s in seconds) * scale)
+        note = f" ({longer:,} longer tries counted in the last bin)"
         high = cap
     low = min(seconds)
     if low < 0.25 * high or high - low < 0.1 * high:
@@ -294,6 +280,8 @@ def _histogram(records: Sequence[BatchResult]) -> _Histogram:
     for record, value in zip(records, seconds, strict=True):
         i = int(((value if value < high else high) - low) / width)
         counts[record.outcome][0 if i < 0 else 39 if i > 39 else i] += 1
+    if scale != 1.0:
+        counts = {o: [round(c * scale) for c in values] for o, values in counts.items()}
     present = {o: c for o, c in counts.items() if any(c)}
     return _Histogram([low + width * i for i in range(41)], present, note)
 

@@ -63,7 +63,7 @@ class Progress:
         if self._bar is not None:
             items = tally.items_succeeded + tally.items_failed
             rate = f"{items / max(now - self.started, 1e-6):.0f}"
-            self._bar.update(self._task, completed=tally.done, failed=len(tally.failed), rate=rate)
+            self._bar.update(self._task, completed=tally.done, failed=tally.failed_count, rate=rate)
         elif now - self._last_line >= self.interval:
             self._last_line = now
             print(progress_line(tally, self.started), file=self.stream, flush=True)

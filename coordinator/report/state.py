@@ -7,35 +7,31 @@ import time
 from typing import Any
 
 from common.jobarea import JobArea
-from common.messages import BatchResult, JobConfig
+from common.messages import JobConfig
 from common.storage import StorageOptions, open_storage
 from coordinator.follow.tally import Tally
+from coordinator.report.digest import TryDigest
 
 
-def error_groups(results: list[BatchResult], limit: int = 20) -> list[dict[str, Any]]:
-    """Failures grouped by (error type, first line), largest first, with the first traceback."""
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in results:
-        if not r.error:
-            continue
-        key = (r.error_type or "Error", r.error.splitlines()[0][:300])
-        group = groups.setdefault(
-            key,
-            {
-                "error_type": key[0],
-                "message": key[1],
-                "count": 0,
-                "batch_ids": [],
-                "traceback": r.traceback or "",
-            },
-        )
-        group["count"] += 1
-        if len(group["batch_ids"]) < 50:
-            group["batch_ids"].append(r.batch_id)
-    return sorted(groups.values(), key=lambda g: -g["count"])[:limit]
+def error_groups(digest: TryDigest, limit: int = 20, failed_only: bool = True) -> list[dict[str, Any]]:
+    """Failed tries grouped by (error type, first line), largest first, with the first traceback."""
+    groups = [g for g in digest.failure_groups() if g.failed_tries or not failed_only]
+    groups.sort(key=lambda g: -(g.failed_tries if failed_only else g.tries))
+    return [
+        {
+            "error_type": group.error_type,
+            "message": group.message,
+            "count": group.failed_tries if failed_only else group.tries,
+            "batch_ids": sorted(group.batches)[:50],
+            "traceback": group.first.traceback or "",
+        }
+        for group in groups[:limit]
+    ]
 
 
-def snapshot(job: JobConfig, tally: Tally, started: float, state: str, reason: str | None = None) -> dict[str, Any]:
+def snapshot(
+    job: JobConfig, tally: Tally, digest: TryDigest, started: float, state: str, reason: str | None = None
+) -> dict[str, Any]:
     """A JSON-able picture of the job now."""
     now = time.time()
     items = tally.items_succeeded + tally.items_failed
@@ -51,8 +47,8 @@ def snapshot(job: JobConfig, tally: Tally, started: float, state: str, reason: s
         "started": started,
         "updated": now,
         "batches_total": tally.batches_total,
-        "batches_committed": len(tally.committed),
-        "batches_failed": len(tally.failed),
+        "batches_committed": tally.committed_count,
+        "batches_failed": tally.failed_count,
         "batches_pending": pending,
         "reused": tally.reused,
         "items_succeeded": tally.items_succeeded,
@@ -64,7 +60,7 @@ def snapshot(job: JobConfig, tally: Tally, started: float, state: str, reason: s
             node_id: {"batches": n.batches, "failures": n.failures, "busy": n.busy, "last_seen": n.last_seen}
             for node_id, n in tally.nodes.items()
         },
-        "error_groups": error_groups([*tally.failed.values(), *(r for r in tally.records if r.outcome == "retry")]),
+        "error_groups": error_groups(digest),
     }
 
 

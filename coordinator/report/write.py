@@ -6,36 +6,38 @@ import logging
 
 from common.messages import JobConfig
 from common.perf import PerfSample, write_perf_csv
-from common.safepath import safe_component
 from common.storage import StorageOptions, is_remote, join_uri, open_storage
 from coordinator.follow.tally import Tally
-from coordinator.report.errorlogs import job_error_text, node_error_texts
-from coordinator.report.joblogs import Summary, attempts_csv, job_result_text, processed_batches_csv
+from coordinator.report.digest import TryDigest
+from coordinator.report.errorlogs import dropped_node_texts, job_error_text
+from coordinator.report.joblogs import Summary, job_result_text
 from coordinator.report.live import overview_name
 from coordinator.report.renderer import ReportRenderer
 from coordinator.report.state import snapshot, write_snapshot
+from coordinator.report.trylog import TryLog
 
 log = logging.getLogger(__name__)
 
 
 def write_job_logs(
-    job: JobConfig, tally: Tally, summary: Summary, overview: list[str], options: StorageOptions
+    job: JobConfig,
+    tally: Tally,
+    digest: TryDigest,
+    trylog: TryLog,
+    summary: Summary,
+    overview: list[str],
+    options: StorageOptions,
 ) -> None:
     """logs/ under the output location, in the Azure ML layout (the HTML report is written apart)."""
     logs = join_uri(job.output_uri, "logs")
     out = open_storage(logs, options)
     out.write_bytes(join_uri(logs, "job_result.txt"), job_result_text(job, summary).encode())
     out.write_bytes(join_uri(logs, overview_name(summary.started)), ("\n".join(overview) + "\n").encode())
-    report_dir = join_uri(logs, "sys", "job_report")
-    out.write_bytes(join_uri(report_dir, "processed_mini-batches.csv"), processed_batches_csv(tally))
-    out.write_bytes(join_uri(report_dir, "attempts.csv"), attempts_csv(tally))
-    errors = job_error_text(tally, summary.state, summary.reason)
+    trylog.place(logs, options, dropped_node_texts(tally))
+    errors = job_error_text(tally, digest, summary.state, summary.reason)
     if errors is not None:
         out.write_bytes(join_uri(logs, "job_error.txt"), errors.encode())
-    for (node, name), text in node_error_texts(tally).items():
-        # Node and process names come from reports: one safe folder and file name each.
-        out.write_bytes(join_uri(logs, "sys", "error", safe_component(node), safe_component(name)), text.encode())
-    final = snapshot(job, tally, summary.started, summary.state, summary.reason) | summary.as_dict()
+    final = snapshot(job, tally, digest, summary.started, summary.state, summary.reason) | summary.as_dict()
     final["output"] = summary.output or job.output_uri  # the merged file, else the output location
     write_snapshot(job, final, options)
 

@@ -15,6 +15,7 @@ from PIL import Image
 from common.messages import BatchResult, JobConfig
 from common.perf import PerfSample
 from common.settings import RunSettings
+from coordinator.report.digest import TryDigest
 from coordinator.report.html import write_report
 
 pytestmark = pytest.mark.browser
@@ -98,7 +99,7 @@ def load(binary: str, tmp: Path, page: Path) -> tuple[str, list[str], list[str]]
     return result.stdout, console_messages(result.stderr), page_requests(net_log)
 
 
-def synthetic() -> tuple[JobConfig, list[BatchResult], dict[str, object], list[PerfSample]]:
+def synthetic() -> tuple[JobConfig, TryDigest, dict[str, object], list[PerfSample]]:
     job = JobConfig(
         job_id="job-browser",
         name="report in a browser",
@@ -136,7 +137,7 @@ def synthetic() -> tuple[JobConfig, list[BatchResult], dict[str, object], list[P
         "batches_total": 120, "batches_committed": 120, "batches_failed": 0,
         "items_total": 480, "items_succeeded": 480, "items_failed": 0, "reused": 0,
     }  # fmt: skip
-    return job, records, summary, perf
+    return job, TryDigest.of(records, T0), summary, perf
 
 
 def test_report_loads_offline_with_plots_and_no_errors(chromium: str, tmp_path: Path) -> None:

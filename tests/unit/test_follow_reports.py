@@ -77,8 +77,8 @@ def test_a_pack_dead_lettered_after_one_member_committed_fails_only_the_other(tm
     tally = Tally(2)
     verdict = Follower(broker, job, tally).follow()
     assert verdict.state == "succeeded"
-    assert sorted(tally.committed) == [0] and sorted(tally.failed) == [1]
-    assert tally.failed[1].error_type == "DeadLettered"
+    assert list(tally.committed_ids()) == [0] and list(tally.failed_ids()) == [1]
+    assert tally.failures[1].error_type == "DeadLettered"
     assert tally.duplicates == 0, "a stale dead letter of a committed batch is no duplicate run"
 
 
@@ -98,9 +98,9 @@ def test_a_dead_letter_is_acked_only_once_its_batch_is_failed(tmp_path: Path, mo
     broker.consume(names.dead, 10, follower.sink)
     follower._handle_all(follower._take(1.0))
     # Parked, waiting for reports that may precede it: a coordinator lost now leaves it queued.
-    assert broker.unsettled(names.dead) == 1 and not tally.failed
+    assert broker.unsettled(names.dead) == 1 and not tally.failed_count
     follower._fail_dead_letters()
     assert broker.unsettled(names.dead) == 1, "not before the grace"
     monkeypatch.setattr(follow, "DEAD_GRACE", 0.0)
     follower._fail_dead_letters()
-    assert list(tally.failed) == [0] and broker.unsettled(names.dead) == 0
+    assert list(tally.failed_ids()) == [0] and broker.unsettled(names.dead) == 0

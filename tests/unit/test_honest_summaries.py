@@ -11,6 +11,7 @@ import pytest
 from common.errors import StorageError
 from coordinator.report.joblogs import Summary, final_line, merged_text
 from tests.cli_helpers import batchfleet, make_component
+from tests.runtime_helpers import make_job
 
 FAIL_ALL = """\
 def run(mini_batch):
@@ -116,14 +117,15 @@ def test_a_succeeded_job_names_its_merged_file(tmp_path: Path) -> None:
     assert f"Output: 3 rows merged into {merged}." in (tmp_path / "out" / "logs" / "job_result.txt").read_text()
 
 
-def test_a_failed_merge_fails_the_job_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_merge_fails_the_job_with_its_reason(tmp_path: Path) -> None:
     from coordinator import runner
 
-    def broken(*_args: object) -> None:
-        raise StorageError("disk full while writing parallel_run_step.txt")
+    class BrokenMerger:
+        def finish(self, keep: bool) -> None:
+            raise StorageError("disk full while writing parallel_run_step.txt")
 
-    monkeypatch.setattr(runner, "merge_output", broken)
     done = summary(state="succeeded", batches_committed=20, batches_failed=0)
-    runner._merge(None, None, done, None)  # type: ignore[arg-type]
+    merged, error = runner._finish_merge(make_job(tmp_path, tmp_path, tmp_path), BrokenMerger())  # type: ignore[arg-type]
+    runner.merged_into(done, merged, error)
     assert done.state == "failed" and "merging the output failed: disk full" in str(done.reason)
     assert "nothing merged: the job failed" in merged_text(done)

@@ -63,7 +63,7 @@ def test_a_node_whose_init_fails_is_dropped_and_the_job_goes_on(
     state, reason, tally = follow_with_nodes(tmp_path, monkeypatch, FAILS_ON_BAD_NODE, ["bad", "good"])
     assert state == "succeeded", reason
     assert list(tally.dropped) == ["bad"] and "no model on this node" in tally.dropped["bad"]
-    assert len(tally.committed) == 6 and {r.node_id for r in tally.committed.values()} == {"good"}
+    assert tally.committed_count == 6 and {n for n, seen in tally.nodes.items() if seen.batches} == {"good"}
     assert tally.working_nodes(tally.nodes["good"].last_seen, 1.0) == ["good"]
 
 
@@ -73,7 +73,7 @@ def test_the_job_fails_when_no_node_is_left(tmp_path: Path, monkeypatch: pytest.
     assert state == "failed"
     assert reason is not None and "init() failed on node" in reason and "no model on this node" in reason
     assert "no node is left to run the job (2 dropped)" in reason
-    assert set(tally.dropped) == {"bad", "worse"} and not tally.committed
+    assert set(tally.dropped) == {"bad", "worse"} and not tally.committed_count
 
 
 def test_a_dropped_node_stays_dropped_when_it_heartbeats() -> None:
@@ -112,4 +112,4 @@ def test_a_node_joining_after_every_node_was_dropped_carries_on(
         bad.stop()
         good.stop()
     assert verdict.state == "succeeded", verdict.reason
-    assert list(tally.dropped) == ["bad"] and len(tally.committed) == 4
+    assert list(tally.dropped) == ["bad"] and tally.committed_count == 4

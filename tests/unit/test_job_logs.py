@@ -9,8 +9,10 @@ from pathlib import Path
 from common.messages import BatchResult
 from common.storage import StorageOptions
 from coordinator.follow.tally import Tally
-from coordinator.report.errorlogs import job_error_text, node_error_texts
+from coordinator.report.digest import TryDigest
+from coordinator.report.errorlogs import dropped_node_texts, job_error_text
 from coordinator.report.live import LIVE_EVERY, LiveLogs, overview_name
+from coordinator.report.trylog import TryLog
 from tests.cli_helpers import batchfleet, make_component
 from tests.runtime_helpers import make_job
 
@@ -27,11 +29,19 @@ def rows(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(path.read_text().splitlines()))
 
 
+def watched(batches: int) -> tuple[Tally, TryDigest, TryLog]:
+    tally = Tally(batches)
+    digest, trylog = TryDigest(), TryLog(tally.tries_of)
+    tally.watch(digest.add)
+    tally.watch(trylog.add, trylog.reused)
+    return tally, digest, trylog
+
+
 def test_live_logs_grow_while_the_job_runs(tmp_path: Path) -> None:
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data")
     overview = ["first line"]
-    live = LiveLogs(job, 1_700_000_000.0, overview, StorageOptions())
-    tally = Tally(4)
+    tally, _, trylog = watched(4)
+    live = LiveLogs(job, 1_700_000_000.0, overview, StorageOptions(), trylog)
     tally.apply(result(2))
     tally.apply(result(0, "retry", error="boom"))
     live.update(tally, now=100.0)
@@ -52,31 +62,38 @@ def test_live_logs_grow_while_the_job_runs(tmp_path: Path) -> None:
         ("1", "succeeded"),
     ]
     assert (logs / overview_name(1_700_000_000.0)).read_text() == "first line\nsecond line\n"
+    trylog.place(str(logs), StorageOptions(), {})
+    assert [r["batch_id"] for r in rows(report)] == ["0", "1", "2"], "in batch order once the job ends"
 
 
-def test_job_error_groups_errors_and_names_dropped_nodes() -> None:
-    tally = Tally(5)
+def test_job_error_groups_errors_and_names_dropped_nodes(tmp_path: Path) -> None:
+    tally, digest, trylog = watched(5)
     tally.apply(result(0, "retry", error="ValueError: bad row", error_type="ValueError", traceback="Traceback: x"))
     tally.apply(result(0, "failed", error="ValueError: bad row", error_type="ValueError"))
     tally.apply(result(1, total=3, succeeded=2, failed=1))
     tally.drop("n2", "init() failed on node n2 3 times: OSError: no model\nTraceback (most recent call last)")
-    text = job_error_text(tally, "failed", "2 failed mini-batches exceed allowed_failed_count=1")
+    text = job_error_text(tally, digest, "failed", "2 failed mini-batches exceed allowed_failed_count=1")
     assert text is not None
     assert text.startswith("Job failed. 2 failed mini-batches exceed allowed_failed_count=1\n")
     assert "Node n2 left the job: init() failed on node n2 3 times: OSError: no model" in text
     assert "1 mini-batches returned fewer results than items (1 items): 1" in text
     assert "2 x ValueError: ValueError: bad row" in text and "Traceback: x" in text
-    files = node_error_texts(tally)
-    assert set(files) == {("n1", "process001.txt"), ("n2", "init.txt")}
-    assert files[("n1", "process001.txt")].count("batch 0 attempt 1") == 2
-    assert "Traceback (most recent call last)" in files[("n2", "init.txt")]
+    trylog.place(str(tmp_path), StorageOptions(), dropped_node_texts(tally))
+    files = {
+        p.relative_to(tmp_path / "sys" / "error").as_posix(): p.read_text() for p in tmp_path.glob("sys/error/*/*")
+    }
+    assert set(files) == {"n1/process001.txt", "n2/init.txt"}
+    assert files["n1/process001.txt"].count("batch 0 attempt 1") == 2
+    assert "Traceback (most recent call last)" in files["n2/init.txt"]
 
 
-def test_no_job_error_file_for_a_clean_job() -> None:
-    tally = Tally(1)
+def test_no_job_error_file_for_a_clean_job(tmp_path: Path) -> None:
+    tally, digest, trylog = watched(1)
     tally.apply(result(0))
-    assert job_error_text(tally, "succeeded", None) is None
-    assert node_error_texts(tally) == {}
+    assert job_error_text(tally, digest, "succeeded", None) is None
+    assert dropped_node_texts(tally) == {}
+    trylog.place(str(tmp_path), StorageOptions(), {})
+    assert not (tmp_path / "sys" / "error").exists()
 
 
 FAILING = """\

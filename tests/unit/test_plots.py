@@ -15,6 +15,7 @@ from common.messages import BatchResult, JobConfig, Outcome
 from common.perf import PerfSample
 from common.settings import RunSettings
 from coordinator.report import plots, svg
+from coordinator.report.digest import TryDigest
 from coordinator.report.html import render_report
 from coordinator.report.renderer import ReportRenderer
 
@@ -53,11 +54,16 @@ def samples(nodes: list[str], count: int = 20) -> list[PerfSample]:
     ]  # fmt: skip
 
 
+def digest(recs: list[BatchResult]) -> TryDigest:
+    return TryDigest.of(recs, T0)
+
+
 def all_plots(recs: list[BatchResult], perf: list[PerfSample]) -> dict[str, str]:
+    tries = digest(recs)
     return {
-        "throughput": plots.throughput_svg(recs, T0),
-        "timeline": plots.timeline_svg(recs, T0),
-        "durations": plots.durations_svg(recs),
+        "throughput": plots.throughput_svg(tries),
+        "timeline": plots.timeline_svg(tries),
+        "durations": plots.durations_svg(tries),
         "resources": plots.resources_svg(perf, T0),
     }
 
@@ -138,13 +144,13 @@ def test_one_instant_try_and_zero_phases() -> None:
     for doc in all_plots(recs, samples(["n"], 1)).values():
         root = parse(doc)
         assert all("nan" not in (el.get("d") or "") + (el.get("x") or "") for el in root.iter())
-    assert "median 0 ms" in texts(parse(plots.durations_svg(recs)))
+    assert "median 0 ms" in texts(parse(plots.durations_svg(digest(recs))))
 
 
 def test_throughput_bins_and_failed_line() -> None:
     recs = [record(i, seconds=0.5) for i in range(100)]  # ends from 0.5 s to 1.49 s
     recs.append(record(100, seconds=0.5, outcome="retry"))
-    root = parse(plots.throughput_svg(recs, T0))
+    root = parse(plots.throughput_svg(digest(recs)))
     shown = texts(root)
     assert "Throughput: items/s (bins of 100 ms)" in shown
     assert "failed tries" in shown and "seconds since start" in shown
@@ -154,14 +160,14 @@ def test_throughput_bins_and_failed_line() -> None:
 def test_durations_fold_stragglers_into_last_bin() -> None:
     recs = [record(i, seconds=1.0 + (i % 10) / 10) for i in range(500)]
     recs += [record(1000, seconds=600.0), record(1001, seconds=900.0)]
-    shown = texts(parse(plots.durations_svg(recs)))
+    shown = texts(parse(plots.durations_svg(digest(recs))))
     assert "seconds (2 longer tries counted in the last bin)" in shown
     assert "Phases of 502 tries" in shown
 
 
 def test_timeline_samples_and_lane_labels_are_bounded() -> None:
     recs = records(5000, nodes=300)
-    root = parse(plots.timeline_svg(recs, T0))
+    root = parse(plots.timeline_svg(digest(recs)))
     assert len(root.findall(f".//{NS}rect")) == plots.MAX_BARS + 2  # bars, committed and retry keys
     lanes = len({plots.lane_of(r) for r in recs})
     assert lanes == 300
@@ -203,11 +209,11 @@ def test_renderer_renders_in_process() -> None:
     renderer = ReportRenderer()
     with pytest.raises(RuntimeError):
         renderer.result()
-    renderer.request(job, recs, summary, perf)
-    recs.append(record(999, "late-node"))  # the request keeps its own copy
+    renderer.request(job, digest(recs), summary, perf)
+    perf.append(samples(["late-node"], 1)[0])  # the request keeps its own copy
     html = renderer.result(timeout=1)
     renderer.close()
-    assert html == render_report(job, recs[:-1], summary, perf)
+    assert html == render_report(job, digest(recs), summary, perf[:-1])
     assert "late-node" not in html
 
 

@@ -10,7 +10,8 @@ from common.messages import BatchResult, JobConfig
 from common.perf import PerfSample
 from common.settings import RunSettings
 from coordinator.report import plots
-from coordinator.report.html import failure_groups, render_report, write_report
+from coordinator.report.digest import TryDigest
+from coordinator.report.html import render_report, write_report
 
 T0 = 1_700_000_000.0
 SECRET = "hunter2-very-secret-value"
@@ -118,7 +119,7 @@ def summary_for(records: list[BatchResult], state: str = "failed") -> dict[str, 
 
 def render() -> str:
     records = synthetic_records()
-    return render_report(make_job(), records, summary_for(records), synthetic_perf())
+    return render_report(make_job(), TryDigest.of(records, T0), summary_for(records), synthetic_perf())
 
 
 def test_sections_and_plots_present() -> None:
@@ -134,7 +135,7 @@ def test_sections_and_plots_present() -> None:
 
 
 def test_failure_groups_counts_and_batch_ids() -> None:
-    groups = failure_groups(synthetic_records())
+    groups = TryDigest.of(synthetic_records(), T0).failure_groups()
     assert [(g.error_type, g.message, g.tries) for g in groups] == [
         ("ValueError", "bad row 3", 4),
         ("RuntimeError", XSS, 1),
@@ -184,7 +185,7 @@ def test_svg_ids_unique_across_plots() -> None:
 
 def test_zero_records(tmp_path: Path) -> None:
     summary = {"state": "cancelled", "reason": None, "started": T0, "finished": T0 + 1}
-    path = write_report(tmp_path / "logs" / "report.html", make_job(), [], summary, [])
+    path = write_report(tmp_path / "logs" / "report.html", make_job(), TryDigest(T0), summary, [])
     html = path.read_text(encoding="utf-8")
     assert html.count("<svg") == 4
     assert "No try failed." in html and "No batches ran." in html and "No node reported." in html
@@ -193,7 +194,7 @@ def test_zero_records(tmp_path: Path) -> None:
 
 def test_one_record() -> None:
     record = try_(0, "solo", "", T0 + 0.1, 0.02)
-    html = render_report(make_job(), [record], summary_for([record], "succeeded"), [])
+    html = render_report(make_job(), TryDigest.of([record], T0), summary_for([record], "succeeded"), [])
     assert html.count("<svg") == 4
     assert 'class="badge succeeded"' in html
     assert "<td>solo</td>" in html
@@ -209,17 +210,18 @@ def test_many_records_stay_small_and_fast() -> None:
         for i in range(100_000)
     ]  # fmt: skip
     began = time.perf_counter()
-    html = render_report(make_job(), records, summary_for(records, "succeeded"), synthetic_perf())
+    tries = TryDigest.of(records, T0)
+    html = render_report(make_job(), tries, summary_for(records, "succeeded"), synthetic_perf())
     elapsed = time.perf_counter() - began
     assert len(html) < 1_000_000
     assert "showing 3,000 of 100,000 tries, failed ones first" in html
     assert elapsed < 10  # ~0.4 s on a quiet 2-core box (plain SVG strings); generous for a busy CI
-    assert len(plots.sample_tries(records)) == plots.MAX_BARS
+    assert len(plots.sample_tries(tries)) == plots.MAX_BARS
 
 
 def test_sample_tries_keeps_failures() -> None:
     records = [try_(i, "n", "p", T0 + i, 1.0) for i in range(5000)]
     records += [try_(9000 + i, "n", "p", T0 + i, 1.0, outcome="failed") for i in range(10)]
-    kept = plots.sample_tries(records, 100)
+    kept = plots.sample_tries(TryDigest.of(records, T0), 100)
     assert len(kept) == 100
     assert sum(r.outcome == "failed" for r in kept) == 10

@@ -39,7 +39,7 @@ def test_all_items_once_in_batch_order(tmp_path: Path, per_message: int) -> None
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", per_message=per_message, mini_batch_size=4)
     verdict, tally, merged = run_embedded(job, tmp_path / "work")
     assert verdict.state == "succeeded"
-    assert tally.batches_total == 7 and len(tally.committed) == 7
+    assert tally.batches_total == 7 and tally.committed_count == 7
     assert merged is not None
     assert lines(merged[0]) == [f"f{i:05d}.txt" for i in range(25)]
 
@@ -58,7 +58,7 @@ def test_context_argument_and_short_return(tmp_path: Path) -> None:
     assert verdict.state == "succeeded"
     assert tally.items_succeeded == 4 and tally.items_failed == 2
     assert merged is not None and lines(merged[0]) == ["0", "0", "1", "1"]
-    assert tally.short == {0, 1} and tally.counts().batches_failed == 2
+    assert set(tally.short_ids()) == {0, 1} and tally.counts().batches_failed == 2
 
 
 @pytest.mark.parametrize(("allowed", "state"), [(1, "failed"), (2, "succeeded")])
@@ -69,7 +69,7 @@ def test_short_returns_count_against_allowed_failed_count(tmp_path: Path, allowe
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=3, allowed_failed_count=allowed)
     verdict, tally, _ = run_embedded(job, tmp_path / "work")
     assert verdict.state == state
-    assert len(tally.committed) == 2 and not tally.failed, "the rows it returned are kept"
+    assert tally.committed_count == 2 and not tally.failed_count, "the rows it returned are kept"
     if state == "failed":
         assert "2 failed mini-batches (2 of them short returns) exceed allowed_failed_count=1" in (verdict.reason or "")
 
@@ -92,8 +92,8 @@ def test_raise_uses_every_try_then_fails_batch(tmp_path: Path, per_message: int)
     )
     verdict, tally, _ = run_embedded(job, tmp_path / "work")
     assert verdict.state == "succeeded"  # thresholds ignore failures by default
-    assert list(tally.failed) == [1] and tally.tries[1] == 3
-    assert "ValueError: poison" in (tally.failed[1].error or "")
+    assert list(tally.failed_ids()) == [1] and tally.tries[1] == 3
+    assert "ValueError: poison" in (tally.failures[1].error or "")
     assert tally.items_failed == 2
 
 
@@ -137,8 +137,8 @@ def test_timeout_kills_child_and_restarts(tmp_path: Path, per_message: int) -> N
     )
     verdict, tally, _ = run_embedded(job, tmp_path / "work")
     assert verdict.state == "succeeded"
-    assert list(tally.failed) == [1] and "run_invocation_timeout" in (tally.failed[1].error or "")
-    assert sorted(tally.committed) == [0, 2]
+    assert list(tally.failed_ids()) == [1] and "run_invocation_timeout" in (tally.failures[1].error or "")
+    assert list(tally.committed_ids()) == [0, 2]
     # Batch 0's outcome may wait in the child behind the hanging batch: still never blamed.
     assert tally.tries[0] == 1 and tally.tries[2] == 1
 
@@ -160,7 +160,7 @@ def test_child_crash_costs_a_try(tmp_path: Path, per_message: int) -> None:
     )
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", per_message=per_message, mini_batch_size=1)
     verdict, tally, merged = run_embedded(job, tmp_path / "work")
-    assert verdict.state == "succeeded" and sorted(tally.committed) == [0, 1, 2]
+    assert verdict.state == "succeeded" and list(tally.committed_ids()) == [0, 1, 2]
     assert tally.tries[1] == 2
     assert tally.tries[0] == 1, "the batch before the crash is not charged for it"
     assert merged is not None and len(lines(merged[0])) == 3
@@ -181,8 +181,8 @@ def test_bad_return_fails_the_try(tmp_path: Path, bad: str) -> None:
     write_script(tmp_path / "code", f"def run(mini_batch):\n    return {bad}\n")
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", run_max_try=1)
     verdict, tally, _ = run_embedded(job, tmp_path / "work")
-    assert verdict.state == "succeeded" and list(tally.failed) == [0]
-    assert "return a list, tuple or pandas DataFrame" in (tally.failed[0].error or "")
+    assert verdict.state == "succeeded" and list(tally.failed_ids()) == [0]
+    assert "return a list, tuple or pandas DataFrame" in (tally.failures[0].error or "")
 
 
 def test_user_modules_named_like_ours_still_work(tmp_path: Path) -> None:
@@ -252,7 +252,7 @@ def test_busy_worker_is_not_a_stall(tmp_path: Path) -> None:
     )
     verdict, tally, _ = run_embedded(job, tmp_path / "work")
     assert verdict.state == "succeeded", verdict.reason
-    assert len(tally.committed) == 1
+    assert tally.committed_count == 1
 
 
 def test_prints_survive_a_timeout_kill(tmp_path: Path) -> None:
@@ -347,7 +347,7 @@ def test_a_node_hands_back_packed_batches_beyond_its_window(tmp_path: Path) -> N
     # While its batches' pace is unknown a node holds packed members only up to its window (6 for
     # 2 processes): 2 of the first pack of 8 go back.
     assert len(released) >= 2
-    assert set(tally.tries.values()) == {1}, "a hand-back costs no try"
+    assert set(tally.tries) == {1}, "a hand-back costs no try"
     merged = merge_output(job, tally, StorageOptions())
     assert [Path(line).name for line in lines(merged[0])] == [f"f{i:05d}.txt" for i in range(16)]
 
@@ -372,7 +372,7 @@ def test_a_graceful_stop_hands_packed_batches_back_without_a_try(tmp_path: Path)
     first.serve(job)
     follower.start()
     deadline = time.monotonic() + 30
-    while len(tally.committed) < 2:
+    while tally.committed_count < 2:
         assert time.monotonic() < deadline, "the first node committed nothing"
         time.sleep(0.02)
     first.stop(grace=10)  # running batches finish; what it holds goes back untried
@@ -384,9 +384,9 @@ def test_a_graceful_stop_hands_packed_batches_back_without_a_try(tmp_path: Path)
     finally:
         second.stop()
     assert verdicts == ["succeeded"]
-    assert set(tally.tries.values()) == {1}, "a stop costs no batch a try, nor runs one twice"
+    assert set(tally.tries) == {1}, "a stop costs no batch a try, nor runs one twice"
     assert tally.duplicates == 0
-    assert {r.node_id for r in tally.committed.values()} == {"n1", "n2"}
+    assert {name for name, seen in tally.nodes.items() if seen.batches} == {"n1", "n2"}
     merged = merge_output(job, tally, StorageOptions())
     assert lines(merged[0]) == [f"f{i:05d}.txt" for i in range(16)]
 
