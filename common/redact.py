@@ -18,6 +18,8 @@ _URL_CREDENTIALS = re.compile(
     r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"<>]*:)"
     r"(?P<secret>[^\s'\"<>]+)(?=@[^\s'\"<>@]*(?:[\s'\"<>]|$))"
 )
+# A comma that starts another URL: a list of broker nodes is several URLs, each with its own password.
+_NEXT_URL = re.compile(r",(?=[A-Za-z][A-Za-z0-9+.-]*://)")
 # name=value, name: value, "name": "value", 'name': 'value' for names that always carry secrets.
 _SECRET_NAMES = (
     r"aws_secret_access_key|secret_access_key|secretaccesskey|aws_session_token|session_token"
@@ -45,10 +47,14 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 def url_passwords(text: str) -> list[str]:
     """Passwords in every scheme://user:password@host inside `text`, raw and decoded."""
     found: list[str] = []
-    for match in _URL_CREDENTIALS.finditer(text):
-        raw = match["secret"]
-        found.extend(dict.fromkeys((raw, unquote(raw))))
-    return found
+    # Read whole, a list of URLs yields one span from the first password to the last '@'; read URL
+    # by URL, each password alone. Both are kept: masking more never shows a secret.
+    parts = _NEXT_URL.split(text)
+    for part in [text, *parts] if len(parts) > 1 else [text]:
+        for match in _URL_CREDENTIALS.finditer(part):
+            raw = match["secret"]
+            found.extend(dict.fromkeys((raw, unquote(raw))))
+    return list(dict.fromkeys(found))
 
 
 def secret_values_from_env(env: Mapping[str, str]) -> list[str]:

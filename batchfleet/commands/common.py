@@ -16,7 +16,13 @@ def add_log_flag(parser: argparse.ArgumentParser) -> None:
 def add_connection_flags(parser: argparse.ArgumentParser, store: bool = True) -> None:
     """--broker, --store and S3 options, with their environment variable defaults."""
     # Each default: the environment variable named, else batchfleet.toml (see `batchfleet config show`).
-    parser.add_argument("--broker", default=None, help="amqp(s):// URL; default $BATCHFLEET_BROKER, else embedded")
+    parser.add_argument(
+        "--broker",
+        action="append",
+        default=None,
+        help="amqp(s):// URL; repeat it (or separate with commas) for the nodes of a RabbitMQ cluster; "
+        "default $BATCHFLEET_BROKER (comma-separated), else embedded",
+    )
     if store:
         parser.add_argument("--store", default=None, help="job area root (default $BATCHFLEET_STORE or ./.batchfleet)")
     parser.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (MinIO); default from AWS settings")
@@ -38,7 +44,11 @@ def storage_options(ns: argparse.Namespace) -> StorageOptions:
 
 
 def broker_url(ns: argparse.Namespace) -> str | None:
-    return getattr(ns, "broker", None) or os.environ.get("BATCHFLEET_BROKER") or None
+    """The broker's URLs as one comma-separated string (a cluster's nodes), from --broker or the
+    environment; None for the embedded broker."""
+    from common.broker.urls import join_urls
+
+    return join_urls(getattr(ns, "broker", None)) or join_urls(os.environ.get("BATCHFLEET_BROKER"))
 
 
 def store_uri(ns: argparse.Namespace) -> str:

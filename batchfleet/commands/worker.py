@@ -7,7 +7,13 @@ import os
 import tempfile
 from pathlib import Path
 
-from batchfleet.commands.common import add_connection_flags, add_log_flag, open_broker_from, storage_options
+from batchfleet.commands.common import (
+    add_connection_flags,
+    add_log_flag,
+    broker_url,
+    open_broker_from,
+    storage_options,
+)
 from common.errors import BatchfleetError, UsageError
 
 
@@ -47,7 +53,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         raise UsageError(f"--processes must be at least 1, got {ns.processes}")
     if ns.check:
         return check(ns)
-    if not (ns.broker or os.environ.get("BATCHFLEET_BROKER")):
+    if not broker_url(ns):
         raise UsageError("a worker needs a broker", "pass --broker amqp://... or set BATCHFLEET_BROKER")
     node_id = node_id_from(ns.node_id or os.environ.get("BATCHFLEET_NODE_ID"))
     work = ns.work_dir or Path(tempfile.gettempdir()) / f"batchfleet-{node_id}"
@@ -71,7 +77,7 @@ def check(ns: argparse.Namespace) -> int:
     from common.broker.factory import redact_url
     from common.storage import open_storage
 
-    url = ns.broker or os.environ.get("BATCHFLEET_BROKER")
+    url = broker_url(ns)
     store = ns.store or os.environ.get("BATCHFLEET_STORE")
     try:
         if not url:

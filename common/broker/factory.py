@@ -1,36 +1,18 @@
-"""Pick a broker from a URL: none or memory:// is in-process, amqp(s):// is RabbitMQ."""
+"""Pick a broker from its URLs: none or memory:// is in-process, amqp(s):// is RabbitMQ (one node or several)."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Iterable
 
 from common.broker.base import Broker
+from common.broker.urls import AMQP_SCHEMES, check_cluster, redact_url, scheme_of, split_urls
 from common.errors import UsageError
 
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by ***, safe for logs and reports."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparseable URL>"
-    if not password:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}"
-    try:
-        if parts.port is not None:
-            netloc += f":{parts.port}"
-    except ValueError:
-        return "<unparseable URL>"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+__all__ = ["open_broker", "redact_url"]
 
 
 def open_broker(
-    url: str | None,
+    url: str | Iterable[str] | None,
     *,
     ca_file: str | None = None,
     cert_file: str | None = None,
@@ -38,17 +20,19 @@ def open_broker(
     heartbeat: int = 30,
     connect_timeout: float = 10,
 ) -> Broker:
-    """The broker that serves `url`; raises BrokerError when RabbitMQ cannot be reached."""
-    if url is None or url.strip() in {"", "memory://"}:
+    """The broker that serves `url` (a URL, comma-separated URLs of one cluster's nodes, or a list of them);
+    raises BrokerError when no RabbitMQ node can be reached."""
+    urls = split_urls(url)
+    if not urls or urls == ["memory://"]:
         from common.broker.memory import MemoryBroker
 
         return MemoryBroker()
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme in {"amqp", "amqps"}:
+    check_cluster(urls)
+    if scheme_of(urls[0]) in AMQP_SCHEMES:
         from common.broker.rabbitmq.broker import RabbitBroker
 
         return RabbitBroker(
-            url,
+            urls,
             ca_file=ca_file,
             cert_file=cert_file,
             key_file=key_file,
@@ -56,6 +40,6 @@ def open_broker(
             connect_timeout=connect_timeout,
         )
     raise UsageError(
-        f"unsupported broker URL {redact_url(url)!r}",
+        f"unsupported broker URL {redact_url(urls[0])!r}",
         "use amqp://user:pass@host:5672/vhost, amqps://... or leave it unset for the in-process broker",
     )

@@ -80,6 +80,14 @@ def test_url_passwords() -> None:
     assert url_passwords("amqp://u@h") == []
 
 
+def test_url_passwords_of_a_cluster_list_include_each_node_password() -> None:
+    """BATCHFLEET_BROKER may list a cluster's nodes, comma-separated, each with its own password."""
+    found = url_passwords("amqp://u:pw-one@h1:5672/,amqps://u:pw%2Ftwo@h2:5671/")
+    assert {"pw-one", "pw%2Ftwo", "pw/two"} <= set(found)
+    masked = redact("token pw-one and pw/two", found)
+    assert "pw-one" not in masked and "pw/two" not in masked
+
+
 def test_secret_values_from_env() -> None:
     env = {
         "BATCHFLEET_BROKER": "amqps://batchfleet:br0ker%2Fpw@rabbit:5671/",

@@ -16,16 +16,8 @@ from pika.channel import Channel
 
 from common.broker.base import REPLY_PREFIX, Broker, Delivery, Settle, Topic, delivery_limit, queue_names
 from common.broker.packs import pack_bodies
-from common.broker.rabbitmq.io import (
-    AmqpLink,
-    Op,
-    Step,
-    channel_error,
-    connection_parameters,
-    delete_step,
-    parse_endpoint,
-    run_steps,
-)
+from common.broker.rabbitmq.endpoint import channel_error, connection_targets
+from common.broker.rabbitmq.io import AmqpLink, Op, Step, delete_step, run_steps
 from common.broker.rabbitmq.publish import FANOUT_EXCHANGES, Publisher
 from common.broker.rabbitmq.session import (
     Consumer,
@@ -33,7 +25,8 @@ from common.broker.rabbitmq.session import (
     message_handler,
 )
 from common.broker.rabbitmq.settle import RabbitSettler
-from common.errors import BrokerError
+from common.broker.urls import URL_HINT, check_cluster, split_urls
+from common.errors import BrokerError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +38,13 @@ REPLY_EXPIRES_MS = 60_000  # a reply queue nobody consumes from goes after a min
 class RabbitBroker(Broker):
     """The Broker contract over RabbitMQ; semantics match MemoryBroker (see common/broker/memory.py).
 
-    Two connections: one publishes and manages queues, one (opened on first consume) delivers.
+    Two connections: one publishes and manages queues, one (opened on first consume) delivers. Given
+    several URLs (the nodes of one cluster), each connection fails over to another node on its own.
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | Iterable[str],
         *,
         ca_file: str | None = None,
         cert_file: str | None = None,
@@ -59,19 +53,23 @@ class RabbitBroker(Broker):
         connect_timeout: float = 10,
         op_timeout: float = 120,
     ) -> None:
-        self._endpoint = parse_endpoint(url)
+        urls = split_urls(url)
+        if not urls:
+            raise UsageError("no broker URL given", URL_HINT)
+        check_cluster(urls)
         tls = {"ca_file": ca_file, "cert_file": cert_file, "key_file": key_file}
         common = {"heartbeat": heartbeat, "connect_timeout": connect_timeout, **tls}
-        self._pub_params = connection_parameters(url, role="publisher", **common)  # type: ignore[arg-type]
-        self._sub_params = connection_parameters(url, role="consumer", **common)  # type: ignore[arg-type]
+        self._pub_targets = connection_targets(urls, role="publisher", **common)
+        self._sub_targets = connection_targets(urls, role="consumer", **common)
+        self._where = self._pub_targets[0].endpoint.where + (f" (+{len(urls) - 1} nodes)" if len(urls) > 1 else "")
         self._op_timeout = op_timeout
         self._lock = threading.Lock()
         self._jobs: dict[str, int] = {}
         self._consumers: dict[str, Consumer] = {}
         self._closed = False
-        self._publisher = Publisher(lambda: self._pub, self._endpoint, op_timeout)
+        self._publisher = Publisher(lambda: self._pub, op_timeout)
         self._settler = RabbitSettler(self._publisher, lambda: self._sub)
-        self._pub = AmqpLink(self._pub_params, self._endpoint, "pub", self._pub_up, self._publisher.on_down, op_timeout)
+        self._pub = AmqpLink(self._pub_targets, "pub", self._pub_up, self._publisher.on_down, op_timeout)
         self._sub: AmqpLink | None = None
         self._pub.start()
 
@@ -83,18 +81,21 @@ class RabbitBroker(Broker):
             self._jobs[job_id] = run_max_try
 
     def delete_job(self, job_id: str) -> None:
+        """The job's queues, deleted at the same time: with a node of the cluster lost, RabbitMQ takes
+        about 5 s to delete each quorum queue that had a member there."""
         with self._lock:
             self._jobs.pop(job_id, None)
-        names = queue_names(job_id)
 
-        def start(op: Op) -> None:
-            def body(ch: Channel) -> None:
-                steps: list[Step] = [delete_step(ch, name) for name in names]
-                run_steps(ch, op, steps, lambda _f: None)
+        def deleting(name: str) -> Callable[[Op], None]:
+            def start(op: Op) -> None:
+                def body(ch: Channel) -> None:
+                    run_steps(ch, op, [delete_step(ch, name)], lambda _f: None)
 
-            self._pub.temp_channel(op, f"deleting the queues of job {job_id}", body)
+                self._pub.temp_channel(op, f"deleting queue {name}", body)
 
-        self._pub.call(start, f"deleting the queues of job {job_id}")
+            return start
+
+        self._pub.call_all([deleting(name) for name in queue_names(job_id)], f"deleting the queues of job {job_id}")
 
     def depth(self, queue_name: str) -> int:
         return int(
@@ -307,7 +308,7 @@ class RabbitBroker(Broker):
         with self._lock:
             link = self._sub
         if link is None:
-            link = AmqpLink(self._sub_params, self._endpoint, "sub", self._sub_up, lambda: None, self._op_timeout)
+            link = AmqpLink(self._sub_targets, "sub", self._sub_up, lambda: None, self._op_timeout)
             link.start()
             with self._lock:
                 if self._sub is None:
@@ -390,7 +391,8 @@ class RabbitBroker(Broker):
             session.unsettled.clear()
         if not self._registered(spec) or not isinstance(reason, pex.ChannelClosedByBroker):
             return  # cancelled by us, or the connection went: _sub_up re-opens it
-        error = channel_error(reason, f"consuming from {spec.queue_name}", self._endpoint)
+        link = self._sub or self._pub
+        error = channel_error(reason, f"consuming from {spec.queue_name}", link.endpoint)
         if spec.waiter is not None or reason.reply_code == 404:
             with self._lock:
                 self._consumers.pop(spec.tag, None)
@@ -427,7 +429,7 @@ class RabbitBroker(Broker):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise BrokerError(f"the broker connection to {self._endpoint.where} is closed")
+            raise BrokerError(f"the broker connection to {self._where} is closed")
 
     def close(self) -> None:
         with self._lock:
@@ -436,7 +438,7 @@ class RabbitBroker(Broker):
             self._closed = True
             sub, self._sub = self._sub, None
             self._consumers.clear()
-        self._publisher.abort(BrokerError(f"the broker connection to {self._endpoint.where} was closed"))
+        self._publisher.abort(BrokerError(f"the broker connection to {self._where} was closed"))
         if sub is not None:
             sub.close()
         self._pub.close()

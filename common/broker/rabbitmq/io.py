@@ -1,183 +1,36 @@
-"""One AMQP connection owned by one I/O thread: connect, map errors, reconnect with capped backoff."""
+"""One AMQP connection owned by one I/O thread: connect, fail over between a cluster's nodes, reconnect
+with capped backoff."""
 
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
-import ssl
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pika
 import pika.exceptions as pex
 from pika.adapters.select_connection import IOLoop
-from pika.adapters.utils import connection_workflow as cwf
 from pika.channel import Channel
 
+from common.broker.rabbitmq.endpoint import (
+    CONNECTION_FORCED,
+    Endpoint,
+    Target,
+    channel_error,
+    connect_error,
+    none_answered,
+)
 from common.errors import BrokerError
 
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 10.0
-CONNECTION_FORCED = 320  # broker shutting down: a restart, not our fault
 MAX_OP_TRIES = 5
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where a broker URL points, for messages; the password is kept only to scrub it."""
-
-    host: str
-    port: int
-    vhost: str
-    user: str
-    secret: str
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def scrub(self, text: str) -> str:
-        return text.replace(self.secret, "***") if self.secret else text
-
-
-def parse_endpoint(url: str) -> Endpoint:
-    parts = urlsplit(url)
-    tls = parts.scheme == "amqps"
-    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-    try:
-        port = parts.port or (5671 if tls else 5672)
-    except ValueError as exc:
-        raise BrokerError(f"broker URL has an invalid port: {exc}", "use amqp://user:pass@host:5672/vhost") from None
-    return Endpoint(
-        host=parts.hostname or "localhost",
-        port=port,
-        vhost=vhost,
-        user=unquote(parts.username or "guest"),
-        secret=unquote(parts.password or ""),
-    )
-
-
-def tls_context(ca_file: str | None, cert_file: str | None, key_file: str | None) -> ssl.SSLContext:
-    """Verify the server (system CAs unless ca_file); present a client certificate when given."""
-    context = ssl.create_default_context(cafile=ca_file)
-    if cert_file:
-        context.load_cert_chain(cert_file, key_file)
-    return context
-
-
-def connection_parameters(
-    url: str,
-    *,
-    role: str,
-    ca_file: str | None = None,
-    cert_file: str | None = None,
-    key_file: str | None = None,
-    heartbeat: int = 30,
-    connect_timeout: float = 10,
-) -> pika.URLParameters:
-    """pika parameters for one attempt; reconnecting is ours, so pika tries once."""
-    endpoint = parse_endpoint(url)
-    try:
-        params = pika.URLParameters(url)
-    except Exception as exc:
-        raise BrokerError(
-            f"cannot parse broker URL for {endpoint.where}: {endpoint.scrub(str(exc))}",
-            "use amqp://user:pass@host:5672/vhost",
-        ) from None
-    if url.startswith("amqps://"):
-        try:
-            context = tls_context(ca_file, cert_file, key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise BrokerError(
-                f"cannot load TLS files for {endpoint.where}: {exc}", "check the CA/cert/key paths"
-            ) from None
-        params.ssl_options = pika.SSLOptions(context, server_hostname=endpoint.host)
-    if "heartbeat=" not in urlsplit(url).query:  # a heartbeat in the URL wins
-        params.heartbeat = heartbeat
-    params.connection_attempts = 1
-    params.retry_delay = 0
-    params.socket_timeout = connect_timeout
-    params.stack_timeout = connect_timeout
-    params.blocked_connection_timeout = None
-    params.client_properties = {"connection_name": f"batchfleet {role} {socket.gethostname()} pid {os.getpid()}"}
-    return params
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    """Unwrap pika's connection-workflow wrappers down to the error that explains the failure."""
-    for _ in range(8):
-        if isinstance(exc, cwf.AMQPConnectionWorkflowFailed) and exc.exceptions:
-            exc = exc.exceptions[-1]
-        elif isinstance(exc, cwf.AMQPConnectorPhaseErrorBase) and exc.exception is not None:
-            exc = exc.exception
-        elif type(exc) is pex.AMQPConnectionError and exc.args and isinstance(exc.args[0], BaseException):
-            exc = exc.args[0]
-        else:
-            break
-    return exc
-
-
-def connect_error(exc: BaseException, endpoint: Endpoint) -> BrokerError:
-    """One line naming host:port and what to check; never the password."""
-    where, root = endpoint.where, _root_cause(exc)
-    if isinstance(root, pex.ProbableAuthenticationError | pex.AuthenticationError):
-        return BrokerError(
-            f"RabbitMQ at {where} refused the login of user {endpoint.user!r} (ACCESS_REFUSED)",
-            "check the user name and password in the broker URL",
-        )
-    if isinstance(root, pex.ProbableAccessDeniedError):
-        return BrokerError(
-            f"RabbitMQ at {where} denied user {endpoint.user!r} access to vhost {endpoint.vhost!r}",
-            "check that the vhost exists and the user has permissions on it (rabbitmqctl set_permissions)",
-        )
-    if isinstance(root, ssl.SSLError):
-        return BrokerError(
-            f"TLS handshake with RabbitMQ at {where} failed ({root.reason or root})",
-            "check amqps:// vs amqp://, the port, and the CA / client certificate files",
-        )
-    if isinstance(root, socket.gaierror):
-        return BrokerError(f"cannot resolve RabbitMQ host {endpoint.host!r} ({where})", "check the host name")
-    if isinstance(root, OSError):
-        reason = root.strerror or type(root).__name__
-        return BrokerError(
-            f"cannot reach RabbitMQ at {where} ({reason})",
-            "check that the broker is running and the URL's host and port",
-        )
-    if isinstance(root, cwf.AMQPConnectorStackTimeout | pex.ConnectionOpenAborted | pex.IncompatibleProtocolError):
-        return BrokerError(
-            f"RabbitMQ at {where} did not complete the AMQP handshake",
-            "check that the port is an AMQP listener (5672 amqp, 5671 amqps)",
-        )
-    text = endpoint.scrub(" ".join(str(root).split()))[:200]
-    return BrokerError(f"cannot connect to RabbitMQ at {where}: {type(root).__name__} {text}", "check the broker URL")
-
-
-def channel_error(exc: BaseException, what: str, endpoint: Endpoint) -> BrokerError:
-    """A broker-side channel close (404, 406, 403) as one line."""
-    code = getattr(exc, "reply_code", None)
-    text = endpoint.scrub(" ".join(str(getattr(exc, "reply_text", exc)).split()))
-    if code == 404:
-        return BrokerError(
-            f"{what}: not found on {endpoint.where} ({text})", "the job may have ended or was never submitted"
-        )
-    if code == 406:
-        return BrokerError(
-            f"{what}: refused by {endpoint.where} ({text})",
-            "a queue with that name exists with other settings; delete it or use a new job id",
-        )
-    if code == 403:
-        return BrokerError(
-            f"{what}: access refused by {endpoint.where} ({text})",
-            "grant the user configure/write/read permissions",
-        )
-    return BrokerError(f"{what}: RabbitMQ at {endpoint.where} closed the channel ({code} {text})")
 
 
 class Op:
@@ -220,21 +73,27 @@ _TIMEOUT = object()
 class AmqpLink:
     """A SelectConnection on a private I/O thread; nothing here ever waits on caller code.
 
+    `targets` are the nodes of one broker (one URL, or several nodes of a cluster): the link connects
+    to the first that answers, and when its node is lost it tries the next ones at once, backing off
+    only after every node failed in a row.
     `on_up(connection)` runs on the I/O thread after every (re)connect, `on_down()` after every loss.
     """
 
     def __init__(
         self,
-        params: pika.URLParameters,
-        endpoint: Endpoint,
+        targets: Sequence[Target],
         name: str,
         on_up: Callable[[pika.SelectConnection], None],
         on_down: Callable[[], None],
         op_timeout: float,
     ) -> None:
-        self.endpoint = endpoint
+        if not targets:
+            raise ValueError("a link needs at least one broker URL")
         self.op_timeout = op_timeout
-        self._params = params
+        self._targets = list(targets)
+        self._index = 0  # the node connected to, or being tried
+        self._tried = 0  # nodes tried since the last connection or the last full round
+        self._first_errors: list[BrokerError] = []
         self._on_up = on_up
         self._on_down = on_down
         self._ioloop = IOLoop()
@@ -247,16 +106,22 @@ class AmqpLink:
         self._first = Op(lambda op: None)
         self._thread = threading.Thread(target=self._run, name=f"bf-amqp-{name}", daemon=True)
 
+    @property
+    def endpoint(self) -> Endpoint:
+        """The node this link is connected to (or trying), for messages."""
+        return self._targets[self._index].endpoint
+
     # caller side
 
     def start(self) -> None:
-        """Connect once; raise BrokerError when that first attempt fails."""
+        """Connect to the first node that answers; raise BrokerError when none does."""
         self._thread.start()
         self._ioloop.add_callback_threadsafe(self._connect)
-        timeout = float(self._params.stack_timeout or 10) + 5
+        timeout = sum(float(t.params.stack_timeout or 10) for t in self._targets) + 5
         try:
             if self._first.wait(timeout) is _TIMEOUT:
-                raise BrokerError(f"no answer from RabbitMQ at {self.endpoint.where} within {timeout:.0f}s")
+                where = ", ".join(t.endpoint.where for t in self._targets)
+                raise BrokerError(f"no answer from RabbitMQ at {where} within {timeout:.0f}s")
         except BrokerError:
             self.close()
             raise
@@ -268,18 +133,32 @@ class AmqpLink:
 
     def call(self, start: Callable[[Op], None], what: str, timeout: float | None = None) -> Any:
         """Run start(op) on the I/O thread once connected; wait for op to resolve."""
+        return self.call_all([start], what, timeout)[0]
+
+    def call_all(self, starts: Sequence[Callable[[Op], None]], what: str, timeout: float | None = None) -> list[Any]:
+        """Like call, for requests that run at the same time; raises the first failure once all are done."""
         if self._closing:
             raise BrokerError(f"{what}: the broker connection to {self.endpoint.where} is closed")
-        op = Op(start)
-        self._ioloop.add_callback_threadsafe(lambda: self.run(op))
+        ops = [Op(start) for start in starts]
+        for op in ops:
+            self._ioloop.add_callback_threadsafe(partial(self.run, op))
         limit = timeout or self.op_timeout
-        value = op.wait(limit)
-        if value is _TIMEOUT:
+        deadline = time.monotonic() + limit
+        values: list[Any] = []
+        first_error: Exception | None = None
+        for op in ops:
+            try:
+                values.append(op.wait(max(0.0, deadline - time.monotonic())))
+            except Exception as exc:  # raised once every request is done
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        if any(value is _TIMEOUT for value in values):
             raise BrokerError(
                 f"{what}: no answer from RabbitMQ at {self.endpoint.where} within {limit:.0f}s",
                 "check that the broker is up; batchfleet keeps reconnecting",
             )
-        return value
+        return values
 
     def close(self) -> None:
         if self._closing:
@@ -357,7 +236,7 @@ class AmqpLink:
         if self._closing:
             return
         self._conn = pika.SelectConnection(
-            self._params,
+            self._targets[self._index].params,
             on_open_callback=self._opened,
             on_open_error_callback=self._open_failed,
             on_close_callback=self._lost,
@@ -369,7 +248,8 @@ class AmqpLink:
         if self._ever_connected:
             log.info("reconnected to RabbitMQ at %s", self.endpoint.where)
         self._ever_connected = True
-        self._failures = 0
+        self._failures = self._tried = 0
+        self._first_errors.clear()
         conn.add_on_connection_blocked_callback(self._blocked)
         conn.add_on_connection_unblocked_callback(self._unblocked)
         self._guard(lambda: self._on_up(conn))
@@ -384,9 +264,16 @@ class AmqpLink:
             return
         error = connect_error(exc, self.endpoint)
         if not self._ever_connected:
-            self._first.fail(error)
+            self._first_errors.append(error)
+            if len(self._first_errors) < len(self._targets):
+                self._index += 1  # the first connection tries each node once, in the order given
+                self._ioloop.call_later(0, self._connect)
+            else:
+                self._first.fail(none_answered(self._first_errors))
             return
-        self._retry(error.line())
+        failed = self.endpoint.where
+        if self._next_node(error.line()):
+            log.warning("RabbitMQ at %s unavailable (%s); trying %s", failed, error.line(), self.endpoint.where)
 
     def _lost(self, _conn: pika.SelectConnection, reason: BaseException) -> None:
         was_connected, self._connected = self._connected, False
@@ -398,13 +285,29 @@ class AmqpLink:
         if was_connected:
             text = self.endpoint.scrub(" ".join(str(reason).split()))[:200]
             log.warning("lost the connection to RabbitMQ at %s (%s); reconnecting", self.endpoint.where, text)
-            self._retry(text)
+            self._tried = 0
+            if self._next_node(text):
+                log.info("trying RabbitMQ at %s", self.endpoint.where)
+
+    def _next_node(self, why: str) -> bool:
+        """Fail over to the next node at once (a lost node's peers are likely up); back off only
+        once every node has failed in a row. With one node this is a plain reconnect with backoff.
+        True when the next node is tried at once."""
+        self._index = (self._index + 1) % len(self._targets)
+        self._tried += 1
+        if self._tried < len(self._targets):
+            self._ioloop.call_later(0, self._connect)
+            return True
+        self._tried = 0
+        self._retry(why)
+        return False
 
     def _retry(self, why: str) -> None:
         self._failures += 1
         delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self._failures - 1)) * random.uniform(0.8, 1.2)
         if self._failures > 1:
-            log.warning("RabbitMQ at %s still unavailable (%s); next try in %.1fs", self.endpoint.where, why, delay)
+            where = self.endpoint.where if len(self._targets) == 1 else f"any of {len(self._targets)} nodes"
+            log.warning("RabbitMQ at %s still unavailable (%s); next try in %.1fs", where, why, delay)
         self._ioloop.call_later(delay, self._connect)
 
     def _blocked(self, _conn: Any, _frame: Any) -> None:

@@ -15,7 +15,8 @@ import pika
 import pika.exceptions as pex
 from pika.channel import Channel
 
-from common.broker.rabbitmq.io import AmqpLink, Endpoint, channel_error
+from common.broker.rabbitmq.endpoint import Endpoint, channel_error
+from common.broker.rabbitmq.io import AmqpLink
 from common.errors import BrokerError
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ CHUNK = 500  # messages handed to the I/O thread per wake-up
 WINDOW = 8000  # unconfirmed messages per publish() call
 NACK_RETRIES = 12  # about 15 s of backoff before a refused message fails its publish()
 NACK_BACKOFF_CAP = 2.0
+REOPEN_AFTER = 2  # a message refused this many times in a row: publish on a new channel (see _reopen)
 
 
 class PublishOp:
@@ -84,9 +86,8 @@ class Outgoing(NamedTuple):
 class Publisher:
     """Owns the confirm-mode channel; the I/O-thread methods are marked as such."""
 
-    def __init__(self, link_ref: Callable[[], AmqpLink], endpoint: Endpoint, stall: float) -> None:
+    def __init__(self, link_ref: Callable[[], AmqpLink], stall: float) -> None:
         self._link = link_ref
-        self._endpoint = endpoint
         self._stall = stall
         self._channel: Channel | None = None
         self._next_tag = 1
@@ -95,6 +96,9 @@ class Publisher:
         self._persistent = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
         self._live: set[PublishOp] = set()
         self._live_lock = threading.Lock()
+
+    def _endpoint(self) -> Endpoint:
+        return self._link().endpoint
 
     # caller side
 
@@ -126,11 +130,11 @@ class Publisher:
             self._live.add(op)
         try:
             while chunk := list(islice(items, CHUNK)):
-                op.wait_in_flight(WINDOW - len(chunk), self._stall, self._endpoint)
+                op.wait_in_flight(WINDOW - len(chunk), self._stall, link.endpoint)
                 batch = [Outgoing(op, exchange, routing_key, bytes(b), props, mandatory) for b in chunk]
                 op.sent += len(batch)
                 link.threadsafe(partial(self.enqueue, batch))
-            op.wait_in_flight(0, self._stall, self._endpoint)
+            op.wait_in_flight(0, self._stall, link.endpoint)
         finally:
             op.abandoned = op.abandoned or op.confirmed < op.sent
             with self._live_lock:
@@ -140,24 +144,24 @@ class Publisher:
     # I/O thread
 
     def on_up(self, conn: pika.SelectConnection) -> None:
-        def declared(_frame: Any) -> None:
-            self._channel = ch
-            self._next_tag = 1
-            self._pump()
-
-        def confirming(_frame: Any) -> None:
-            # Publishing to an exchange that does not exist closes the channel: declare every topic's first.
-            ch.exchange_declare(ANNOUNCE_EXCHANGE, "fanout", durable=True, callback=hello)
-
-        def hello(_frame: Any) -> None:
-            ch.exchange_declare(FANOUT_EXCHANGES["hello"], "fanout", durable=True, callback=declared)
-
         def opened(channel: Channel) -> None:
+            def declared(_frame: Any) -> None:
+                self._channel = channel
+                self._next_tag = 1
+                self._pump()
+
+            def confirming(_frame: Any) -> None:
+                # Publishing to an exchange that does not exist closes the channel: declare every topic's first.
+                channel.exchange_declare(ANNOUNCE_EXCHANGE, "fanout", durable=True, callback=hello)
+
+            def hello(_frame: Any) -> None:
+                channel.exchange_declare(FANOUT_EXCHANGES["hello"], "fanout", durable=True, callback=declared)
+
             channel.add_on_close_callback(self._closed)
             channel.add_on_return_callback(self._returned)
-            channel.confirm_delivery(self._confirmed, callback=confirming)
+            channel.confirm_delivery(partial(self._confirmed, channel), callback=confirming)
 
-        ch = conn.channel(on_open_callback=opened)
+        conn.channel(on_open_callback=opened)
 
     def on_down(self) -> None:
         self._channel = None
@@ -184,7 +188,9 @@ class Publisher:
             self._unsent.extendleft(reversed(list(self._pending.values())))
             self._pending.clear()
 
-    def _confirmed(self, frame: Any) -> None:
+    def _confirmed(self, channel: Channel, frame: Any) -> None:
+        if channel is not self._channel:
+            return  # a channel given up by _reopen: its messages were sent again on the new one
         method = frame.method
         tag, multiple = method.delivery_tag, method.multiple
         settled: list[Outgoing] = []
@@ -210,19 +216,36 @@ class Publisher:
             if msg.refusals >= NACK_RETRIES:
                 msg.op.set_error(
                     BrokerError(
-                        f"{msg.op.what}: RabbitMQ at {self._endpoint.where} refused a message {NACK_RETRIES} times",
+                        f"{msg.op.what}: RabbitMQ at {self._endpoint().where} refused a message {NACK_RETRIES} times",
                         "check the queue's length limit and the broker log",
                     )
                 )
         if retry:
+            if max(m.refusals for m in retry) >= REOPEN_AFTER:
+                self._reopen()
             delay = min(NACK_BACKOFF_CAP, 0.25 * 2 ** (retry[0].refusals - 1))
             log.warning(
                 "RabbitMQ at %s refused %d message(s); publishing them again in %.2fs",
-                self._endpoint.where,
+                self._endpoint().where,
                 len(retry),
                 delay,
             )
             self._link().later(delay, partial(self._requeue_front, retry))
+
+    def _reopen(self) -> None:
+        """Publish on a new channel. On RabbitMQ 3.10 a channel opened while a quorum queue's leader is
+        being replaced (a client failing over from a lost node does just that) can keep the lost
+        leader and have every publish to that queue refused for as long as it lives, while a new
+        channel finds the new leader. Unconfirmed messages go out again on the new channel."""
+        ch, link = self._channel, self._link()
+        conn = link.connection
+        if ch is None or conn is None or not ch.is_open:
+            return
+        log.info("RabbitMQ at %s keeps refusing messages; publishing on a new channel", link.endpoint.where)
+        self._channel = None
+        self._resend_pending()
+        ch.close()
+        self.on_up(conn)
 
     def _requeue_front(self, batch: list[Outgoing]) -> None:
         self._unsent.extendleft(reversed(batch))
@@ -230,7 +253,7 @@ class Publisher:
 
     def _returned(self, _ch: Channel, method: Any, _props: Any, _body: bytes) -> None:
         error = BrokerError(
-            f"queue {method.routing_key} does not exist on {self._endpoint.where}",
+            f"queue {method.routing_key} does not exist on {self._endpoint().where}",
             "the job may have ended or was never submitted",
         )
         for msg in list(self._pending.values()) + list(self._unsent):
@@ -242,7 +265,7 @@ class Publisher:
             return
         self._channel = None
         if isinstance(reason, pex.ChannelClosedByBroker):
-            error = channel_error(reason, "publishing", self._endpoint)
+            error = channel_error(reason, "publishing", self._endpoint())
             for msg in self._pending.values():
                 msg.op.set_error(error)
             self._pending.clear()
