@@ -1,4 +1,5 @@
-"""Session fixtures shared by the integration and chaos tiers: one RabbitMQ node and one S3 endpoint.
+"""Session fixtures shared by the integration and chaos tiers: one RabbitMQ node, one S3 endpoint, and a
+three-node RabbitMQ cluster for the chaos tier's node-loss tests.
 
 Servers start only when a test asks for them, once per session. Missing server software skips those
 tests on a laptop and fails them when CI is set.
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.cluster import RabbitCluster, start_cluster
 from tests.servers import (
     ExternalRabbit,
     MotoS3,
@@ -75,6 +77,23 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode | 
         yield node
     finally:
         node.close()
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
+    """Three private RabbitMQ nodes in one cluster (about a minute to boot; only chaos tests ask for it).
+
+    Always private nodes: a test kills them. Tests take it through a fixture that heals it afterwards
+    (tests/chaos/conftest.py `cluster`), so each starts with every node running.
+    """
+    try:
+        cluster = start_cluster(tmp_path_factory.mktemp("rabbit-cluster"))
+    except ServerUnavailable as exc:
+        unavailable(str(exc))
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 @pytest.fixture(scope="session")

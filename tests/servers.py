@@ -208,13 +208,13 @@ class RabbitNode:
 
     restartable = True
 
-    def __init__(self, base: Path, bin_dir: Path) -> None:
+    def __init__(self, base: Path, bin_dir: Path, name: str | None = None, password: str | None = None) -> None:
         self.base = base
         self.bin_dir = bin_dir
         self.port = free_port()
         self.dist_port = free_port()
-        self.node = f"bftest-{os.getpid()}@localhost"
-        self.password = uuid.uuid4().hex
+        self.node = f"{name or f'bftest-{os.getpid()}'}@localhost"
+        self.password = password or uuid.uuid4().hex
         self.url = f"amqp://{TEST_USER}:{self.password}@127.0.0.1:{self.port}/"
         self.pki = Pki.create(base)
         self.tls_port = free_port() if self.pki else None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.chaos_helpers import EntryOptions, make_component, write_items
+from tests.cluster import RabbitCluster
 from tests.fleet_helpers import fleet_env
 
 
@@ -47,12 +48,9 @@ class LocalJob:
 LocalJobFactory = Callable[..., LocalJob]
 
 
-@pytest.fixture
-def local_job(tmp_path: Path, rabbitmq) -> LocalJobFactory:  # type: ignore[no-untyped-def]
-    """make(count, **EntryOptions fields) -> a LocalJob whose entry script records each call.
-
-    A relative broken_flag is a file name under the job's root.
-    """
+def job_factory(tmp_path: Path, url: str) -> LocalJobFactory:
+    """make(count, **EntryOptions fields) -> a LocalJob on the broker at `url`, whose entry script
+    records each call. A relative broken_flag is a file name under the job's root."""
 
     def make(count: int, **entry_fields: object) -> LocalJob:
         if isinstance(entry_fields.get("broken_flag"), str):
@@ -62,9 +60,25 @@ def local_job(tmp_path: Path, rabbitmq) -> LocalJobFactory:  # type: ignore[no-u
         entry = EntryOptions(calls=calls, **entry_fields)  # type: ignore[arg-type]
         spec = make_component(tmp_path / "code", entry)
         return LocalJob(
-            root=tmp_path, url=rabbitmq.url, count=count, entry=entry, spec=spec,
+            root=tmp_path, url=url, count=count, entry=entry, spec=spec,
             inputs=write_items(tmp_path / "in", count), output=tmp_path / "out", store=tmp_path / "store",
             calls=calls, logs=tmp_path / "workers", env=fleet_env(),
         )  # fmt: skip
 
     return make
+
+
+@pytest.fixture
+def local_job(tmp_path: Path, rabbitmq) -> LocalJobFactory:  # type: ignore[no-untyped-def]
+    """A LocalJob factory on the session's RabbitMQ node (see job_factory)."""
+    return job_factory(tmp_path, rabbitmq.url)
+
+
+@pytest.fixture
+def cluster(rabbit_cluster: RabbitCluster) -> Iterator[RabbitCluster]:
+    """The session's three-node cluster with every node running, before and after the test."""
+    rabbit_cluster.heal()
+    try:
+        yield rabbit_cluster
+    finally:
+        rabbit_cluster.heal()
