@@ -13,12 +13,20 @@ def add_log_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=None, help="batchfleet's own log level (default WARNING)")
 
 
+class _JoinUrls(argparse.Action):
+    """--broker repeated: one string, the URLs comma-separated (the form BATCHFLEET_BROKER takes)."""
+
+    def __call__(self, _parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any, _opt: Any = None) -> None:
+        earlier = getattr(ns, self.dest, None)
+        setattr(ns, self.dest, f"{earlier},{values}" if earlier else values)
+
+
 def add_connection_flags(parser: argparse.ArgumentParser, store: bool = True) -> None:
     """--broker, --store and S3 options, with their environment variable defaults."""
     # Each default: the environment variable named, else batchfleet.toml (see `batchfleet config show`).
     parser.add_argument(
         "--broker",
-        action="append",
+        action=_JoinUrls,
         default=None,
         help="amqp(s):// URL; repeat it (or separate with commas) for the nodes of a RabbitMQ cluster; "
         "default $BATCHFLEET_BROKER (comma-separated), else embedded",
