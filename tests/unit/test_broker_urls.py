@@ -125,3 +125,19 @@ def test_mixed_vhosts_is_a_usage_error(tmp_path) -> None:  # type: ignore[no-unt
     assert result.code == 2, result.stdout + result.stderr
     assert len(result.error_lines) == 1, result.stderr
     assert "different vhosts" in result.error_lines[0]
+
+
+def test_a_profiles_brokers_list_is_tried_node_by_node(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`brokers = [...]` in batchfleet.toml reaches the client as the nodes of one cluster."""
+    first, second = free_port(), free_port()
+    config = tmp_path / "batchfleet.toml"
+    config.write_text(
+        "[profile.default]\n"
+        f'brokers = ["amqp://bf:pw-one@127.0.0.1:{first}/", "amqp://bf:pw-two@127.0.0.1:{second}/"]\n'
+    )
+    result = batchfleet("worker", "--check", "--config", config)
+    text = result.stdout + result.stderr
+    assert result.code == 1, text
+    assert "no RabbitMQ node of 2 answered" in text
+    assert f"127.0.0.1:{first}" in text and f"127.0.0.1:{second}" in text
+    assert "pw-one" not in text and "pw-two" not in text
