@@ -9,11 +9,13 @@ from collections.abc import Iterator
 
 from pydantic import ValidationError
 
+from common.broker.base import queue_names
 from common.errors import UsageError
 from common.jobarea import JobArea
 from common.messages import BatchResult, JobConfig
 from common.parts.frames import PartRecord, scan_parts
 from common.storage import StorageOptions, open_storage
+from coordinator.plan.feed import PlanFeeder
 from coordinator.plan.submit import fetch_manifest, mark_published, plan_size, publish_plan, was_published
 from coordinator.report.joblogs import Summary
 from coordinator.runner import JobRun, RunOptions, finish_job
@@ -56,9 +58,9 @@ def attach(job_id: str, options: RunOptions, resume: bool) -> Summary:
     """Follow (or, with resume, re-run the unfinished part of) a stored job to its end."""
     job = load_job(options.store_uri, job_id, options.storage_options)
     manifest = fetch_manifest(job, options.storage_options)
+    run = JobRun(job, options)
     try:
         batches, items = plan_size(manifest)
-        run = JobRun(job, options)
         tally = run.new_tally(batches)
         reused = sum(
             tally.reuse(found, node_of(found.ref), counted_as_reused=resume)
@@ -72,11 +74,21 @@ def attach(job_id: str, options: RunOptions, resume: bool) -> Summary:
         if resume:
             broker.purge(f"bf.{job.job_id}.batches")
         if resume or not was_published(job, options.storage_options):
-            sent = publish_plan(broker, job, manifest, tally.resolved)
+            if options.embedded:  # the in-memory queue is fed as it drains (plan/feed.py)
+                names = queue_names(job.job_id)
+                run.feeder = PlanFeeder(broker, names.batches, manifest, skip=tally.resolved, complete=True)
+            else:
+                sent = publish_plan(broker, job, manifest, tally.resolved)
+                log.info("job %s: %d mini-batches published, %d reused", job.job_id, sent, reused)
             mark_published(job, options.storage_options)
-            log.info("job %s: %d mini-batches published, %d reused", job.job_id, sent, reused)
+    except BaseException:
+        run.stop_feeding()
+        if run.trylog is not None:
+            run.trylog.discard()
+        raise
     finally:
-        shutil.rmtree(manifest.parent, ignore_errors=True)
+        if run.feeder is None:
+            shutil.rmtree(manifest.parent, ignore_errors=True)
     _clear_cancel(job, options.storage_options)
     return finish_job(run, tally, items)
 

@@ -22,11 +22,13 @@ from common.storage import StorageOptions, open_storage
 from coordinator.follow.follower import Follower, Verdict, await_nodes_stopped
 from coordinator.follow.tally import Tally
 from coordinator.merger import StreamMerger
+from coordinator.plan.feed import PlanFeeder
 from coordinator.plan.submit import (
     FLEET_BATCHES_PER_MESSAGE,
     StreamPublisher,
     mark_published,
     new_job_id,
+    new_manifest,
     snapshot_code,
     write_job,
     write_plan,
@@ -111,6 +113,7 @@ class JobRun:
         self._announced = False
         self.digest = TryDigest(origin=self.started)
         self.trylog: TryLog | None = None
+        self.feeder: PlanFeeder | None = None
 
     def new_tally(self, batches: int) -> Tally:
         """The job's tally, its tries streamed to attempts.csv and folded into the report's digest."""
@@ -135,25 +138,44 @@ class JobRun:
         opts = self.options
         names = queue_names(self.job.job_id)
         if opts.embedded:
-
-            def sink(chunk: list[bytes]) -> None:
-                opts.broker.publish(names.batches, chunk)
-
-            manifest, batches, items = write_plan(self.job, opts.storage_options, opts.signing_key, sink)
+            # The in-memory queue is fed from the manifest as it drains (plan/feed.py): planning
+            # goes on at disk speed, and the plan is never held in memory whole.
+            manifest = new_manifest()
+            self.feeder = PlanFeeder(opts.broker, names.batches, manifest)
+            try:
+                manifest, batches, items = write_plan(
+                    self.job, opts.storage_options, opts.signing_key, self.feeder, manifest
+                )
+            except BaseException:
+                self.stop_feeding()
+                raise
+            self.feeder.planned()
         else:
             # Over the network, planning must not wait for confirms chunk by chunk.
             stream = StreamPublisher(opts.broker, names.batches, self.job.batches_per_message)
+
+            def sink(chunk: list[bytes]) -> None:
+                stream(chunk)
+                self.start_workers()  # workers take the first mini-batches while the rest is listed
+
             try:
-                manifest, batches, items = write_plan(self.job, opts.storage_options, opts.signing_key, stream)
+                manifest, batches, items = write_plan(self.job, opts.storage_options, opts.signing_key, sink)
             except BaseException:
                 with contextlib.suppress(Exception):
                     stream.close()
                 raise
             stream.close()
-        log.info("published %d mini-batches for %s", batches, self.job.job_id)
+            shutil.rmtree(manifest.parent, ignore_errors=True)  # the store keeps the plan
+        log.info("planned %d mini-batches for %s", batches, self.job.job_id)
         mark_published(self.job, opts.storage_options)
-        shutil.rmtree(manifest.parent, ignore_errors=True)  # the store keeps the plan
         return batches, items
+
+    def stop_feeding(self) -> None:
+        """Embedded mode: stop feeding the queue from the manifest, and remove it (the store keeps the plan)."""
+        feeder, self.feeder = self.feeder, None
+        if feeder is not None:
+            feeder.close()
+            shutil.rmtree(feeder.manifest.parent, ignore_errors=True)
 
     def start_workers(self) -> None:
         opts = self.options
@@ -235,6 +257,7 @@ class JobRun:
     def abort(self) -> None:
         """Planning failed: stop what was started, leave nothing behind."""
         self._announcing.set()
+        self.stop_feeding()
         if self.trylog is not None:
             self.trylog.discard()
         if self._announced:
@@ -249,6 +272,7 @@ class JobRun:
     def stop_workers(self, tally: Tally) -> None:
         """Tell every worker the job ended; wait (bounded) until they have uploaded their logs."""
         self._announcing.set()
+        self.stop_feeding()
         broker = self.options.broker
         names = queue_names(self.job.job_id)
         broker.purge(names.batches)
@@ -274,8 +298,8 @@ def run_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> Summary:
             # Children start (and init) while the input is listed and planned.
             run.start_workers()
         else:
-            # Workers start their processes now, and take messages once the plan is published:
-            # consuming while publishing halved fleet throughput (RabbitMQ's flow control).
+            # Workers start their processes (and init()) now, and take messages once the first
+            # chunk of the plan is on its way (the announcements turn "active").
             run.announce("preparing")
         batches, items = run.publish()
     except BaseException:

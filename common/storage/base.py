@@ -20,6 +20,14 @@ class ObjectInfo(NamedTuple):
     size: int | None
 
 
+class NameRun(NamedTuple):
+    """Objects `uri_prefix + name` listed as `rel_prefix + name`, for each name (see Storage.list_names)."""
+
+    uri_prefix: str
+    rel_prefix: str
+    names: list[str]
+
+
 def is_remote(uri: str) -> bool:
     """A URI with a scheme (s3://, https://, wasbs://, ...), not a local path."""
     return "://" in uri
@@ -58,6 +66,16 @@ class Storage(ABC):
 
         With `sizes=False` a store may leave `size` None when reading it costs extra.
         """
+
+    def list_names(self, uri: str) -> Iterator[NameRun]:
+        """Every object below `uri`, as `list` finds them without sizes, but a run of names at a time.
+
+        Each run is (URI prefix, relative prefix, names): the objects `prefix + name`, listed as
+        `rel prefix + name`. A planner builds a million plan lines from these without an object
+        per file. Stores override this with a cheaper walk; by default, one run per object.
+        """
+        for info in self.list(uri, sizes=False):
+            yield NameRun(info.uri, info.rel, [""])
 
     @abstractmethod
     def download(self, uri: str, dest: Path) -> None: ...

@@ -11,7 +11,7 @@ from operator import attrgetter
 from pathlib import Path
 
 from common.errors import StorageError
-from common.storage.base import ObjectInfo, Storage
+from common.storage.base import NameRun, ObjectInfo, Storage
 
 
 def _sort_key(entry: os.DirEntry[str]) -> str:
@@ -34,6 +34,33 @@ def _walk_sorted(root: str, prefix: str = "", sizes: bool = True) -> Iterator[Ob
         elif entry.is_file(follow_symlinks=True):
             size = entry.stat(follow_symlinks=True).st_size if sizes else None
             yield ObjectInfo(entry.path, prefix + entry.name, size)
+
+
+def _walk_names(root: str, prefix: str) -> Iterator[NameRun]:
+    """The files below root in sorted order, a folder's run of names at a time (no object per file)."""
+    try:
+        with os.scandir(root) as scan:
+            entries = list(scan)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    base = os.path.join(root, "")
+    folders = [entry for entry in entries if entry.is_dir()]
+    if not folders:  # most folders: a C-level sort of plain names
+        names = sorted([entry.name for entry in entries if entry.is_file()])
+        if names:
+            yield NameRun(base, prefix, names)
+        return
+    run: list[str] = []
+    for entry in sorted(entries, key=_sort_key):
+        if entry.is_dir():
+            if run:
+                yield NameRun(base, prefix, run)
+                run = []
+            yield from _walk_names(entry.path, f"{prefix}{entry.name}/")
+        elif entry.is_file():
+            run.append(entry.name)
+    if run:
+        yield NameRun(base, prefix, run)
 
 
 class LocalStorage(Storage):
@@ -79,6 +106,13 @@ class LocalStorage(Storage):
             return
         yield from _walk_sorted(str(root), sizes=sizes)
 
+    def list_names(self, uri: str) -> Iterator[NameRun]:
+        root = Path(uri)
+        if root.is_file():
+            yield NameRun(str(root)[: -len(root.name)], "", [root.name])
+            return
+        yield from _walk_names(str(root), "")
+
     def download(self, uri: str, dest: Path) -> None:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +121,17 @@ class LocalStorage(Storage):
             raise StorageError(f"cannot copy {uri}: {exc.strerror or exc}") from exc
 
     def upload(self, src: Path, uri: str) -> None:
-        self.write_bytes(uri, src.read_bytes())
+        """Copy a file in as a stream (a merged output or a plan may be hundreds of MB), then rename."""
+        path = Path(uri)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise StorageError(f"cannot write {uri}: {exc.strerror or exc}") from exc
 
     def delete(self, uri: str) -> None:
         path = Path(uri)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
 
@@ -15,13 +17,16 @@ from boto3.exceptions import Boto3Error
 from botocore.config import Config
 
 from common.errors import StorageError, UsageError
-from common.storage.base import ObjectInfo, Storage
+from common.storage.base import NameRun, ObjectInfo, Storage
 from common.storage.options import StorageOptions
 
 T = TypeVar("T")
+Names = list[str]  # (S3Storage.list hides the builtin inside the class)
 
 DELETE_BATCH = 1000  # the DeleteObjects limit
 LIST_PAGE_SIZE = 1000  # keys per ListObjectsV2 page: the most S3 returns
+LIST_AHEAD = 8  # folders of a prefix listed at once, on threads
+PAGES_AHEAD = 4  # pages a folder's lister may hold before the reader gets to it
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 DENIED_CODES = {
     "AccessDenied",
@@ -58,6 +63,72 @@ class ObjectGone(StorageError):
 
 class EndpointUnreachable(StorageError):
     """The endpoint did not answer even after boto3's retries: an outage, worth waiting out."""
+
+
+def _pages_of(names: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(names), LIST_PAGE_SIZE):
+        yield names[start : start + LIST_PAGE_SIZE]
+
+
+class _FolderLister:
+    """Lists a prefix's folders on threads, LIST_AHEAD at a time, and hands their pages over in order."""
+
+    def __init__(self, storage: S3Storage, uri: str, bucket: str, prefix: str) -> None:
+        self.storage, self.uri, self.bucket, self.prefix = storage, uri, bucket, prefix
+        self._pool = ThreadPoolExecutor(LIST_AHEAD, thread_name_prefix="bf-list")
+        self._stop = threading.Event()
+
+    def _fill(self, folder: str, pages: queue.Queue[list[str] | BaseException | None]) -> None:
+        try:
+            for names in self.storage.folder_names(self.uri, self.bucket, self.prefix, folder):
+                while not self._stop.is_set():
+                    try:
+                        pages.put(names, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            pages.put(None)
+        except BaseException as exc:  # handed to the reader, which raises it in its own thread
+            pages.put(exc)
+
+    def runs(self, base: str, entries: list[tuple[str, bool]]) -> Iterator[NameRun]:
+        started: dict[str, queue.Queue[list[str] | BaseException | None]] = {}
+        folders = [name for name, is_folder in entries if is_folder]
+        try:
+            loose: list[str] = []
+            for name, is_folder in entries:
+                if not is_folder:
+                    loose.append(name)
+                    continue
+                if loose:
+                    yield NameRun(base, "", loose)
+                    loose = []
+                self._start_ahead(folders, started)
+                yield from self._drain(base, started.pop(name))
+                folders.remove(name)
+            if loose:
+                yield NameRun(base, "", loose)
+        finally:
+            self._stop.set()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _start_ahead(
+        self, folders: list[str], started: dict[str, queue.Queue[list[str] | BaseException | None]]
+    ) -> None:
+        for folder in folders[:LIST_AHEAD]:
+            if folder not in started:
+                started[folder] = queue.Queue(maxsize=PAGES_AHEAD)
+                self._pool.submit(self._fill, folder, started[folder])
+
+    @staticmethod
+    def _drain(base: str, pages: queue.Queue[list[str] | BaseException | None]) -> Iterator[NameRun]:
+        while (names := pages.get()) is not None:
+            if isinstance(names, BaseException):
+                raise names
+            if names:
+                yield NameRun(base, "", names)
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -248,6 +319,47 @@ class S3Storage(Storage):
                     continue  # folder markers made by consoles
                 yield ObjectInfo(uri=f"s3://{bucket}/{name}", rel=name[len(prefix) :], size=int(item["Size"]))
 
+    def list_names(self, uri: str) -> Iterator[NameRun]:
+        """Objects below uri as runs of names, one listing page each.
+
+        Where the prefix holds folders, each folder is listed by its own paginator on a thread
+        (LIST_AHEAD folders ahead of the one being read), so a tree of many folders lists in
+        parallel; the runs still come in key order.
+        """
+        bucket, key = split_uri(uri)
+        if key and not key.endswith("/"):
+            try:
+                self._head(uri)
+            except ObjectGone:
+                pass  # not an object: a prefix
+            else:
+                name = key.rsplit("/", 1)[-1]
+                yield NameRun(uri[: -len(name)], "", [name])
+                return
+        prefix = f"{key.rstrip('/')}/" if key.strip("/") else ""
+        base = f"s3://{bucket}/{prefix}"
+        files, folders = self._top_level(uri, bucket, prefix)
+        if not folders:
+            yield from (NameRun(base, "", names) for names in _pages_of(files))
+            return
+        entries = sorted([(name, False) for name in files] + [(folder, True) for folder in folders])
+        yield from _FolderLister(self, uri, bucket, prefix).runs(base, entries)
+
+    def _top_level(self, uri: str, bucket: str, prefix: str) -> tuple[Names, Names]:
+        """Names of the objects directly below prefix, and of its folders (each ending in "/")."""
+        client = self._s3()
+        paginator = client.get_paginator("list_objects_v2")
+        config = {"PageSize": LIST_PAGE_SIZE}
+        files: Names = []
+        folders: Names = []
+        try:
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/", PaginationConfig=config):
+                files += [item["Key"][len(prefix) :] for item in page.get("Contents", [])]
+                folders += [entry["Prefix"][len(prefix) :] for entry in page.get("CommonPrefixes", [])]
+        except (bex.BotoCoreError, bex.ClientError) as exc:
+            self._raise(exc, uri, "list", client)
+        return [name for name in files if name and not name.endswith("/")], folders
+
     def _pages(self, uri: str, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
         client = self._s3()
         paginator = client.get_paginator("list_objects_v2")
@@ -256,6 +368,12 @@ class S3Storage(Storage):
             yield from pages
         except (bex.BotoCoreError, bex.ClientError) as exc:
             self._raise(exc, uri, "list", client)
+
+    def folder_names(self, uri: str, bucket: str, prefix: str, folder: str) -> Iterator[Names]:
+        """Every object below prefix + folder, a page at a time, named relative to prefix."""
+        for page in self._pages(uri, bucket, prefix + folder):
+            names = [item["Key"][len(prefix) :] for item in page.get("Contents", [])]
+            yield [name for name in names if not name.endswith("/")]  # folder markers made by consoles
 
     def download(self, uri: str, dest: Path) -> None:
         bucket, key = split_uri(uri)

@@ -12,7 +12,7 @@ from typing import Any
 
 from common.errors import InputError, StorageError, UsageError
 from common.messages import WIRE_VERSION, BatchMessage, InputBinding, Item, JobConfig
-from common.storage import ObjectInfo, StorageOptions, is_remote, open_storage
+from common.storage import NameRun, ObjectInfo, StorageOptions, is_remote, open_storage
 from coordinator.plan.partitions import BatchPlan, partition_files
 
 # A planned batch in its wire form (BatchMessage.model_dump(exclude_none=True)).
@@ -37,6 +37,28 @@ def _list_input(binding: InputBinding, options: StorageOptions, sizes: bool) -> 
     if not seen:
         where = "holds no files" if not is_remote(binding.uri) else "holds no objects (or the prefix is wrong)"
         raise InputError(f"input {binding.name}: {binding.uri} {where}", "point --input at a folder with data")
+
+
+def name_runs(binding: InputBinding, options: StorageOptions) -> Iterator[NameRun]:
+    """The input's files a folder (or a listing page) at a time; errors name the input."""
+    try:
+        storage = open_storage(binding.uri, options)
+        if not is_remote(binding.uri) and not storage.exists(binding.uri):
+            raise InputError(f"input {binding.name}: {binding.uri} does not exist", "check the path given with --input")
+        seen = False
+        for run in storage.list_names(binding.uri):
+            seen = seen or bool(run.names)
+            yield run
+    except StorageError as exc:
+        raise InputError(f"input {binding.name}: {exc.message}", exc.hint) from exc
+    if not seen:
+        where = "holds no files" if not is_remote(binding.uri) else "holds no objects (or the prefix is wrong)"
+        raise InputError(f"input {binding.name}: {binding.uri} {where}", "point --input at a folder with data")
+
+
+def by_count(binding: InputBinding, job: JobConfig) -> bool:
+    """Plain files cut into batches by count: planned from runs of names (coordinator/plan/lines.py)."""
+    return binding.kind != "tabular" and not job.settings.partition_keys
 
 
 def _item_dicts(items: list[Item]) -> list[dict[str, Any]]:
@@ -84,15 +106,21 @@ def plan_lines(job: JobConfig, options: StorageOptions) -> Iterator[PlannedBatch
     """Every mini-batch of the job in wire form, numbered in merge order (None fields left out)."""
     batch_id = 0
     for name in job.input_data:
-        binding = job.inputs[name]
-        planner = _tabular_batches if binding.kind == "tabular" else _file_batches
-        for items, partition in planner(binding, job, options):
-            message: PlannedBatch = {"v": WIRE_VERSION, "job_id": job.job_id, "batch_id": batch_id, "input": name}
-            message["items"] = items
-            if partition is not None:
-                message["partition"] = partition
+        for message in input_plan(job, name, options, batch_id):
             yield message
             batch_id += 1
+
+
+def input_plan(job: JobConfig, name: str, options: StorageOptions, first_id: int) -> Iterator[PlannedBatch]:
+    """The mini-batches of one input, numbered from `first_id`."""
+    binding = job.inputs[name]
+    planner = _tabular_batches if binding.kind == "tabular" else _file_batches
+    for batch_id, (items, partition) in enumerate(planner(binding, job, options), first_id):
+        message: PlannedBatch = {"v": WIRE_VERSION, "job_id": job.job_id, "batch_id": batch_id, "input": name}
+        message["items"] = items
+        if partition is not None:
+            message["partition"] = partition
+        yield message
 
 
 def plan_batches(job: JobConfig, options: StorageOptions) -> Iterator[BatchMessage]:

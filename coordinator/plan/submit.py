@@ -13,13 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from common.broker.base import Broker, queue_names
 from common.jobarea import PLAN_FILE, JobArea
 from common.messages import BatchMessage, JobConfig
-from common.signing import sign_planned
 from common.storage import StorageOptions, is_remote, join_uri, open_storage
-from coordinator.plan.files import plan_lines
+from coordinator.plan.lines import encoded_plan
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,11 @@ def snapshot_code(code_dir: Path, area: str, options: StorageOptions) -> tuple[s
     return code_uri, digest
 
 
+def new_manifest() -> Path:
+    """Where a plan is written locally: a file in a new temporary folder (the caller removes it)."""
+    return Path(tempfile.mkdtemp(prefix="bf-plan-")) / PLAN_FILE
+
+
 def write_job(job: JobConfig, options: StorageOptions) -> None:
     storage = open_storage(job.store_uri, options)
     storage.check_writable(job.store_uri)
@@ -61,40 +66,45 @@ def write_plan(
     options: StorageOptions,
     key: bytes | None = None,
     sink: Callable[[list[bytes]], object] | None = None,
+    manifest: Path | None = None,
 ) -> tuple[Path, int, int]:
     """Stream the plan to a local manifest (one message per line) and into the store.
 
     With a `sink` (a publisher), lines go out in chunks while planning goes on, so workers
     start on the first mini-batches while a big input is still being listed.
-    Returns (local manifest, batches, items).
+    Returns (local manifest, batches, items); the manifest is `manifest` when given (its folder is
+    the caller's), else a file in a new temporary folder.
     """
-    local = Path(tempfile.mkdtemp(prefix="bf-plan-")) / PLAN_FILE
+    local = manifest or new_manifest()
     batches = items = 0
     chunk: list[bytes] = []
     chunk_size = FIRST_CHUNK
-    encoder = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps builds one per call
     try:
         with open(local, "wb") as out:
-            for message in plan_lines(job, options):
-                if key is not None:
-                    sign_planned(key, message)
-                line = encoder.encode(message).encode()
-                out.write(line + b"\n")
+            for line, count in encoded_plan(job, options, key):
+                chunk.append(line)
                 batches += 1
-                items += sum(item.get("rows") or 1 for item in message["items"])
-                if sink is not None:
-                    chunk.append(line)
-                    if len(chunk) >= chunk_size:
-                        sink(chunk)
-                        chunk, chunk_size = [], min(chunk_size * 2, PUBLISH_CHUNK)
-        if chunk and sink is not None:
-            sink(chunk)
+                items += count
+                if len(chunk) >= chunk_size:
+                    _hand_over(out, chunk, sink)
+                    chunk, chunk_size = [], min(chunk_size * 2, PUBLISH_CHUNK)
+            _hand_over(out, chunk, sink)
         storage = open_storage(job.store_uri, options)
         storage.upload(local, JobArea(job.store_uri).plan)
     except BaseException:
         shutil.rmtree(local.parent, ignore_errors=True)
         raise
     return local, batches, items
+
+
+def _hand_over(out: BinaryIO, chunk: list[bytes], sink: Callable[[list[bytes]], object] | None) -> None:
+    """A chunk of plan lines into the manifest (one write) and to the publisher."""
+    if not chunk:
+        return
+    out.write(b"\n".join(chunk) + b"\n")
+    if sink is not None:
+        out.flush()  # a sink may read the lines back from the manifest (plan/feed.py)
+        sink(chunk)
 
 
 class StreamPublisher:

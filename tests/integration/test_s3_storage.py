@@ -122,6 +122,33 @@ def test_list_streams_across_pages(store: S3Storage, bucket: str, monkeypatch: p
     assert pages == [5, 5, 5, 5, 3]
 
 
+def _named(store: S3Storage, uri: str) -> list[tuple[str, str]]:
+    return [(run.uri_prefix + name, run.rel_prefix + name) for run in store.list_names(uri) for name in run.names]
+
+
+def test_list_names_lists_folders_in_parallel_in_key_order(
+    store: S3Storage, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Folders (more than are listed at once, over several pages each) between loose objects."""
+    monkeypatch.setattr(s3_module, "LIST_PAGE_SIZE", 3)
+    monkeypatch.setattr(s3_module, "LIST_AHEAD", 2)
+    files = {f"d{d:02d}/f{i}.bin": b"x" for d in range(7) for i in range(d)}
+    files |= {"a.txt": b"", "d03.txt": b"", "d03-x/y": b"", "zz": b"", "d05/deep/er/z": b""}
+    put_tree(store, f"{bucket}/tree", files)
+    store.write_bytes(f"{bucket}/tree/d02/", b"")  # a console-made folder marker is not a file
+    listed = [(o.uri, o.rel) for o in store.list(f"{bucket}/tree")]
+    assert [rel for _, rel in listed] == sorted(files)
+    for root in (f"{bucket}/tree", f"{bucket}/tree/"):
+        assert _named(store, root) == listed
+    assert _named(store, f"{bucket}/tree/d03.txt") == [(f"{bucket}/tree/d03.txt", "d03.txt")]
+    assert _named(store, f"{bucket}/nothing-here") == []
+
+
+def test_list_names_of_a_missing_bucket(store: S3Storage) -> None:
+    with pytest.raises(StorageError, match="does not exist"):
+        list(store.list_names(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/in"))
+
+
 def test_list_of_one_object_and_of_nothing(store: S3Storage, bucket: str) -> None:
     store.write_bytes(f"{bucket}/in/one.csv", b"a,b\n")
     store.write_bytes(f"{bucket}/in/one.csv.bak", b"old")

@@ -86,3 +86,57 @@ def test_local_listing_without_sizes(tmp_path: Path) -> None:
     without = list(store.list(str(tmp_path / "data"), sizes=False))
     assert [i.rel for i in without] == [i.rel for i in with_sizes]
     assert all(i.size is None for i in without) and all(i.size == 7 for i in with_sizes)
+
+
+def _decoded(job, key: bytes | None = None) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    from coordinator.plan.lines import encoded_plan
+
+    return [json.loads(line) for line, _ in encoded_plan(job, StorageOptions(), key)]
+
+
+HOSTILE_NAMES = ['a "quoted" name.txt', "back\\slash.txt", "ünïcödé-名前.txt", "tab\tand,comma.txt", "z.txt"]
+
+
+def test_bulk_lines_are_the_plan_lines_across_folders(tmp_path: Path) -> None:
+    """Names with quotes, backslashes and non-ASCII; folders between files; batches across folders."""
+    data = tmp_path / "data"
+    for folder in ("a", "a/deeper", "b", ""):
+        (data / folder).mkdir(parents=True, exist_ok=True)
+        for name in HOSTILE_NAMES:
+            (data / folder / name).write_text(name)
+    (data / "a.txt").write_text("sorts before the folder a/")
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=4)
+    assert _decoded(job) == list(plan_lines(job, StorageOptions()))
+    assert len(_decoded(job)) == -(-(4 * len(HOSTILE_NAMES) + 1) // 4)
+
+
+def test_bulk_lines_are_canonical_and_signed_as_they_are(tmp_path: Path) -> None:
+    from common.signing import canonical_body
+    from coordinator.plan.lines import encoded_plan
+
+    (tmp_path / "data").mkdir()
+    for name in HOSTILE_NAMES:
+        (tmp_path / "data" / name).write_text(name)
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=2)
+    for line, count in encoded_plan(job, StorageOptions()):
+        assert line == canonical_body(json.loads(line)) and count == len(json.loads(line)["items"])
+    for line, _ in encoded_plan(job, StorageOptions(), KEY):
+        verify_batch(KEY, job.job_id, BatchMessage.model_validate_json(line))
+
+
+def test_bulk_lines_of_a_single_file_input(tmp_path: Path) -> None:
+    make_files(tmp_path / "data", 2)
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data" / "f00001.txt")
+    [line] = _decoded(job)
+    assert line["items"] == [{"name": "f00001.txt", "uri": str(tmp_path / "data" / "f00001.txt")}]
+
+
+@pytest.mark.parametrize("setup", ["missing", "empty"])
+def test_bulk_lines_name_an_input_that_has_no_files(tmp_path: Path, setup: str) -> None:
+    from common.errors import InputError
+
+    if setup == "empty":
+        (tmp_path / "data").mkdir()
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data")
+    with pytest.raises(InputError, match=r"input data: .*(does not exist|holds no files)"):
+        _decoded(job)
