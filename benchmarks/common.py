@@ -80,11 +80,44 @@ def ensure_files(cache: Path, count: int, size: int, seed: str) -> FileSet:
     return files
 
 
+def tree_file(index: int, folders: int, count: int) -> str:
+    """Path of file `index` in a tree of `count` files spread evenly over `folders` folders."""
+    per_folder = -(-count // folders)
+    return f"d{index // per_folder:05d}/{file_name(index)}"
+
+
+def ensure_tree(cache: Path, count: int, folders: int, size: int, seed: str) -> FileSet:
+    """Like ensure_files, with the files in `folders` sub-folders (file_name order is path order)."""
+    home = cache / f"{seed}-{count}x{size}-in-{folders}"
+    files = FileSet(home / "files", count, size, seed)
+    marker = home / _READY
+    wanted = {"count": count, "size": size, "seed": seed, "folders": folders}
+    if marker.exists() and json.loads(marker.read_text(encoding="utf-8")) == wanted:
+        return files
+    print(f"generating {count} files of {size} B in {folders} folders under {files.root} (once)", flush=True)
+    shutil.rmtree(home, ignore_errors=True)
+    partial = home / "files.partial"
+    made: set[str] = set()
+    for index in range(count):
+        rel = tree_file(index, folders, count)
+        folder = rel.split("/", 1)[0]
+        if folder not in made:
+            (partial / folder).mkdir(parents=True)
+            made.add(folder)
+        with open(partial / rel, "wb") as out:
+            out.write(file_bytes(index, size, seed))
+    partial.rename(files.root)
+    marker.write_text(json.dumps(wanted), encoding="utf-8")
+    return files
+
+
 def warm(folder: Path) -> int:
-    """Read every file once so the first timed run does not pay for a cold disk cache."""
+    """Read every file once (below sub-folders too) so the first timed run does not pay for a cold disk cache."""
     total = 0
     for entry in os.scandir(folder):
-        if entry.is_file():
+        if entry.is_dir():
+            total += warm(Path(entry.path))
+        elif entry.is_file():
             with open(entry.path, "rb") as handle:
                 total += len(handle.read())
     return total
@@ -199,6 +232,11 @@ class Side:
         return statistics.median(self.seconds)
 
 
+def run_ratios(ours: Side, baseline: Side) -> list[float]:
+    """ours / baseline of each run (the runs alternate, so each pair saw the same machine)."""
+    return [a / b for a, b in zip(ours.seconds, baseline.seconds, strict=True)]
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     return {
@@ -208,9 +246,16 @@ def machine() -> dict[str, Any]:
     }
 
 
-def report(name: str, ours: Side, baseline: Side, params: dict[str, Any], items: int) -> dict[str, Any]:
-    """Print both timings and the ratio ours/baseline, then a one-line JSON summary; return it."""
-    ratio = ours.median() / baseline.median()
+def report(
+    name: str, ours: Side, baseline: Side, params: dict[str, Any], items: int, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Print both timings and the ratio ours/baseline, then a one-line JSON summary; return it.
+
+    The ratio is the median of the per-run ratios: runs alternate between the two sides, so on a
+    busy machine each pair shares its load, which the ratio of the two medians would not.
+    """
+    ratios = run_ratios(ours, baseline)
+    ratio = statistics.median(ratios)
     print()
     print(f"{name}: " + ", ".join(f"{key} {value}" for key, value in params.items()))
     width = max(len(side.label) for side in (ours, baseline))
@@ -220,15 +265,18 @@ def report(name: str, ours: Side, baseline: Side, params: dict[str, Any], items:
         print(
             f"  {side.label:<{width}}  {side.median():8.2f} s median  {rate:10.0f} items/s  runs [{runs}]  ({side.how})"
         )
-    print(f"  ratio {ours.label} / {baseline.label}: {ratio:.2f}")
+    spread = f" (runs {min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+    print(f"  ratio {ours.label} / {baseline.label}: {ratio:.2f}, median of {len(ratios)} per-run ratios{spread}")
     summary: dict[str, Any] = {
         "benchmark": name,
         **params,
         f"{ours.label}_s": round(ours.median(), 3),
         f"{baseline.label}_s": round(baseline.median(), 3),
         "ratio": round(ratio, 3),
+        "ratios": [round(r, 3) for r in ratios],
         f"{ours.label}_runs": [round(s, 3) for s in ours.seconds],
         f"{baseline.label}_runs": [round(s, 3) for s in baseline.seconds],
+        **(extra or {}),
         **machine(),
     }
     print(json.dumps(summary, sort_keys=False))
