@@ -12,7 +12,6 @@ They grow in a local temporary folder and are moved (or uploaded) into the job's
 
 from __future__ import annotations
 
-import csv
 import shutil
 import tempfile
 import time
@@ -44,7 +43,6 @@ BATCH_COLUMNS = [
     "status",
     "error",
 ]
-_CSV_SPECIAL = (",", '"', "\n", "\r")
 
 
 def batch_status(outcome: str, failed: int) -> str:
@@ -55,7 +53,7 @@ def batch_status(outcome: str, failed: int) -> str:
 
 def csv_field(text: str) -> str:
     """One CSV field as csv.writer writes it (quoted only when it must be)."""
-    if any(c in text for c in _CSV_SPECIAL):
+    if '"' in text or "," in text or "\n" in text or "\r" in text:
         return '"' + text.replace('"', '""') + '"'
     return text
 
@@ -92,9 +90,8 @@ class TryLog:
     def __init__(self, tries_of: Callable[[int], int]) -> None:
         self._tries_of = tries_of
         self.folder = Path(tempfile.mkdtemp(prefix="bf-trylog-"))
-        self._attempts_file = open(self.folder / ATTEMPTS, "w", newline="", encoding="utf-8")
-        self._attempts = csv.writer(self._attempts_file)
-        self._attempts.writerow(ATTEMPT_COLUMNS)
+        self._attempts = open(self.folder / ATTEMPTS, "w", newline="", encoding="utf-8")
+        self._attempts.write(",".join(ATTEMPT_COLUMNS) + "\r\n")
         header = (",".join(BATCH_COLUMNS) + "\r\n").encode()
         self._resolved = open(self.folder / RESOLVED, "wb")
         self._resolved.write(header)
@@ -113,18 +110,19 @@ class TryLog:
     def add(self, r: BatchResult, resolved: bool) -> None:
         """One try (a Tally watcher); the batch's row too when the try resolved it."""
         error = r.error or ""
-        self._attempts.writerow([r.batch_id, r.attempt, r.node_id, r.process, r.outcome, f"{r.seconds:.3f}", error])
+        where = f"{csv_field(r.node_id)},{csv_field(r.process)}"
+        self._attempts.write(f"{r.batch_id},{r.attempt},{where},{r.outcome},{r.seconds:.3f},{csv_field(error)}\r\n")
         if error and r.outcome != "committed":
             self._error(r)
         if not resolved:
             return
-        fields = (
-            str(r.batch_id), str(max(self._tries_of(r.batch_id), r.attempt)), csv_field(r.node_id),
-            csv_field(r.process), self._clock(r.started), str(r.total), str(r.succeeded), str(r.failed),
-            f"{r.seconds:.3f}", f"{r.download_seconds:.3f}", f"{r.run_seconds:.3f}", f"{r.commit_seconds:.3f}",
-            batch_status(r.outcome, r.failed), csv_field(error.splitlines()[0]) if error else "",
-        )  # fmt: skip
-        self._row(r.batch_id, (",".join(fields) + "\r\n").encode())
+        line = (
+            f"{r.batch_id},{max(self._tries_of(r.batch_id), r.attempt)},{where},{self._clock(r.started)},"
+            f"{r.total},{r.succeeded},{r.failed},{r.seconds:.3f},{r.download_seconds:.3f},{r.run_seconds:.3f},"
+            f"{r.commit_seconds:.3f},{batch_status(r.outcome, r.failed)},"
+            f"{csv_field(error.splitlines()[0]) if error else ''}\r\n"
+        )
+        self._row(r.batch_id, line.encode())
 
     def reused(self, batch_id: int, node_id: str, attempt: int, succeeded: int, failed: int) -> None:
         """A batch committed by an earlier run of the job (a Tally reuse watcher)."""
@@ -180,7 +178,7 @@ class TryLog:
             return
         self._closed = True
         self._ordered.close()
-        for handle in (self._attempts_file, self._resolved, self._processed):
+        for handle in (self._attempts, self._resolved, self._processed):
             handle.close()
 
     def discard(self) -> None:
