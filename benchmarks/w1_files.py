@@ -35,6 +35,7 @@ from common import (
 
 NAME = "w1_files"
 MERGED = "parallel_run_step.txt"
+TARGET = 1.3
 
 COMPONENT_YAML = """\
 $schema: https://componentsdk.azureedge.net/jsonschema/ParallelComponent.json
@@ -161,7 +162,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, object]:
         check_outputs(base_out / MERGED, ours_out / MERGED, args.files)
     params = {"files": args.files, "file_size": args.size, "mini_batch_size": args.batch}
     params |= {"processes": args.processes, "repeat": args.repeat, "identical": True}
-    return report(NAME, ours, baseline, params, items=args.files)
+    summary = report(NAME, ours, baseline, params, items=args.files)
+    print(f"  target: ratio <= {TARGET} ({'met' if summary['ratio'] <= TARGET else 'NOT met'})")
+    return summary
 
 
 def check_outputs(baseline: Path, ours: Path, expected: int) -> None:
