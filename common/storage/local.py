@@ -47,6 +47,7 @@ def _walk_names(root: str, prefix: str) -> Iterator[NameRun]:
     folders = [entry for entry in entries if entry.is_dir()]
     if not folders:  # most folders: a C-level sort of plain names
         names = sorted([entry.name for entry in entries if entry.is_file()])
+        del entries  # a flat folder of a million files: keep its names, not its DirEntry objects
         if names:
             yield NameRun(base, prefix, names)
         return

@@ -22,6 +22,7 @@ from coordinator.plan.files import by_count, input_plan, name_runs
 
 # A planned batch as it is sent and stored: its JSON line, and how many items it holds.
 PlanLine = tuple[bytes, int]
+SLICE = 4096  # names turned into items at a time
 
 
 def encoded_plan(job: JobConfig, options: StorageOptions, key: bytes | None = None) -> Iterator[PlanLine]:
@@ -57,15 +58,17 @@ def _file_lines(
     for run in name_runs(binding, options):
         # '"prefix' without its closing quote: each name's escape (with its closing quote) completes it.
         rel, uri = escaped(run.rel_prefix)[:-1], escaped(run.uri_prefix)[:-1]
-        quoted = [escaped(name)[1:] for name in run.names]
-        pending += [f'{{"name":{rel}{q},"uri":{uri}{q}}}' for q in quoted]
-        if len(pending) < per_batch:
-            continue
-        full = len(pending) - len(pending) % per_batch
-        for start in range(0, full, per_batch):
-            yield _line(head, batch_id, middle, pending[start : start + per_batch], tail, job.job_id, key), per_batch
-            batch_id += 1
-        del pending[:full]
+        for first in range(0, len(run.names), SLICE):  # a flat folder of a million names, a slice at a time
+            quoted = [escaped(name)[1:] for name in run.names[first : first + SLICE]]
+            pending += [f'{{"name":{rel}{q},"uri":{uri}{q}}}' for q in quoted]
+            if len(pending) < per_batch:
+                continue
+            full = len(pending) - len(pending) % per_batch
+            for start in range(0, full, per_batch):
+                items = pending[start : start + per_batch]
+                yield _line(head, batch_id, middle, items, tail, job.job_id, key), per_batch
+                batch_id += 1
+            del pending[:full]
     if pending:
         yield _line(head, batch_id, middle, pending, tail, job.job_id, key), len(pending)
 

@@ -97,8 +97,14 @@ def _decoded(job, key: bytes | None = None) -> list[dict[str, object]]:  # type:
 HOSTILE_NAMES = ['a "quoted" name.txt', "back\\slash.txt", "ünïcödé-名前.txt", "tab\tand,comma.txt", "z.txt"]
 
 
-def test_bulk_lines_are_the_plan_lines_across_folders(tmp_path: Path) -> None:
+@pytest.mark.parametrize("names_at_a_time", [4096, 3])
+def test_bulk_lines_are_the_plan_lines_across_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, names_at_a_time: int
+) -> None:
     """Names with quotes, backslashes and non-ASCII; folders between files; batches across folders."""
+    from coordinator.plan import lines
+
+    monkeypatch.setattr(lines, "SLICE", names_at_a_time)
     data = tmp_path / "data"
     for folder in ("a", "a/deeper", "b", ""):
         (data / folder).mkdir(parents=True, exist_ok=True)
