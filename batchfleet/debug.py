@@ -201,7 +201,7 @@ def user_process(job: JobConfig, folders: Folders) -> Iterator[None]:
     entry_logger.propagate = False
     root_logger.setLevel(job.settings.logging_level)
     sys.argv = [job.entry_script, *job.args, *predefined_args(job.settings, job.entry_script, job.input_data)]
-    os.chdir(job.code_uri)
+    os.chdir(folders.working_dir)  # as a worker child: the code folder is not the working dir
     try:
         yield
     finally:

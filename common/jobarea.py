@@ -2,13 +2,15 @@
 
     <store>/<job id>/
       job.json            the resolved (and signed) job, written once at submission
-      code/               the code snapshot (fleet mode)
       plan.jsonl          one planned batch per line
       published           marker: every planned batch is on the queue
       parts/<node>/       committed frames (common/parts/frames.py)
       failed/<batch>.json batches that failed for good, recorded by the coordinator
       state.json          live state for `status` and `list`
       cancel.json         a cancel request, polled by the coordinator
+
+    <store>/_code/<hash>/     code snapshots, one per content hash, shared by every job (fleet mode)
+    <store>/_code/<hash>.done the snapshot is complete (its manifest: "<size> <path>" per line)
 
 Plain functions over strings, no pydantic: a worker's child process imports this.
 """
@@ -26,7 +28,7 @@ PLAN_FILE = "plan.jsonl"
 PUBLISHED_MARKER = "published"
 PARTS = "parts"
 FAILED = "failed"
-CODE = "code"
+CODE_ROOT = "_code"
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,11 @@ class JobArea:
     def failed_record(self, batch_id: int) -> str:
         return join_uri(self.root, FAILED, f"{batch_id:09d}.json")
 
-    @property
-    def code(self) -> str:
-        return join_uri(self.root, CODE)
+
+def code_snapshot(store_root: str, digest: str) -> str:
+    """Where the snapshot with this content hash lives: every job with the same code shares it."""
+    return join_uri(store_root, CODE_ROOT, digest)
+
+
+def code_snapshot_marker(store_root: str, digest: str) -> str:
+    return join_uri(store_root, CODE_ROOT, f"{digest}.done")

@@ -30,6 +30,27 @@ def parse_size(text: str) -> int:
     return size
 
 
+SNAPSHOT_MAX_BYTES = 300 * 1024**2
+SNAPSHOT_MAX_FILES = 2000
+_COUNT = re.compile(r"^\s*(\d+)\s*(?:files?)?\s*$", re.IGNORECASE)
+
+
+def parse_snapshot_limit(text: str | None) -> tuple[int, int]:
+    """(bytes, files) from '1GB', '5000', '5000 files' or '1GB,5000'; a part not given keeps its default."""
+    max_bytes, max_files = SNAPSHOT_MAX_BYTES, SNAPSHOT_MAX_FILES
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        count = _COUNT.match(part)
+        if count:
+            max_files = int(count.group(1))
+        else:
+            max_bytes = parse_size(part)
+    if max_files <= 0:
+        raise ValueError(f"{text!r} allows no files")
+    return max_bytes, max_files
+
+
 OutputAction = Literal["summary_only", "append_row"]
 
 # Seed FAQ names that differ in the v2 job YAML, mapped to ours.
@@ -188,6 +209,28 @@ class RunSettings(BaseModel):
         description="Tries at init() on a node before that node leaves the job (the job fails if no node is left).",
         json_schema_extra=_doc(unit="tries", ours=True),
     )
+    snapshot_limit: str | None = Field(
+        default=None,
+        description="Largest code snapshot a job may upload; over it, submission names the biggest folders.",
+        json_schema_extra=_doc(allowed="a size, a file count or both, e.g. 1GB,5000", default="300MB,2000", ours=True),
+    )
+    environment: Literal["job", "current"] | None = Field(
+        default=None,
+        description="job: each worker builds the spec's Python environment; current: children run in the "
+        "worker's own Python.",
+        json_schema_extra=_doc(allowed="job or current", default="job on a fleet, current embedded", ours=True),
+    )
+    user_log_size: str = Field(
+        default="10MB",
+        description="Size at which a user log file (stdout, stderr, entry script log, errors) rotates.",
+        json_schema_extra=_doc(allowed="a size such as 10MB", ours=True),
+    )
+    user_log_count: int = Field(
+        default=5,
+        ge=1,
+        description="Rotated user log files kept per process and stream.",
+        json_schema_extra=_doc(unit="files", ours=True),
+    )
 
     @field_validator("mini_batch_size", mode="before")
     @classmethod
@@ -206,6 +249,19 @@ class RunSettings(BaseModel):
             parse_size(value)
             return value.strip()
         raise ValueError("must be a file count such as 10 or a size such as '1MB'")
+
+    @field_validator("snapshot_limit")
+    @classmethod
+    def _check_snapshot_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_snapshot_limit(value)
+        return value
+
+    @field_validator("user_log_size")
+    @classmethod
+    def _check_log_size(cls, value: str) -> str:
+        parse_size(value)
+        return value
 
     @field_validator("logging_level", mode="before")
     @classmethod

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,8 @@ OTHER_JOB = "signed for another job"
 # Domain tags keep a message signature from ever verifying as a snapshot signature.
 _MESSAGE_TAG = b"batchfleet/message/v1"
 _SNAPSHOT_TAG = b"batchfleet/snapshot/v1"
-_SKIP_DIRS = frozenset({"__pycache__"})
-_SKIP_SUFFIXES = (".pyc",)
+SNAPSHOT_SKIP_DIRS = frozenset({"__pycache__"})
+SNAPSHOT_SKIP_SUFFIXES = (".pyc",)
 _CHUNK = 1024 * 1024
 
 log = logging.getLogger(__name__)
@@ -161,16 +161,18 @@ def _claimed_ids(body: bytes) -> tuple[str, int] | None:
     return None
 
 
-def snapshot_digest(folder: Path) -> str:
+def snapshot_digest(folder: Path, files: Iterable[tuple[str, Path]] | None = None) -> str:
     """sha256 over the folder's files: sorted relative POSIX paths and their contents.
 
-    Byte-compiled files (__pycache__, *.pyc) are skipped: Python writes them on import, so
-    they differ between the machine that snapshots and the ones that run.
+    `files` is the snapshot's selection (ignore files applied); without it, every file in the
+    folder counts, which is what a node checks after downloading a snapshot. Byte-compiled files
+    (__pycache__, *.pyc) are skipped: Python writes them on import, so they differ between the
+    machine that snapshots and the ones that run.
     """
     if not folder.is_dir():
         raise UsageError(f"code folder {folder} does not exist or is not a folder")
     outer = hashlib.sha256(_SNAPSHOT_TAG)
-    for rel, path in sorted(_snapshot_files(folder)):
+    for rel, path in sorted(_snapshot_files(folder) if files is None else files):
         outer.update(_frame(rel.encode("utf-8"), _file_sha256(path)))
     return outer.hexdigest()
 
@@ -184,9 +186,9 @@ def _snapshot_files(folder: Path) -> Iterator[tuple[str, Path]]:
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]
+        dirs[:] = [d for d in dirs if d not in SNAPSHOT_SKIP_DIRS]
         for name in files:
-            if name.endswith(_SKIP_SUFFIXES):
+            if name.endswith(SNAPSHOT_SKIP_SUFFIXES):
                 continue
             path = Path(current, name)
             yield path.relative_to(folder).as_posix(), path

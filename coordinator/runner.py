@@ -23,13 +23,13 @@ from coordinator.follow.follower import Follower, Verdict, await_nodes_stopped
 from coordinator.follow.tally import Tally
 from coordinator.merger import StreamMerger
 from coordinator.plan.feed import PlanFeeder
+from coordinator.plan.snapshot import snapshot_code
 from coordinator.plan.submit import (
     FLEET_BATCHES_PER_MESSAGE,
     StreamPublisher,
     mark_published,
     new_job_id,
     new_manifest,
-    snapshot_code,
     write_job,
     write_plan,
 )
@@ -68,7 +68,11 @@ def build_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> JobConf
     area = JobArea.of(options.store_uri, job_id).root
     code_uri, digest = str(spec.code_dir), ""
     if not options.embedded:
-        code_uri, digest = snapshot_code(spec.code_dir, area, options.storage_options)
+        # Bound data inside the code folder (and a local store) never travels with the code.
+        bound = [b.uri for b in resolved.inputs.values() if b.kind != "value"]
+        bound += [*resolved.outputs.values(), resolved.output_uri, options.store_uri]
+        limit = resolved.settings.snapshot_limit
+        code_uri, digest, _ = snapshot_code(spec.code_dir, options.store_uri, options.storage_options, bound, limit)
     job = JobConfig(
         job_id=job_id,
         name=spec.name,

@@ -1,4 +1,4 @@
-"""Create a job's area in the store: job.json, code snapshot, plan; then publish the plan."""
+"""Create a job's area in the store: job.json and plan; then publish the plan (the code: plan/snapshot.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import BinaryIO
 from common.broker.base import Broker, queue_names
 from common.jobarea import PLAN_FILE, JobArea
 from common.messages import BatchMessage, JobConfig
-from common.storage import StorageOptions, is_remote, join_uri, open_storage
+from common.storage import StorageOptions, is_remote, open_storage
 from coordinator.plan.lines import encoded_plan
 
 log = logging.getLogger(__name__)
@@ -35,19 +35,6 @@ def new_job_id(name: str) -> str:
     """Readable, sortable and unique: <name>-<utc time>-<random>."""
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "job"
     return f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
-
-
-def snapshot_code(code_dir: Path, area: str, options: StorageOptions) -> tuple[str, str]:
-    """Copy the entry script's folder into the job area; return (code_uri, digest)."""
-    from common.signing import snapshot_digest
-
-    digest = snapshot_digest(code_dir)
-    code_uri = JobArea(area).code
-    storage = open_storage(code_uri, options)
-    for path in sorted(code_dir.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-            storage.upload(path, join_uri(code_uri, path.relative_to(code_dir).as_posix()))
-    return code_uri, digest
 
 
 def new_manifest() -> Path:

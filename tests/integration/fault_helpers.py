@@ -96,10 +96,11 @@ def one_error_line(result: subprocess.CompletedProcess[str], start: str = "batch
 
 
 def job_ids(s3: MotoS3, store: str) -> list[str]:
-    """Job ids with an area under an s3:// store."""
+    """Job ids with an area under an s3:// store (`_code/` holds the shared code snapshots)."""
     bucket, _, prefix = store.removeprefix("s3://").partition("/")
     listed = s3.client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/", Delimiter="/")
-    return [p["Prefix"][len(prefix) + 1 :].rstrip("/") for p in listed.get("CommonPrefixes", [])]
+    names = [p["Prefix"][len(prefix) + 1 :].rstrip("/") for p in listed.get("CommonPrefixes", [])]
+    return [name for name in names if name != "_code"]
 
 
 def read_text(s3: MotoS3, uri: str) -> str:

@@ -177,7 +177,8 @@ def test_snapshot_hash_mismatch(tmp_path: Path, fleet: dict[str, Any], s3: MotoS
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.strip().splitlines()[0]
     bucket = fleet["bucket"].removeprefix("s3://")
-    key = f"store/{job}/code/entry.py"
+    code_uri = json.loads(read_text(s3, f"{fleet['store']}/{job}/job.json"))["code_uri"]
+    key = code_uri.removeprefix(f"s3://{bucket}/") + "/entry.py"  # the content-addressed snapshot
     tampered = read_text(s3, f"s3://{bucket}/{key}") + "\nimport os\nos.system('echo owned')\n"
     s3.client().put_object(Bucket=bucket, Key=key, Body=tampered.encode())
     worker = start_worker(fleet["url"], "node-a", tmp_path / "workers", env, 1)

@@ -1,4 +1,8 @@
-"""Where one node keeps a job's local files: logs, user outputs, working dir, code."""
+"""Where one node keeps a job's local files: logs, user outputs, working dir, code.
+
+Everything a job owns on a node is below `root` (`<work root>/<job id>`), removed when the node
+leaves the job; the code copy is the node's, per content hash, and children run in `working_dir`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 
 from common.messages import JobConfig
 from common.storage import is_remote
+from worker.download.snapshot import code_cache
 
 
 @dataclass(frozen=True)
@@ -26,7 +31,7 @@ def node_layout(job: JobConfig, work_root: Path) -> NodeLayout:
     output_is_local = not is_remote(job.output_uri)
     log_root = Path(job.output_uri) / "logs" if output_is_local else root / "logs"
     output_dir = Path(job.output_uri) if output_is_local else root / "output"
-    code_dir = Path(job.code_uri) if not is_remote(job.code_uri) else root / "code"
+    code_dir = code_cache(work_root, job)  # shared by the jobs with the same code; outside `root`
     return NodeLayout(
         root=root,
         log_root=log_root,

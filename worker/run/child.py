@@ -135,7 +135,11 @@ class Child:
         self.logs.install(self.job.logging_level)
         faulthandler.enable(file=sys.__stderr__ or sys.stderr)
         code_dir = Path(self.spec["code_dir"])
-        os.chdir(code_dir)
+        # Azure ML's working dir semantics: files init() writes go to the job's own folder, never
+        # into the code copy other jobs and later children run.
+        working_dir = Path(self.spec["working_dir"])
+        working_dir.mkdir(parents=True, exist_ok=True)
+        os.chdir(working_dir)
         sys.argv = [self.job.entry_script, *self.job.args, *self.spec.get("predefined_args", [])]
         self.load_tabular()
         self.entry = load_entry(code_dir, self.job.entry_script)
