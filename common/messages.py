@@ -24,6 +24,24 @@ class InputBinding(Strict):
     mode: Literal["download", "direct"] = "download"
 
 
+class PythonEnvironment(Strict):
+    """A job's Python environment, read from the spec at submission: what each worker builds."""
+
+    requirements: list[str] = Field(default_factory=list, description="pip requirement lines.")
+    python: str | None = Field(default=None, description="The spec's python pin, e.g. '=3.11' or '>=3.10'.")
+    conda_only: list[str] = Field(default_factory=list, description="conda packages, which no worker installs.")
+    image: str | None = Field(default=None, description="The docker image named; recorded, not used.")
+    source: str = Field(default="", description="Where it was read from, for messages.")
+
+    def notes(self) -> list[str]:
+        """One line for each thing in the spec that no worker provides."""
+        lines = [f"conda package {p!r} is not installed (workers have no conda): list it under pip:"
+                 for p in self.conda_only]  # fmt: skip
+        if self.image:
+            lines.append(f"docker image {self.image} is recorded, not used: workers run without containers")
+        return lines
+
+
 class JobConfig(Strict):
     """The resolved job, written to <store>/<job_id>/job.json; workers read only this."""
 
@@ -43,6 +61,9 @@ class JobConfig(Strict):
     store_uri: str = Field(description="The job's area: <store>/<job_id>.")
     settings: RunSettings
     environment: dict[str, Any] | None = None
+    python_env: PythonEnvironment | None = Field(
+        default=None, description="The environment workers build; None: children run in the worker's Python."
+    )
     environment_variables: dict[str, str] = Field(default_factory=dict)
     code_sig: str | None = Field(default=None, description="HMAC of the snapshot digest, when jobs are signed.")
     batches_per_message: int = Field(
@@ -139,7 +160,7 @@ class SubmitReply(Strict):
     sig: str | None = None
 
 
-EventKind = Literal["init_failed", "refused", "node_started", "node_stopped", "heartbeat"]
+EventKind = Literal["init_failed", "refused", "environment_failed", "node_started", "node_stopped", "heartbeat"]
 
 
 class JobEvent(Strict):

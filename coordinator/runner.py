@@ -17,6 +17,7 @@ from common.errors import BatchfleetError, StorageError, UsageError
 from common.jobarea import JobArea
 from common.messages import BatchResult, JobAnnouncement, JobConfig
 from common.perf import PerfSampler
+from common.settings import RunSettings
 from common.signing import sign_job
 from common.storage import StorageOptions, open_storage
 from coordinator.follow.follower import Follower, Verdict, await_nodes_stopped
@@ -73,6 +74,7 @@ def build_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> JobConf
         bound += [*resolved.outputs.values(), resolved.output_uri, options.store_uri]
         limit = resolved.settings.snapshot_limit
         code_uri, digest, _ = snapshot_code(spec.code_dir, options.store_uri, options.storage_options, bound, limit)
+    mode = environment_mode(resolved.settings, options.embedded)
     job = JobConfig(
         job_id=job_id,
         name=spec.name,
@@ -87,12 +89,18 @@ def build_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> JobConf
         output_data=spec.output_data,
         output_uri=resolved.output_uri,
         store_uri=area,
-        settings=resolved.settings,
+        settings=resolved.settings.model_copy(update={"environment": mode}),
         environment=spec.environment,
+        python_env=spec.python_env,
         environment_variables=spec.environment_variables,
         batches_per_message=1 if options.embedded else FLEET_BATCHES_PER_MESSAGE,
     )
     return sign_job(options.signing_key, job) if options.signing_key else job
+
+
+def environment_mode(settings: RunSettings, embedded: bool) -> str:
+    """'job' builds the spec's environment on each worker; embedded runs default to the current Python."""
+    return settings.environment or ("current" if embedded else "job")
 
 
 def check_output(job: JobConfig, options: StorageOptions) -> None:

@@ -37,7 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="GPUs for this node: auto (CUDA_VISIBLE_DEVICES, else nvidia-smi -L), none, or 0,1 "
         "(default $BATCHFLEET_GPUS or auto); one child per GPU when a job sets no process_count_per_node",
     )  # fmt: skip
-    worker.add_argument("--check", action="store_true", help="exit 0 if broker (and store) are reachable, else 1")
+    worker.add_argument(
+        "--environment",
+        choices=("job", "current"),
+        default=os.environ.get("BATCHFLEET_ENVIRONMENT") or "job",
+        help="job: build each job's Python environment (default); current: run every job in this Python",
+    )
+    worker.add_argument("--keep-work", action="store_true", help="keep each job's work folder (for debugging)")
+    worker.add_argument(
+        "--check", action="store_true", help="exit 0 if broker (and store) are reachable, else 1; shows free disk"
+    )
     add_log_flag(worker)
     worker.set_defaults(handler=cmd_worker)
 
@@ -56,7 +65,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     if not broker_url(ns):
         raise UsageError("a worker needs a broker", "pass --broker amqp://... or set BATCHFLEET_BROKER")
     node_id = node_id_from(ns.node_id or os.environ.get("BATCHFLEET_NODE_ID"))
-    work = ns.work_dir or Path(tempfile.gettempdir()) / f"batchfleet-{node_id}"
+    work = work_dir(ns, node_id)
     config = NodeConfig(
         node_id=node_id,
         work_root=work,
@@ -64,6 +73,8 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         storage_options=storage_options(ns),
         signing_key=load_key(ns.signing_key_file, os.environ),
         gpus=parse_gpus(ns.gpus or os.environ.get("BATCHFLEET_GPUS") or "auto"),
+        environment=ns.environment,
+        keep_work=ns.keep_work,
     )
     broker = open_broker_from(ns)
     try:
@@ -79,6 +90,7 @@ def check(ns: argparse.Namespace) -> int:
 
     url = broker_url(ns)
     store = ns.store or os.environ.get("BATCHFLEET_STORE")
+    print(free_disk(work_dir(ns)))
     try:
         if not url:
             raise UsageError("no broker to check", "pass --broker or set BATCHFLEET_BROKER")
@@ -90,3 +102,25 @@ def check(ns: argparse.Namespace) -> int:
         return 1
     print(f"ok: broker {redact_url(url)} reachable" + (f"; store {store} {standing}" if store else ""))
     return 0
+
+
+def work_dir(ns: argparse.Namespace, node_id: str | None = None) -> Path:
+    """--work-dir, else batchfleet-<node> in the system temp folder (its parent, before a node id exists)."""
+    if ns.work_dir is not None:
+        return Path(ns.work_dir)
+    temp = Path(tempfile.gettempdir())
+    return temp / f"batchfleet-{node_id}" if node_id else temp
+
+
+def free_disk(folder: Path) -> str:
+    """One line: free space where the worker keeps its work (the nearest folder that exists)."""
+    import shutil
+
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    usage = shutil.disk_usage(probe)
+    return (
+        f"disk: {usage.free / 1024**3:.1f} GiB free of {usage.total / 1024**3:.1f} GiB "
+        f"({100 * usage.free / max(usage.total, 1):.0f}%) at {folder}"
+    )

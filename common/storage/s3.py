@@ -360,6 +360,22 @@ class S3Storage(Storage):
             self._raise(exc, uri, "list", client)
         return [name for name in files if name and not name.endswith("/")], folders
 
+    def etags(self, uri: str) -> dict[str, str]:
+        """ETag by relative path of what `list(uri)` lists: they change when an object does (a cache key)."""
+        bucket, key = split_uri(uri)
+        if key and not key.endswith("/"):
+            try:
+                return {key.rsplit("/", 1)[-1]: str(self._head(uri).get("ETag", ""))}
+            except ObjectGone:
+                pass  # not an object: a prefix
+        prefix = f"{key.rstrip('/')}/" if key.strip("/") else ""
+        return {
+            item["Key"][len(prefix) :]: str(item.get("ETag", ""))
+            for page in self._pages(uri, bucket, prefix)
+            for item in page.get("Contents", [])
+            if not item["Key"].endswith("/")
+        }
+
     def _pages(self, uri: str, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
         client = self._s3()
         paginator = client.get_paginator("list_objects_v2")

@@ -177,11 +177,17 @@ class Follower:
             return self._init_failed(event)
         elif event.kind == "refused":
             return Verdict("failed", f"node {event.node_id} refused the job: {event.detail}")
+        elif event.kind == "environment_failed":
+            first, _, tail = event.detail.partition("\n")
+            shown = " | ".join(line.strip() for line in tail.splitlines() if line.strip())
+            return Verdict("failed", f"node {event.node_id} {first}" + (f": {shown}" if shown else ""))
         elif event.kind == "node_stopped":
             self.tally.left(event.node_id)
             log.info("node %s left job %s", event.node_id, self.job.job_id)
         else:
             self.tally.heartbeat(event.node_id, 0)
+            if event.kind == "node_started":
+                self.tally.nodes[event.node_id].prepared = event.detail.partition("; ")[2]
             log.info("node %s: %s %s", event.node_id, event.kind, event.detail)
         return None
 

@@ -39,6 +39,7 @@ class NodeSeen:
     busy: int = 0
     last_seen: float = 0.0
     stopped: bool = False  # said node_stopped: it has left this job and uploaded its logs
+    prepared: str = ""  # what getting ready cost it: code, environment, side inputs (node_started)
 
 
 @dataclass

@@ -34,6 +34,7 @@ class Summary:
     output_uri: str = ""  # the job's output location (logs/ is under it)
     output_action: str = "append_row"
     parts_uri: str = ""  # committed results in the job area, kept when nothing is merged
+    prepared: dict[str, str] = field(default_factory=dict)  # node -> what getting ready cost it
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -71,6 +72,7 @@ def summarize(
         output_uri=job.output_uri,
         output_action=job.settings.output_action,
         parts_uri=JobArea(job.store_uri).parts,
+        prepared={node: seen.prepared for node, seen in tally.nodes.items() if seen.prepared},
     )
 
 
@@ -134,8 +136,22 @@ def job_result_text(job: JobConfig, summary: Summary) -> str:
         f"Output: {merged_text(summary)}.",
         f"Logs: {join_uri(summary.output_uri or job.output_uri, 'logs')}",
         f"Settings: {job.settings.model_dump_json(exclude_none=True)}",
+        *environment_lines(job),
+        *(f"Node {node}: {prepared}" for node, prepared in sorted(summary.prepared.items()) if prepared),
     ]
     return "\n".join(line for line in lines if line) + "\n"
+
+
+def environment_lines(job: JobConfig) -> list[str]:
+    """Which Python the children ran, and what of the spec's environment no worker provides."""
+    env = job.python_env
+    if env is None:
+        return []
+    if job.settings.environment == "job" and env.requirements:
+        head = f"Environment: built on each node from {env.source} ({len(env.requirements)} pip requirements)."
+    else:
+        head = "Environment: the workers' own Python (--environment current)."
+    return [head, *(f"Environment note: {note}" for note in env.notes())]
 
 
 def progress_line(tally: Tally, started: float) -> str:

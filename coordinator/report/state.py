@@ -57,7 +57,13 @@ def snapshot(
         "eta_seconds": round(pending / batch_rate, 1) if batch_rate else None,
         "output": job.output_uri,
         "nodes": {
-            node_id: {"batches": n.batches, "failures": n.failures, "busy": n.busy, "last_seen": n.last_seen}
+            node_id: {
+                "batches": n.batches,
+                "failures": n.failures,
+                "busy": n.busy,
+                "last_seen": n.last_seen,
+                "prepared": n.prepared,
+            }
             for node_id, n in tally.nodes.items()
         },
         "error_groups": error_groups(digest),

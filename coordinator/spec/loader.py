@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.errors import SpecError, UsageError
-from common.messages import InputBinding
+from common.messages import InputBinding, PythonEnvironment
 from common.settings import V2_DEFAULT_RETRIES, RunSettings, v2_setting
 from common.storage.base import join_uri
 from coordinator.spec.args import (
@@ -25,6 +25,7 @@ from coordinator.spec.args import (
     unwrap_optional,
 )
 from coordinator.spec.datastores import DataMap
+from coordinator.spec.environment import read_environment
 from coordinator.spec.mltable import mltable_data
 from coordinator.spec.validation import (
     ComponentDoc,
@@ -86,6 +87,7 @@ class JobSpec(BaseModel):
     input_data: list[str]
     output_data: str | None = None
     environment: dict[str, Any] | None = None
+    python_env: PythonEnvironment | None = None
     environment_variables: dict[str, str] = {}
     settings: dict[str, Any] = Field(default_factory=dict, description="RunSettings values the spec sets.")
     unused: list[str] = Field(default_factory=list, description="Keys only Azure ML acts on, accepted and ignored.")
@@ -149,6 +151,7 @@ def _from_component(doc: dict[str, Any], path: Path) -> JobSpec:
         input_data=[_ref(s, "inputs", inputs, where, "parallel.input_data") for s in sources],
         output_data=_ref(raw.parallel.output_data, "outputs", outputs, where, "parallel.output_data"),
         environment=_environment(raw.environment),
+        python_env=read_environment(_environment(raw.environment), folder, where),
         settings=_settings(
             where, "parallel.args", raw.parallel.args, keyed, {key: f"run_settings.{key}" for key in keyed}
         ),
@@ -181,6 +184,7 @@ def _from_v2(doc: dict[str, Any], path: Path) -> JobSpec:
         input_data=[_ref(raw.input_data, "inputs", inputs, where, "input_data")],
         output_data=output_data,
         environment=_environment(task.environment),
+        python_env=read_environment(_environment(task.environment), folder, where),
         environment_variables=variables,
         settings=_settings(where, "task.program_arguments", task.program_arguments, keyed, rename),
         unused=azure_only(doc),

@@ -36,6 +36,14 @@ class Fetched:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def sweep_downloads(work_root: Path) -> int:
+    """Remove batch download folders a previous run of this node left (it was killed mid-batch)."""
+    folders = [folder for folder in work_root.glob("*/batches") if folder.is_dir()]
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(folders)
+
+
 class Downloader:
     """Fetches batches; one shared pool of connections for object downloads."""
 

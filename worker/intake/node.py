@@ -30,21 +30,23 @@ from common.messages import (
     JobEvent,
     encode_report,
 )
-from common.perf import PerfSampler, write_perf_csv
+from common.perf import PerfSampler
 from common.policy import TryResult, keeps_packed, messages_window, prefetch_for, settle_for
 from common.settings import predefined_args
 from common.signing import check_job_signature
-from common.storage import StorageOptions, join_uri, open_storage
-from worker.commit.outputs import OutputSync, upload_tree
-from worker.download.downloader import Downloader, Fetched
-from worker.download.snapshot import fetch_code
+from common.storage import StorageOptions, open_storage
+from worker.commit.outputs import OutputSync
+from worker.download.downloader import Downloader, Fetched, sweep_downloads
 from worker.intake.admit import admit
 from worker.intake.gpus import device_for, process_count
 from worker.intake.layout import node_layout
+from worker.intake.leave import leave_job
+from worker.intake.prepare import prepare_job
 from worker.intake.runtime import JobRuntime, planned_total
 from worker.report.metrics import NodeMetrics
 from worker.report.reporter import Outgoing, Reporter
 from worker.run.child import ChildJob
+from worker.run.environment import EnvironmentBuildError
 from worker.run.pool import ChildPool, PoolConfig, Task
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,8 @@ class NodeConfig:
     signing_key: bytes | None = None
     sample_perf: bool = True
     gpus: list[str] = field(default_factory=list)  # one child per GPU when the job does not set process_count_per_node
+    environment: str = "job"  # "current": children run in this Python whatever the job asks
+    keep_work: bool = False  # keep <work root>/<job> after leaving a job (debugging)
 
 
 class WorkerNode:
@@ -88,6 +92,8 @@ class WorkerNode:
 
     def start(self, listen: bool = True) -> None:
         """Start dispatching; with `listen`, also serve jobs announced on the broker."""
+        if not self.config.keep_work and sweep_downloads(self.config.work_root):
+            log.info("removed download folders left by an earlier run in %s", self.config.work_root)
         if listen:
             self.broker.subscribe_announcements(self.sink)
         for target, name in ((self._dispatch_loop, "bf-dispatch"), (self._heartbeat_loop, "bf-heartbeat")):
@@ -136,7 +142,7 @@ class WorkerNode:
             self._by_queue[runtime.names.batches] = runtime
         runtime.pool.start()
         self.metrics.job_started(job.job_id)
-        self._event(runtime, "node_started", f"processes={processes} pid={os.getpid()}")
+        self._event(runtime, "node_started", f"processes={processes} pid={os.getpid()}; {runtime.prepared.describe()}")
         threading.Thread(target=self._consume_when_ready, args=(runtime,), daemon=True).start()
         log.info("serving job %s with %d processes", job.job_id, processes)
 
@@ -158,17 +164,25 @@ class WorkerNode:
             runtime.consumer_tag = self.broker.consume(runtime.names.batches, runtime.prefetch, self.sink)
 
     def _prepare(self, runtime: JobRuntime) -> bool:
-        """Folders, code snapshot and output sync; a refused job is reported once."""
+        """Folders, code snapshot, environment, side inputs and output sync; a refused job is reported once."""
         job, layout = runtime.job, runtime.layout
         try:
             for folder in (layout.log_root, layout.output_dir, layout.working_dir):
                 folder.mkdir(parents=True, exist_ok=True)
             check_job_signature(job, self.config.signing_key)
-            fetch_code(job, layout.code_dir, self.options)
+            runtime.prepared = prepare_job(job, layout, self.config.work_root, self.config.node_id,
+                                           self.options, self.config.environment)  # fmt: skip
+        except EnvironmentBuildError as exc:
+            self._refused.add(job.job_id)
+            log.error("job %s: %s", job.job_id, exc.line())
+            self._event(runtime, "environment_failed", f"{exc.line()}\n{exc.tail}".strip())
+            self._leave(runtime)  # the build log reaches the job's logs/sys/environment/
+            return False
         except BatchfleetError as exc:
             self._refused.add(job.job_id)
             log.error("refusing job %s: %s", job.job_id, exc.line())
             self._event(runtime, "refused", exc.line())
+            self._leave(runtime)
             return False
         if not layout.output_is_local:
             runtime.outputs = OutputSync(layout.output_dir, job.output_uri, self.options)
@@ -199,7 +213,7 @@ class WorkerNode:
         self.reporter.flush()
         if runtime.consumer_tag is not None:
             self.broker.cancel(runtime.consumer_tag)
-        self._flush_logs(runtime)
+        self._leave(runtime)
         self._event(runtime, "node_stopped", "")
         self.metrics.job_ended(job_id)
         log.info("stopped serving job %s", job_id)
@@ -219,21 +233,8 @@ class WorkerNode:
         left = [*runtime.take_held(close=final), *waiting]
         self._settle(runtime, left, "release", at_once=True)
 
-    def _flush_logs(self, runtime: JobRuntime) -> None:
-        """Per-node perf CSV, and staged logs and outputs, to the job's output location."""
-        layout, job = runtime.layout, runtime.job
-        try:
-            if runtime.sampler is not None:
-                samples = runtime.sampler.stop()
-                if samples:
-                    perf = layout.log_root / "sys" / "perf" / self.config.node_id / "node_resource_usage.csv"
-                    write_perf_csv(samples, perf)
-            if runtime.outputs is not None:
-                runtime.outputs.push()
-            if not layout.logs_are_local:
-                upload_tree(layout.log_root, join_uri(job.output_uri, "logs"), self.options)
-        except BatchfleetError as exc:
-            log.warning("could not upload logs of job %s: %s", job.job_id, exc.line())
+    def _leave(self, runtime: JobRuntime) -> None:
+        leave_job(runtime, self.config.node_id, self.options, self.config.keep_work)
 
     def _pool_config(self, runtime: JobRuntime) -> PoolConfig:
         job = runtime.job
@@ -246,18 +247,20 @@ class WorkerNode:
             on_outcome=lambda task, outcome, process: self._finish(runtime, task, outcome, process),
             on_init_failed=lambda line, tb: self._init_failed(runtime, line, tb),
             batch_seconds=lambda: runtime.batch_seconds,
+            python=runtime.prepared.python,
         )
 
     def _child_spec(self, runtime: JobRuntime, process: str) -> dict[str, Any]:
         job, layout = runtime.job, runtime.layout
         return {
-            "job": ChildJob.of(job).as_dict(),
+            "job": ChildJob.of(job, runtime.prepared.args).as_dict(),
             "node_id": self.config.node_id,
             "process": process,
             "log_root": str(layout.log_root),
             "output_dir": str(layout.output_dir),
             "working_dir": str(layout.working_dir),
             "code_dir": str(layout.code_dir),
+            "site_packages": runtime.prepared.site_packages,
             "storage_options": self.options.model_dump(),
             "predefined_args": predefined_args(job.settings, job.entry_script, job.input_data),
             "gpu": device_for(process, self.config.gpus),

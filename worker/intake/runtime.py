@@ -10,6 +10,7 @@ from common.messages import BatchMessage, InputBinding, JobConfig
 from common.perf import PerfSampler
 from worker.commit.outputs import OutputSync
 from worker.intake.layout import NodeLayout
+from worker.intake.prepare import Prepared
 from worker.run.pool import ChildPool
 
 
@@ -38,6 +39,7 @@ class JobRuntime:
         self.held_lock = threading.Lock()
         self.closed = False  # the final hand-back was taken (see take_held)
         self.go = threading.Event()  # the plan is published: take messages (see JobAnnouncement)
+        self.prepared = Prepared(args=list(job.args))  # code, environment, side inputs (intake/prepare.py)
 
     def hold(self, delivery: Delivery) -> bool:
         """Note a delivery as taken; False once the hand-back is closed (the caller releases it)."""

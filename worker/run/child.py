@@ -52,21 +52,28 @@ class ChildJob:
     output_action: str
     append_row_format: RowFormat
     tables: dict[str, str]  # tabular inputs: name -> location
+    log_max_bytes: int = 10 * 1024**2
+    log_backups: int = 5
 
     @classmethod
-    def of(cls, job: JobConfig) -> ChildJob:
+    def of(cls, job: JobConfig, args: list[str] | None = None) -> ChildJob:
+        """`args`: the job's, with side inputs' URIs replaced by their local copies (runs in the node)."""
+        from common.settings import parse_size  # pydantic: never imported by a child at module level
+
         settings = job.settings
         return cls(
             job_id=job.job_id,
             store_uri=job.store_uri,
             entry_script=job.entry_script,
-            args=list(job.args),
+            args=list(job.args if args is None else args),
             environment_variables=dict(job.environment_variables),
             logging_level=settings.logging_level,
             run_timeout=settings.run_invocation_timeout,
             output_action=settings.output_action,
             append_row_format=settings.append_row_format,
             tables={b.name: b.uri for b in job.inputs.values() if b.kind == "tabular"},
+            log_max_bytes=parse_size(settings.user_log_size),
+            log_backups=settings.user_log_count,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -80,6 +87,20 @@ def _open(uri: str, options: dict[str, Any]) -> Storage:
     from common.storage.options import StorageOptions
 
     return open_storage(uri, StorageOptions.model_validate(options))
+
+
+def use_environment(site_dirs: list[str]) -> None:
+    """Put the job's environment's packages ahead of the node's (spawn gave us the node's sys.path);
+    batchfleet and what it needs stay importable behind them."""
+    if not site_dirs:
+        return
+    import site
+
+    before = list(sys.path)
+    for folder in site_dirs:
+        site.addsitedir(folder)  # also reads the .pth files of packages installed there
+    added = [path for path in sys.path if path not in before]
+    sys.path[:] = [*added, *before]
 
 
 class ResultError(Exception):
@@ -112,7 +133,9 @@ class Child:
         self.job = ChildJob(**spec["job"])
         self.node_id: str = spec["node_id"]
         self.process: str = spec["process"]
-        self.logs = UserLogs(Path(spec["log_root"]), self.node_id, self.process)
+        self.logs = UserLogs(
+            Path(spec["log_root"]), self.node_id, self.process, self.job.log_max_bytes, self.job.log_backups
+        )
         self.options: dict[str, Any] = spec.get("storage_options") or {}
         self.store = _open(self.job.store_uri, self.options)
         self.parts = PartWriter(self.store, JobArea(self.job.store_uri).node_parts(self.node_id), self.process)
@@ -140,6 +163,7 @@ class Child:
         working_dir = Path(self.spec["working_dir"])
         working_dir.mkdir(parents=True, exist_ok=True)
         os.chdir(working_dir)
+        use_environment(self.spec.get("site_packages") or [])
         sys.argv = [self.job.entry_script, *self.job.args, *self.spec.get("predefined_args", [])]
         self.load_tabular()
         self.entry = load_entry(code_dir, self.job.entry_script)

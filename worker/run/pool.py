@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.spawn as mp_spawn
 import queue
 import threading
 import time
@@ -24,6 +25,7 @@ from worker.run.child import child_main
 log = logging.getLogger(__name__)
 
 Outcome = dict[str, Any]
+_EXECUTABLE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -52,6 +54,7 @@ class PoolConfig:
     on_init_failed: Callable[[str, str], None]
     # The node's moving average of a batch's seconds (None until one finished): sets the pipe depth.
     batch_seconds: Callable[[], float | None] = lambda: None
+    python: str | None = None  # the job's environment's interpreter; None: this one
 
 
 class _Slot:
@@ -270,7 +273,18 @@ class ChildPool:
     def _spawn(self, name: str, spec: dict[str, Any], progress: Any) -> tuple[BaseProcess, Connection]:
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(target=child_main, args=(child, spec, progress), name=f"batchfleet-{name}")
-        process.start()
+        if self.config.python is None:
+            process.start()
+        else:
+            # The spawn start method's interpreter is one setting for the whole process: a job with an
+            # environment of its own sets it only while its child starts.
+            with _EXECUTABLE_LOCK:
+                default = mp_spawn.get_executable()
+                mp_spawn.set_executable(self.config.python)
+                try:
+                    process.start()
+                finally:
+                    mp_spawn.set_executable(default)
         child.close()
         return process, parent
 

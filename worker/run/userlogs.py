@@ -1,4 +1,5 @@
-"""Per-process user logs in the Azure ML layout, written so nothing is lost on a kill."""
+"""Per-process user logs in the Azure ML layout, written so nothing is lost on a kill, and rotated by
+size (the job's user_log_size and user_log_count settings) so a long-lived worker keeps its disk."""
 
 from __future__ import annotations
 
@@ -8,16 +9,58 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import TextIO
 
 from azureml_user.parallel_run import ENTRY_LOGGER
 
 
+def rotate(path: Path, backups: int) -> None:
+    """x.txt -> x.txt.1 -> ... -> x.txt.<backups>; the oldest goes."""
+    for index in range(backups, 0, -1):
+        older = path.with_name(f"{path.name}.{index}")
+        newer = path.with_name(f"{path.name}.{index - 1}") if index > 1 else path
+        if newer.exists():
+            os.replace(newer, older)
+
+
+class RotatingFile:
+    """A line-buffered log file that starts anew past `max_bytes`, keeping `backups` old ones; with
+    `fd`, that descriptor (1 or 2) follows it, so native writes land in the current file too."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int, fd: int | None = None) -> None:
+        self.path, self.max_bytes, self.backups, self.fd = path, max_bytes, backups, fd
+        self._file = self._open()
+
+    def _open(self) -> TextIO:
+        handle = open(self.path, "a", encoding="utf-8", buffering=1)
+        if self.fd is not None:
+            os.dup2(handle.fileno(), self.fd)
+        return handle
+
+    def write(self, text: str) -> int:
+        written = self._file.write(text)
+        if self._file.tell() > self.max_bytes:
+            self._file.close()
+            rotate(self.path, self.backups)
+            self._file = self._open()
+        return written
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class TaggedStream(io.TextIOBase):
     """A text stream that prefixes each line with node, process and batch, and flushes per line."""
 
-    def __init__(self, raw: TextIO, tag: Callable[[], str]) -> None:
+    def __init__(self, raw: TextIO | RotatingFile, tag: Callable[[], str]) -> None:
         self._raw = raw
         self._tag = tag
         self._partial = ""
@@ -52,9 +95,13 @@ class TaggedStream(io.TextIOBase):
 class UserLogs:
     """Opens logs/user/{stdout,stderr,entry_script_log,error}/<node>/<process>.* for one child."""
 
-    def __init__(self, log_root: Path, node_id: str, process: str) -> None:
+    def __init__(
+        self, log_root: Path, node_id: str, process: str, max_bytes: int = 10 * 1024**2, backups: int = 5
+    ) -> None:
         self.node_id = node_id
         self.process = process
+        self.max_bytes = max_bytes
+        self.backups = backups
         self.batch: int | None = None
         user = log_root / "user"
         self.paths = {
@@ -72,14 +119,14 @@ class UserLogs:
 
     def install(self, level: str) -> None:
         """Point fds 1/2, sys.stdout/err and the entry-script logger at the log files."""
-        out = open(self.paths["stdout"], "a", encoding="utf-8", buffering=1)
-        err = open(self.paths["stderr"], "a", encoding="utf-8", buffering=1)
-        # Native code and faulthandler write to the raw descriptors.
-        os.dup2(out.fileno(), 1)
-        os.dup2(err.fileno(), 2)
+        # Native code and faulthandler write to the raw descriptors: they follow each rotation.
+        out = RotatingFile(self.paths["stdout"], self.max_bytes, self.backups, fd=1)
+        err = RotatingFile(self.paths["stderr"], self.max_bytes, self.backups, fd=2)
         sys.stdout = TaggedStream(out, self.tag)
         sys.stderr = TaggedStream(err, self.tag)
-        handler = logging.FileHandler(self.paths["entry"], encoding="utf-8")
+        handler = RotatingFileHandler(
+            self.paths["entry"], maxBytes=self.max_bytes, backupCount=self.backups, encoding="utf-8"
+        )
         handler.setFormatter(_BatchFormatter(self))
         logger = logging.getLogger(ENTRY_LOGGER)
         logger.handlers[:] = [handler]
@@ -100,7 +147,10 @@ class UserLogs:
     def error(self, batch: int | None, attempt: int | None, line: str, traceback_text: str) -> None:
         """Append one error with its traceback to this process's error file."""
         where = "init" if batch is None else f"batch {batch} attempt {attempt}"
-        with open(self.paths["error"], "a", encoding="utf-8") as handle:
+        path = self.paths["error"]
+        if path.exists() and path.stat().st_size > self.max_bytes:
+            rotate(path, self.backups)
+        with open(path, "a", encoding="utf-8") as handle:
             handle.write(f"{self.tag()} {where}: {line}\n{traceback_text}\n")
 
 

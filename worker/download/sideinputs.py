@@ -1,0 +1,106 @@
+"""Side inputs (a model, a lookup table): bound inputs other than the mini-batched data that point
+at object storage, downloaded once per node per job and kept by ETag across jobs.
+
+The script sees a local path where the spec said `{inputs.x}`; `:direct` keeps the URI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import BatchfleetError
+from common.messages import InputBinding, JobConfig
+from common.safepath import safe_join
+from common.storage import StorageOptions, is_remote, open_storage
+from worker.download.snapshot import remove_tree
+
+log = logging.getLogger(__name__)
+
+INPUT_CACHE = "inputs"
+
+
+@dataclass(frozen=True)
+class SideInput:
+    name: str
+    uri: str
+    local: Path
+    size: int
+    seconds: float
+    cached: bool
+
+    def describe(self) -> str:
+        how = "cached" if self.cached else f"downloaded in {self.seconds:.2f} s"
+        return f"input {self.name} {self.size:,} bytes {how}"
+
+
+def side_inputs(job: JobConfig) -> list[InputBinding]:
+    """Bound inputs a node fetches before running: on object storage, not mini-batched, not direct."""
+    batched = set(job.input_data)
+    return [
+        binding
+        for name, binding in job.inputs.items()
+        if name not in batched and binding.kind == "files" and binding.mode == "download" and is_remote(binding.uri)
+    ]
+
+
+def fetch_side_inputs(job: JobConfig, work_root: Path, options: StorageOptions) -> list[SideInput]:
+    return [fetch_one(binding, work_root / INPUT_CACHE, options) for binding in side_inputs(job)]
+
+
+def fetch_one(binding: InputBinding, cache: Path, options: StorageOptions) -> SideInput:
+    """One input: an object (its file keeps its name) or a folder (everything below the prefix)."""
+    started = time.perf_counter()
+    storage = open_storage(binding.uri, options)
+    objects = list(storage.list(binding.uri))
+    if not objects:
+        raise BatchfleetError(
+            f"input {binding.name}: nothing at {binding.uri}", "check the URI bound with --input and its permissions"
+        )
+    etags = getattr(storage, "etags", None)  # object stores only; side inputs are on one
+    tags: dict[str, str] = etags(binding.uri) if etags is not None else {}
+    single = len(objects) == 1 and objects[0].uri == binding.uri.rstrip("/")
+    fingerprint = hashlib.sha256(binding.uri.encode())
+    for info in objects:
+        fingerprint.update(f"\0{info.rel}\0{info.size}\0{tags.get(info.rel, '')}".encode())
+    folder = cache / fingerprint.hexdigest()[:32]
+    local = safe_join(folder, objects[0].rel) if single else folder
+    size = sum(info.size or 0 for info in objects)
+    if folder.is_dir():
+        return SideInput(binding.name, binding.uri, local, size, time.perf_counter() - started, True)
+    partial = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        for info in objects:
+            storage.download(info.uri, safe_join(partial, info.rel))
+        try:
+            partial.rename(folder)
+        except OSError:
+            if not folder.is_dir():  # another job on this node made it meanwhile: same content
+                raise
+    finally:
+        remove_tree(partial)
+    seconds = time.perf_counter() - started
+    log.info("input %s: %d objects, %d bytes in %.2fs", binding.name, len(objects), size, seconds)
+    return SideInput(binding.name, binding.uri, local, size, seconds, False)
+
+
+def localize_args(args: list[str], fetched: list[SideInput]) -> list[str]:
+    """argv with each fetched input's URI replaced by its local path (`URI` or `--flag=URI`)."""
+    if not fetched:
+        return list(args)
+    local = {item.uri: str(item.local) for item in fetched}
+    local |= {uri.rstrip("/"): path for uri, path in local.items()}
+    out = []
+    for arg in args:
+        head, sep, tail = arg.partition("=")
+        if arg in local:
+            out.append(local[arg])
+        elif sep and tail in local:
+            out.append(f"{head}={local[tail]}")
+        else:
+            out.append(arg)
+    return out
