@@ -32,11 +32,13 @@ class PythonEnvironment(Strict):
     conda_only: list[str] = Field(default_factory=list, description="conda packages, which no worker installs.")
     image: str | None = Field(default=None, description="The docker image named; recorded, not used.")
     source: str = Field(default="", description="Where it was read from, for messages.")
+    missing: list[str] = Field(default_factory=list, description="Environment files the spec names that do not exist.")
 
     def notes(self) -> list[str]:
         """One line for each thing in the spec that no worker provides."""
-        lines = [f"conda package {p!r} is not installed (workers have no conda): list it under pip:"
-                 for p in self.conda_only]  # fmt: skip
+        lines = [f"environment file {path} does not exist" for path in self.missing]
+        lines += [f"conda package {p!r} is not installed (workers have no conda): list it under pip:"
+                  for p in self.conda_only]  # fmt: skip
         if self.image:
             lines.append(f"docker image {self.image} is recorded, not used: workers run without containers")
         return lines

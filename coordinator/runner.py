@@ -41,6 +41,7 @@ from coordinator.report.progress import Progress
 from coordinator.report.state import cancel_requested, snapshot, write_snapshot
 from coordinator.report.trylog import TryLog
 from coordinator.report.write import ReportRenderer, write_html, write_job_logs, write_perf
+from coordinator.spec.environment import check_buildable
 
 if TYPE_CHECKING:
     from coordinator.embedded import EmbeddedNode
@@ -75,6 +76,8 @@ def build_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> JobConf
         limit = resolved.settings.snapshot_limit
         code_uri, digest, _ = snapshot_code(spec.code_dir, options.store_uri, options.storage_options, bound, limit)
     mode = environment_mode(resolved.settings, options.embedded)
+    if mode == "job":
+        check_buildable(spec.python_env, spec.spec_path.name)
     job = JobConfig(
         job_id=job_id,
         name=spec.name,

@@ -90,7 +90,6 @@ def check(ns: argparse.Namespace) -> int:
 
     url = broker_url(ns)
     store = ns.store or os.environ.get("BATCHFLEET_STORE")
-    print(free_disk(work_dir(ns)))
     try:
         if not url:
             raise UsageError("no broker to check", "pass --broker or set BATCHFLEET_BROKER")
@@ -100,7 +99,8 @@ def check(ns: argparse.Namespace) -> int:
     except BatchfleetError as exc:
         print(f"batchfleet: unhealthy: {exc.line()}")
         return 1
-    print(f"ok: broker {redact_url(url)} reachable" + (f"; store {store} {standing}" if store else ""))
+    where = f"; store {store} {standing}" if store else ""
+    print(f"ok: broker {redact_url(url)} reachable{where}; {free_disk(work_dir(ns))}")
     return 0
 
 

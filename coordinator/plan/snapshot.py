@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pathspec
 
-from common.errors import UsageError
+from common.errors import StorageError, UsageError
 from common.jobarea import code_snapshot, code_snapshot_marker
 from common.settings import parse_snapshot_limit
 from common.signing import SNAPSHOT_SKIP_DIRS, SNAPSHOT_SKIP_SUFFIXES, snapshot_digest
@@ -160,7 +160,11 @@ def snapshot_code(
     code_uri = code_snapshot(store_root, digest)
     marker = code_snapshot_marker(store_root, digest)
     storage = open_storage(code_uri, options)
-    if storage.exists(marker):
+    try:
+        present = storage.exists(marker)
+    except StorageError:
+        present = False  # an S3 HEAD's error has no body to tell why; the upload's error does
+    if present:
         log.info("code snapshot %s is already in the store", digest[:12])
         return code_uri, digest, selection
     _upload(storage, selection, code_uri)

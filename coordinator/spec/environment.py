@@ -42,18 +42,19 @@ def read_environment(raw: dict[str, Any] | None, folder: Path, where: str) -> Py
         _add_conda(env, inline, where, "environment conda dependencies")
         sources.append("inline conda dependencies")
     if conda_file:
-        path = _file(folder, str(conda_file), where, "conda file")
-        _add_conda(env, _yaml(path, where), where, str(path.name))
-        sources.append(path.name)
+        path = (folder / str(conda_file)).resolve()
+        if _exists(env, path):
+            _add_conda(env, _yaml(path, where), where, str(path.name))
+            sources.append(path.name)
     for key in ("pip_requirements_file", "requirements_file"):
         name = conda.get(key) if key == "pip_requirements_file" else raw.get(key)
-        if name:
-            path = _file(folder, str(name), where, "requirements file")
-            env.requirements += _requirement_lines(path)
-            sources.append(path.name)
+        listed = (folder / str(name)).resolve() if name else None
+        if listed is not None and _exists(env, listed):
+            env.requirements += _requirement_lines(listed)
+            sources.append(listed.name)
     env.requirements = [r for r in env.requirements if _name(r) not in RUNTIME_PACKAGES]
     env.source = ", ".join(sources)
-    return env if (env.requirements or env.python or env.conda_only or image) else None
+    return env if (env.requirements or env.python or env.conda_only or image or env.missing) else None
 
 
 def _image(raw: dict[str, Any]) -> str | None:
@@ -62,11 +63,22 @@ def _image(raw: dict[str, Any]) -> str | None:
     return str(image) if image else None
 
 
-def _file(folder: Path, name: str, where: str, what: str) -> Path:
-    path = (folder / name).resolve()
-    if not path.is_file():
-        raise SpecError(f"{where}: environment {what} {path} does not exist", "it is relative to the YAML file")
-    return path
+def _exists(env: PythonEnvironment, path: Path) -> bool:
+    """A missing file is noted, not refused here: only a job that builds its environment needs it
+    (see check_buildable); embedded runs in the current Python by default."""
+    if path.is_file():
+        return True
+    env.missing.append(str(path))
+    return False
+
+
+def check_buildable(env: PythonEnvironment | None, where: str) -> None:
+    """Refuse, at submission, a job whose workers would build an environment from a missing file."""
+    if env is not None and env.missing:
+        raise SpecError(
+            f"{where}: environment file {env.missing[0]} does not exist",
+            "it is relative to the YAML file; or pass --environment current to run in the workers' Python",
+        )
 
 
 def _yaml(path: Path, where: str) -> Any:

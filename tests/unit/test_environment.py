@@ -9,7 +9,7 @@ import pytest
 
 from common.errors import SpecError
 from common.messages import PythonEnvironment
-from coordinator.spec.environment import read_environment
+from coordinator.spec.environment import check_buildable, read_environment
 from worker.run import environment as envmod
 from worker.run.environment import (
     EnvironmentBuildError,
@@ -48,9 +48,14 @@ def test_conda_file_v2_and_requirements_file(tmp_path: Path) -> None:
     assert env is not None and env.requirements == ["numpy>=1.2"]
 
 
-def test_a_missing_environment_file_is_a_spec_error(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match=r"spec.yaml: environment conda file .*nope.yaml does not exist"):
-        read_environment({"conda_file": "nope.yaml"}, tmp_path, "spec.yaml")
+def test_a_missing_environment_file_is_refused_only_where_it_is_built(tmp_path: Path) -> None:
+    env = read_environment({"conda_file": "nope.yaml"}, tmp_path, "spec.yaml")
+    assert env is not None and env.missing == [str(tmp_path / "nope.yaml")]
+    assert env.notes() == [f"environment file {tmp_path / 'nope.yaml'} does not exist"]
+    check_buildable(None, "spec.yaml")
+    with pytest.raises(SpecError) as caught:
+        check_buildable(env, "spec.yaml")
+    assert "spec.yaml: environment file" in caught.value.line() and "--environment current" in caught.value.line()
 
 
 def test_nothing_to_build(tmp_path: Path) -> None:

@@ -85,3 +85,10 @@ def test_abandoned_download_folders_are_swept(tmp_path: Path) -> None:
     assert sweep_downloads(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "code"]
     assert not any(tmp_path.glob("*/batches"))
+
+
+def test_check_reports_free_disk_where_the_worker_works(tmp_path: Path) -> None:
+    from batchfleet.commands.worker import free_disk
+
+    line = free_disk(tmp_path / "not-yet" / "work")
+    assert line.startswith("disk: ") and "GiB free of" in line and str(tmp_path / "not-yet" / "work") in line
