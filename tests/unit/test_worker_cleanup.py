@@ -92,3 +92,23 @@ def test_check_reports_free_disk_where_the_worker_works(tmp_path: Path) -> None:
 
     line = free_disk(tmp_path / "not-yet" / "work")
     assert line.startswith("disk: ") and "GiB free of" in line and str(tmp_path / "not-yet" / "work") in line
+
+
+def test_caches_unused_for_a_week_are_pruned_unless_in_use(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from worker.intake.leave import prune_caches
+
+    old = time.time() - 8 * 86400
+    entries = {}
+    for cache, name in (("code", "h1"), ("code", "h2"), ("envs", "e1"), ("inputs", "i1"), ("code", "fresh")):
+        entries[name] = tmp_path / cache / name
+        entries[name].mkdir(parents=True)
+        if name != "fresh":
+            os.utime(entries[name], (old, old))
+    (tmp_path / "envs" / "e1.requirements.txt").write_text("x\n")
+    removed = prune_caches(tmp_path, [entries["h2"]])
+    assert sorted(p.name for p in removed) == ["e1", "h1", "i1"]
+    assert sorted(p.name for p in (tmp_path / "code").iterdir()) == ["fresh", "h2"]
+    assert not (tmp_path / "envs" / "e1.requirements.txt").exists()

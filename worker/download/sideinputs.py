@@ -17,7 +17,7 @@ from common.errors import BatchfleetError
 from common.messages import InputBinding, JobConfig
 from common.safepath import safe_join
 from common.storage import StorageOptions, is_remote, open_storage
-from worker.download.snapshot import remove_tree
+from worker.download.snapshot import remove_tree, touch
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,11 @@ class SideInput:
     size: int
     seconds: float
     cached: bool
+    entry: Path | None = None  # its cache entry (the folder holding it)
+
+    @property
+    def folder(self) -> Path:
+        return self.entry if self.entry is not None else self.local
 
     def describe(self) -> str:
         how = "cached" if self.cached else f"downloaded in {self.seconds:.2f} s"
@@ -71,7 +76,8 @@ def fetch_one(binding: InputBinding, cache: Path, options: StorageOptions) -> Si
     local = safe_join(folder, objects[0].rel) if single else folder
     size = sum(info.size or 0 for info in objects)
     if folder.is_dir():
-        return SideInput(binding.name, binding.uri, local, size, time.perf_counter() - started, True)
+        touch(folder)
+        return SideInput(binding.name, binding.uri, local, size, time.perf_counter() - started, True, folder)
     partial = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}")
     try:
         for info in objects:
@@ -85,7 +91,7 @@ def fetch_one(binding: InputBinding, cache: Path, options: StorageOptions) -> Si
         remove_tree(partial)
     seconds = time.perf_counter() - started
     log.info("input %s: %d objects, %d bytes in %.2fs", binding.name, len(objects), size, seconds)
-    return SideInput(binding.name, binding.uri, local, size, seconds, False)
+    return SideInput(binding.name, binding.uri, local, size, seconds, False, folder)
 
 
 def localize_args(args: list[str], fetched: list[SideInput]) -> list[str]:

@@ -51,6 +51,7 @@ def fetch_code(job: JobConfig, code_dir: Path, options: StorageOptions) -> bool:
         return False
     with _lock_for(str(code_dir)):
         if code_dir.is_dir():
+            touch(code_dir)
             return False
         partial = code_dir.with_name(f".{code_dir.name}.{uuid.uuid4().hex[:8]}")
         try:
@@ -104,6 +105,12 @@ def _read_only(folder: Path) -> None:
         for name in dirs:
             path = Path(current, name)
             path.chmod(stat.S_IMODE(path.stat().st_mode) & ~0o222)
+
+
+def touch(folder: Path) -> None:
+    """Mark a cache entry as used now: entries unused for long are pruned (worker/intake/leave.py)."""
+    with contextlib.suppress(OSError):
+        os.utime(folder)
 
 
 def remove_tree(folder: Path) -> None:

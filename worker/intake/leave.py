@@ -5,13 +5,18 @@ environment and side-input caches stay for the next job."""
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
 
 from common.errors import BatchfleetError
 from common.perf import write_perf_csv
 from common.storage import StorageOptions, join_uri
 from worker.commit.outputs import upload_tree
-from worker.download.snapshot import remove_tree
+from worker.download.sideinputs import INPUT_CACHE
+from worker.download.snapshot import CODE_CACHE, remove_tree
 from worker.intake.runtime import JobRuntime
+from worker.run.environment import ENV_CACHE
 
 log = logging.getLogger(__name__)
 
@@ -37,3 +42,26 @@ def flush_logs(runtime: JobRuntime, node_id: str, options: StorageOptions) -> No
             upload_tree(layout.log_root, join_uri(job.output_uri, "logs"), options)
     except BatchfleetError as exc:
         log.warning("could not upload logs of job %s: %s", job.job_id, exc.line())
+
+
+CACHE_DAYS = 7.0
+
+
+def prune_caches(work_root: Path, in_use: Iterable[Path], max_age: float = CACHE_DAYS * 86400) -> list[Path]:
+    """Remove code copies, environments and side inputs no job has used for `max_age` seconds
+    (never one a job being served uses); return what was removed."""
+    keep = {path.resolve() for path in in_use}
+    cutoff = time.time() - max_age
+    removed = []
+    for cache in (CODE_CACHE, ENV_CACHE, INPUT_CACHE):
+        folder = work_root / cache
+        entries = [entry for entry in folder.iterdir() if entry.is_dir()] if folder.is_dir() else []
+        for entry in entries:
+            if entry.resolve() in keep or entry.stat().st_mtime > cutoff:  # a partial one too, once old
+                continue
+            remove_tree(entry)
+            entry.with_name(f"{entry.name}.requirements.txt").unlink(missing_ok=True)
+            removed.append(entry)
+    if removed:
+        log.info("removed %d cache entries unused for %.0f days", len(removed), max_age / 86400)
+    return removed

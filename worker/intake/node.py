@@ -40,7 +40,7 @@ from worker.download.downloader import Downloader, Fetched, sweep_downloads
 from worker.intake.admit import admit
 from worker.intake.gpus import device_for, process_count
 from worker.intake.layout import node_layout
-from worker.intake.leave import leave_job
+from worker.intake.leave import leave_job, prune_caches
 from worker.intake.prepare import prepare_job
 from worker.intake.runtime import JobRuntime, planned_total
 from worker.report.metrics import NodeMetrics
@@ -94,6 +94,7 @@ class WorkerNode:
         """Start dispatching; with `listen`, also serve jobs announced on the broker."""
         if not self.config.keep_work and sweep_downloads(self.config.work_root):
             log.info("removed download folders left by an earlier run in %s", self.config.work_root)
+        prune_caches(self.config.work_root, [])
         if listen:
             self.broker.subscribe_announcements(self.sink)
         for target, name in ((self._dispatch_loop, "bf-dispatch"), (self._heartbeat_loop, "bf-heartbeat")):
@@ -235,6 +236,8 @@ class WorkerNode:
 
     def _leave(self, runtime: JobRuntime) -> None:
         leave_job(runtime, self.config.node_id, self.options, self.config.keep_work)
+        in_use = [path for served in list(self._jobs.values()) for path in served.prepared.used]
+        prune_caches(self.config.work_root, in_use)
 
     def _pool_config(self, runtime: JobRuntime) -> PoolConfig:
         job = runtime.job

@@ -27,6 +27,7 @@ class Prepared:
     environment: BuiltEnvironment | None = None
     inputs: list[SideInput] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    used: list[Path] = field(default_factory=list)  # the cache entries this job runs from
 
     @property
     def python(self) -> str | None:
@@ -68,6 +69,9 @@ def prepare_job(
         if env.requirements:
             prepared.notes.append(f"{len(env.requirements)} pip requirements not installed: this node runs current")
     prepared.inputs = fetch_side_inputs(job, work_root, options)
+    prepared.used = [layout.code_dir, *(item.folder for item in prepared.inputs)]
+    if prepared.environment is not None:
+        prepared.used.append(prepared.environment.folder)
     prepared.args = localize_args(job.args, prepared.inputs)
     log.info("job %s ready on this node: %s", job.job_id, prepared.describe())
     return prepared

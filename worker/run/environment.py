@@ -47,6 +47,7 @@ class EnvironmentBuildError(BatchfleetError):
 
 @dataclass(frozen=True)
 class BuiltEnvironment:
+    folder: Path
     python: Path
     site_packages: list[str]
     cached: bool
@@ -55,7 +56,7 @@ class BuiltEnvironment:
 
     def describe(self) -> str:
         how = "cached" if self.cached else f"built in {self.seconds:.1f} s"
-        return f"environment {self.python.parent.parent.name} {how}"
+        return f"environment {self.folder.name} {how}"
 
 
 def wanted(env: PythonEnvironment | None, mode: str | None) -> bool:
@@ -110,10 +111,11 @@ def ensure_environment(env: PythonEnvironment, work_root: Path, log_file: Path) 
                 out.write(f"note: {note}\n")
             if cached:
                 out.write(f"cached: {folder}\n")
+                os.utime(folder)  # used: kept by the cache pruning (worker/intake/leave.py)
             else:
                 _build(env, folder, out, log_file)
     python = interpreter(folder)
-    return BuiltEnvironment(python, site_packages(folder), cached, time.perf_counter() - started, notes)
+    return BuiltEnvironment(folder, python, site_packages(folder), cached, time.perf_counter() - started, notes)
 
 
 def interpreter(folder: Path) -> Path:
