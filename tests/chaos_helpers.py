@@ -286,7 +286,7 @@ def only_job(store: Path, timeout: float = 30) -> str:
     assert wait_for(lambda: any((d / "published").exists() for d in store.glob("*/")), timeout), (
         f"no published job under {store}"
     )
-    jobs = [d.name for d in store.iterdir() if d.is_dir()]
+    jobs = [d.name for d in store.iterdir() if d.is_dir() and d.name != "_code"]  # _code: shared snapshots
     assert len(jobs) == 1, jobs
     return jobs[0]
 
