@@ -162,3 +162,31 @@ def test_a_job_travels_to_workers_that_share_nothing_but_broker_and_store(tmp_pa
 
 def _job_of(client: Any, bucket: str, out: str) -> str:
     return read(client, bucket, f"{out}/logs/job_result.txt").split()[1]
+
+
+def test_a_failed_environment_build_fails_the_job_with_the_build_log_tail(tmp_path: Path, rabbitmq, s3) -> None:
+    bucket = s3.make_bucket()
+    name = bucket.removeprefix("s3://")
+    client = s3.client()
+    spec = make_code(tmp_path / "coordinator" / "code")
+    spec.write_text(spec.read_text().replace("bfdep==1.0", "bfnowhere==9.9"))
+    upload_folder(client, name, spec.parent / "data", "in")
+    client.put_object(Bucket=name, Key="models/model.txt", Body=b"model-v1\n")
+    wheels = build_wheel(tmp_path / "wheels", "bfdep", "1.0", 'VALUE = "dep-ok"\n').parent
+    base = fleet_env(s3.endpoint_url)
+    host = Host("host-a", tmp_path / "host-a")
+    proc = host.start(rabbitmq.url, base, wheels)
+    try:
+        result = run_job(spec, rabbitmq.url, bucket, "out", base)
+    finally:
+        stop(proc)
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("batchfleet: error: ")]
+    assert len(errors) == 1 and "node host-a could not build the job's environment" in errors[0], result.stderr
+    assert "bfnowhere" in errors[0], errors[0]  # the build log's last lines say what was missing
+    build_log = read(client, name, "out/logs/sys/environment/host-a.txt")
+    assert "bfnowhere" in build_log and "uv" in build_log
+    job_result = read(client, name, "out/logs/job_result.txt")
+    assert "could not build the job's environment" in job_result and "bfnowhere" in job_result
+    assert sorted(path.name for path in host.work.iterdir()) == ["code", "envs"]  # the job's folder is gone
+    assert not any(host.work.glob("envs/*/bin"))  # a failed build leaves no environment behind
