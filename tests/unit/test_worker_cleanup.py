@@ -55,6 +55,10 @@ def test_a_file_keeps_its_name_a_folder_comes_whole_and_both_are_cached(tmp_path
     again = fetch_one(InputBinding(name="model", uri=str(source / "model.pkl")), cache, StorageOptions())
     assert again.cached and again.local == one.local
     assert "input model 10 bytes cached" == again.describe()
+    own = fetch_one(
+        InputBinding(name="model", uri=str(source / "model.pkl")), cache, StorageOptions(), tmp_path / "job"
+    )
+    assert own.local.is_relative_to(tmp_path / "job")  # no ETags: kept with the job, not across jobs
     (source / "model.pkl").write_bytes(b"changed")  # another size: another cache entry
     assert not fetch_one(InputBinding(name="model", uri=str(source / "model.pkl")), cache, StorageOptions()).cached
 

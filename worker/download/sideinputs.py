@@ -1,5 +1,6 @@
 """Side inputs (a model, a lookup table): bound inputs other than the mini-batched data that point
-at object storage, downloaded once per node per job and kept by ETag across jobs.
+at remote storage (s3://, and any other scheme the store registry reads), downloaded once per node
+per job and kept by ETag across jobs where the store gives ETags.
 
 The script sees a local path where the spec said `{inputs.x}`; `:direct` keeps the URI.
 """
@@ -53,12 +54,18 @@ def side_inputs(job: JobConfig) -> list[InputBinding]:
     ]
 
 
-def fetch_side_inputs(job: JobConfig, work_root: Path, options: StorageOptions) -> list[SideInput]:
-    return [fetch_one(binding, work_root / INPUT_CACHE, options) for binding in side_inputs(job)]
+def fetch_side_inputs(job: JobConfig, work_root: Path, options: StorageOptions, job_root: Path) -> list[SideInput]:
+    """Each side input, from the node's cache when its ETags say it is unchanged."""
+    cache, own = work_root / INPUT_CACHE, job_root / INPUT_CACHE
+    return [fetch_one(binding, cache, options, own) for binding in side_inputs(job)]
 
 
-def fetch_one(binding: InputBinding, cache: Path, options: StorageOptions) -> SideInput:
-    """One input: an object (its file keeps its name) or a folder (everything below the prefix)."""
+def fetch_one(binding: InputBinding, cache: Path, options: StorageOptions, untagged: Path | None = None) -> SideInput:
+    """One input: an object (its file keeps its name) or a folder (everything below the prefix).
+
+    A store that gives no ETags (https://) cannot tell a changed object from the one cached:
+    its inputs go to `untagged` (the job's own folder, removed with it) when given.
+    """
     started = time.perf_counter()
     storage = open_storage(binding.uri, options)
     objects = list(storage.list(binding.uri))
@@ -66,8 +73,10 @@ def fetch_one(binding: InputBinding, cache: Path, options: StorageOptions) -> Si
         raise BatchfleetError(
             f"input {binding.name}: nothing at {binding.uri}", "check the URI bound with --input and its permissions"
         )
-    etags = getattr(storage, "etags", None)  # object stores only; side inputs are on one
+    etags = getattr(storage, "etags", None)
     tags: dict[str, str] = etags(binding.uri) if etags is not None else {}
+    if etags is None and untagged is not None:
+        cache = untagged
     single = len(objects) == 1 and objects[0].uri == binding.uri.rstrip("/")
     fingerprint = hashlib.sha256(binding.uri.encode())
     for info in objects:

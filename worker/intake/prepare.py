@@ -68,7 +68,7 @@ def prepare_job(
         prepared.notes = [*env.notes(), *filter(None, [python_pin_note(env.python)])]
         if env.requirements:
             prepared.notes.append(f"{len(env.requirements)} pip requirements not installed: this node runs current")
-    prepared.inputs = fetch_side_inputs(job, work_root, options)
+    prepared.inputs = fetch_side_inputs(job, work_root, options, layout.root)
     prepared.used = [layout.code_dir, *(item.folder for item in prepared.inputs)]
     if prepared.environment is not None:
         prepared.used.append(prepared.environment.folder)
