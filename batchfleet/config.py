@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -52,6 +52,10 @@ class Profile(BaseModel):
     grace: float | None = Field(default=None, ge=0)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     gpus: str | None = Field(default=None, description="auto, none, or device numbers such as 0,1")
+    environment: Literal["job", "current"] | None = Field(
+        default=None, description="job: build each job's Python environment; current: the worker's own Python"
+    )
+    keep_work: bool | None = None
     max_jobs: int | None = Field(default=None, ge=1)
     submit_wait: float | None = Field(default=None, gt=0)
     log_level: str | None = None
@@ -109,6 +113,8 @@ KEYS = [
     Key("grace", default=30.0),
     Key("metrics_port"),
     Key("gpus", "BATCHFLEET_GPUS"),
+    Key("environment", "BATCHFLEET_ENVIRONMENT"),
+    Key("keep_work"),
     Key("max_jobs", default=4),
     Key("submit_wait", default=10.0),
     Key("log_level", "BATCHFLEET_LOG_LEVEL"),

@@ -40,10 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     worker.add_argument(
         "--environment",
         choices=("job", "current"),
-        default=os.environ.get("BATCHFLEET_ENVIRONMENT") or "job",
-        help="job: build each job's Python environment (default); current: run every job in this Python",
+        default=None,
+        help="job: build each job's Python environment (default); current: run every job in this Python "
+        "(default $BATCHFLEET_ENVIRONMENT or job)",
     )
-    worker.add_argument("--keep-work", action="store_true", help="keep each job's work folder (for debugging)")
+    worker.add_argument(
+        "--keep-work", action="store_true", default=None, help="keep each job's work folder (for debugging)"
+    )
     worker.add_argument(
         "--check", action="store_true", help="exit 0 if broker (and store) are reachable, else 1; shows free disk"
     )
@@ -73,8 +76,8 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         storage_options=storage_options(ns),
         signing_key=load_key(ns.signing_key_file, os.environ),
         gpus=parse_gpus(ns.gpus or os.environ.get("BATCHFLEET_GPUS") or "auto"),
-        environment=ns.environment,
-        keep_work=ns.keep_work,
+        environment=ns.environment or os.environ.get("BATCHFLEET_ENVIRONMENT") or "job",
+        keep_work=bool(ns.keep_work),
     )
     broker = open_broker_from(ns)
     try:
