@@ -180,7 +180,7 @@ class Follower:
         elif event.kind == "environment_failed":
             first, _, tail = event.detail.partition("\n")
             shown = " | ".join(line.strip() for line in tail.splitlines() if line.strip())
-            return Verdict("failed", f"node {event.node_id} {first}" + (f": {shown}" if shown else ""))
+            return self._drop_node(event, f"node {event.node_id} {first}" + (f": {shown}" if shown else ""))
         elif event.kind == "node_stopped":
             self.tally.left(event.node_id)
             log.info("node %s left job %s", event.node_id, self.job.job_id)
@@ -192,9 +192,12 @@ class Follower:
         return None
 
     def _init_failed(self, event: JobEvent) -> Verdict | None:
-        """As Azure ML does: the node is dropped, and the job goes on while another node can work."""
         first = event.detail.splitlines()[0] if event.detail else "unknown error"
         reason = f"init() failed on node {event.node_id} {self.job.settings.init_max_try} times: {first}"
+        return self._drop_node(event, reason)
+
+    def _drop_node(self, event: JobEvent, reason: str) -> Verdict | None:
+        """As Azure ML does: the node is dropped, and the job goes on while another node can work."""
         self.tally.drop(event.node_id, "\n".join([reason, *event.detail.splitlines()[1:]]))  # with its traceback
         others = self.tally.working_nodes(time.time(), SILENT_AFTER)
         if others:

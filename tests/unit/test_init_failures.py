@@ -113,3 +113,41 @@ def test_a_node_joining_after_every_node_was_dropped_carries_on(
         good.stop()
     assert verdict.state == "succeeded", verdict.reason
     assert list(tally.dropped) == ["bad"] and tally.committed_count == 4
+
+
+def test_a_node_whose_environment_build_fails_is_dropped_with_the_log_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from common.messages import PythonEnvironment
+    from worker.intake import prepare
+    from worker.run.environment import BuiltEnvironment, EnvironmentBuildError
+
+    def fake_build(env: PythonEnvironment, work_root: Path, log_file: Path) -> BuiltEnvironment:
+        if work_root.name == "bad":
+            raise EnvironmentBuildError("could not build the job's environment (uv exit 1)", "x\nno bfnowhere here")
+        return BuiltEnvironment(work_root / "envs" / "k", Path(sys.executable), [], False, 0.1, [])
+
+    monkeypatch.setattr(prepare, "ensure_environment", fake_build)
+    make_files(tmp_path / "data", 4)
+    write_script(tmp_path / "code", "def run(mini_batch):\n    return [p[-9:] for p in mini_batch]\n")
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", process_count_per_node=1, mini_batch_size=1,
+                   environment="job")  # fmt: skip
+    job = job.model_copy(update={"python_env": PythonEnvironment(requirements=["bfnowhere==1"])})
+    broker, batches = submit_in_memory(job)
+    nodes = [WorkerNode(broker, NodeConfig(node_id=n, work_root=tmp_path / n, heartbeat_interval=0.5))
+             for n in ("bad", "good")]  # fmt: skip
+    for node in nodes:
+        node.start(listen=False)
+        node.serve(job)
+    tally = Tally(batches)
+    try:
+        verdict = Follower(broker, job, tally, node_grace=10.0).follow()  # as a fleet: the good node may be later
+    finally:
+        for node in nodes:
+            node.stop()
+    assert verdict.state == "succeeded", verdict.reason
+    assert list(tally.dropped) == ["bad"]
+    assert "node bad could not build the job's environment (uv exit 1): x | no bfnowhere here" in tally.dropped["bad"]
+    assert tally.committed_count == 4
