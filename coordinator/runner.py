@@ -62,6 +62,7 @@ class RunOptions:
     announce_every: float = 5.0
     signing_key: bytes | None = None
     node_wait: float = 30.0
+    fresh_snapshot: str | None = None  # digest of a code snapshot build_job stored (not in the store before)
 
 
 def build_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> JobConfig:
@@ -74,7 +75,10 @@ def build_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> JobConf
         bound = [b.uri for b in resolved.inputs.values() if b.kind != "value"]
         bound += [*resolved.outputs.values(), resolved.output_uri, options.store_uri]
         limit = resolved.settings.snapshot_limit
-        code_uri, digest, _ = snapshot_code(spec.code_dir, options.store_uri, options.storage_options, bound, limit)
+        code_uri, digest, selection = snapshot_code(
+            spec.code_dir, options.store_uri, options.storage_options, bound, limit
+        )
+        options.fresh_snapshot = digest if selection.uploaded else None
     mode = environment_mode(resolved.settings, options.embedded)
     if mode == "job":
         check_buildable(spec.python_env, spec.spec_path.name)

@@ -64,7 +64,7 @@ def cmd_submit(ns: argparse.Namespace) -> int:
         if ns.no_wait:
             _hand_over(broker, job.job_id, JobArea(job.store_uri).job_file, None)
         else:
-            _submit_and_wait(broker, job, options.storage_options, ns.submit_wait or 10.0)
+            _submit_and_wait(broker, job, options, ns.submit_wait or 10.0)
     finally:
         broker.close()
     print(job.job_id)
@@ -79,12 +79,13 @@ def _hand_over(broker, job_id: str, job_uri: str, reply_to: str | None) -> None:
     broker.publish(submissions_queue(), [request.model_dump_json().encode()])
 
 
-def _submit_and_wait(broker, job, storage_options, timeout: float) -> None:  # type: ignore[no-untyped-def]
+def _submit_and_wait(broker, job, options, timeout: float) -> None:  # type: ignore[no-untyped-def]
     """Submit with a reply queue; a refusal or no answer in `timeout` seconds is an error (exit 1)."""
     import queue as queues
 
     from common.errors import BatchfleetError, JobFailed
     from common.storage import open_storage
+    from coordinator.plan.snapshot import forget_snapshot
     from coordinator.service import await_reply
 
     reply_to = broker.declare_reply_queue()
@@ -102,7 +103,9 @@ def _submit_and_wait(broker, job, storage_options, timeout: float) -> None:  # t
             f"is `batchfleet coordinator` running on this broker? (`batchfleet cancel {job.job_id}` withdraws it)",
         )
     if not answer.accepted:
-        open_storage(job.store_uri, storage_options).delete(job.store_uri)  # nothing will run it: leave nothing
+        open_storage(job.store_uri, options.storage_options).delete(job.store_uri)  # nothing will run it: leave nothing
+        if options.fresh_snapshot:  # and the code snapshot it stored, which no other job uses
+            forget_snapshot(options.store_uri, options.fresh_snapshot, options.storage_options)
         raise JobFailed(f"coordinator {answer.coordinator} refused job {job.job_id}: {answer.reason}")
     print(f"job {job.job_id} accepted by coordinator {answer.coordinator}: {answer.reason}", file=sys.stderr)
 

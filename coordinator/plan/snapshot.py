@@ -8,6 +8,7 @@ never travels with the code: every node reads it from where it is bound.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -17,7 +18,7 @@ from pathlib import Path
 import pathspec
 
 from common.errors import StorageError, UsageError
-from common.jobarea import code_snapshot, code_snapshot_marker
+from common.jobarea import CODE_ROOT, code_snapshot, code_snapshot_marker
 from common.settings import parse_snapshot_limit
 from common.signing import SNAPSHOT_SKIP_DIRS, SNAPSHOT_SKIP_SUFFIXES, snapshot_digest
 from common.storage import StorageOptions, is_remote, join_uri, open_storage
@@ -40,6 +41,7 @@ class CodeSelection:
     files: list[tuple[str, Path, int]] = field(default_factory=list)
     ignore_files: list[str] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)  # bound data inside the folder, left out
+    uploaded: bool = False  # this submission stored it (the store did not have it)
 
     @property
     def size(self) -> int:
@@ -168,6 +170,7 @@ def snapshot_code(
         log.info("code snapshot %s is already in the store", digest[:12])
         return code_uri, digest, selection
     _upload(storage, selection, code_uri)
+    selection.uploaded = True
     manifest = "\n".join(f"{size} {rel}" for rel, _, size in selection.files)
     storage.write_bytes(marker, manifest.encode())
     log.info("code snapshot %s: %d files, %d bytes", digest[:12], len(selection.files), selection.size)
@@ -181,3 +184,15 @@ def _upload(storage: Storage, selection: CodeSelection, code_uri: str) -> None:
         futures = [pool.submit(storage.upload, path, join_uri(code_uri, rel)) for rel, path, _ in selection.files]
         for future in futures:
             future.result()
+
+
+def forget_snapshot(store_root: str, digest: str, options: StorageOptions) -> None:
+    """Remove a snapshot a refused submission stored: the marker first, so no job takes a half-removed
+    snapshot as complete."""
+    marker = code_snapshot_marker(store_root, digest)
+    storage = open_storage(marker, options)
+    storage.delete(marker)
+    storage.delete(code_snapshot(store_root, digest))
+    if not is_remote(store_root):
+        with contextlib.suppress(OSError):
+            Path(join_uri(store_root, CODE_ROOT)).rmdir()  # only when no other snapshot is there

@@ -181,3 +181,14 @@ def test_embedded_jobs_run_the_folder_in_place(tmp_path: Path) -> None:
     job = job_for(str(tmp_path / "code"), "")
     assert code_cache(tmp_path / "work", job) == tmp_path / "code"
     assert fetch_code(job, tmp_path / "code", OPTIONS) is False
+
+
+def test_a_refused_submission_takes_back_only_a_snapshot_it_stored(tmp_path: Path) -> None:
+    from coordinator.plan.snapshot import forget_snapshot
+
+    root = code_folder(tmp_path / "code")
+    store = tmp_path / "store"
+    _, digest, first = snapshot_code(root, str(store), OPTIONS)
+    assert first.uploaded and not snapshot_code(root, str(store), OPTIONS)[2].uploaded
+    forget_snapshot(str(store), digest, OPTIONS)
+    assert not any(store.iterdir())
