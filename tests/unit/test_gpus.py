@@ -75,7 +75,7 @@ def test_each_child_gets_one_device_round_the_list() -> None:
 
 
 RECORDS_DEVICE = """\
-import os
+import glob, os, time
 from azureml_user.parallel_run import EntryScript
 
 def init():
@@ -83,6 +83,11 @@ def init():
         handle.write(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
 
 def run(mini_batch):
+    # The job is one batch: hold it until the second child has been through init() (a slow
+    # spawn under load would otherwise be stopped with the job, before it wrote its device).
+    deadline = time.monotonic() + 60
+    while len(glob.glob(os.path.join(EntryScript().output_dir, "*.gpu"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     return mini_batch
 """
 
