@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from common.storage.base import NameRun, ObjectInfo, Storage, is_remote, join_uri
+from common.storage.base import NameRun, ObjectInfo, Storage, StoreUnreachable, is_remote, join_uri
 from common.storage.registry import open_storage
 
 if TYPE_CHECKING:
     from common.storage.options import StorageOptions
 
-__all__ = ["NameRun", "ObjectInfo", "Storage", "StorageOptions", "is_remote", "join_uri", "open_storage"]
+__all__ = [
+    "NameRun",
+    "ObjectInfo",
+    "Storage",
+    "StorageOptions",
+    "StoreUnreachable",
+    "is_remote",
+    "join_uri",
+    "open_storage",
+]
 
 
 def __getattr__(name: str) -> Any:

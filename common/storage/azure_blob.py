@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from common.errors import StorageError, UsageError
-from common.storage.base import ObjectInfo, Storage
+from common.storage.base import ObjectInfo, Storage, StoreUnreachable
+
+# The SDK's default waits 15 s, 18 s, 24 s between tries; the caller that can wait (the downloader)
+# waits an outage out itself, so the client gives up sooner and says so.
+CLIENT_RETRY: dict[str, Any] = {"initial_backoff": 1, "increment_base": 2, "retry_total": 2}
+CONNECT_TIMEOUT = 10
 
 
 def split_uri(uri: str) -> tuple[str, str, str]:
@@ -44,12 +49,19 @@ class AzureBlobStorage(Storage):
 
     def _service(self, account: str) -> Any:
         if account not in self._services:
+            from azure.storage.blob import ExponentialRetry
+
+            extra: dict[str, Any] = {
+                "retry_policy": ExponentialRetry(**CLIENT_RETRY),
+                "connection_timeout": CONNECT_TIMEOUT,
+            }
             connection = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
             if connection:
-                client = self._service_class.from_connection_string(connection)
+                client = self._service_class.from_connection_string(connection, **extra)
             else:
                 credential = os.environ.get("AZURE_STORAGE_KEY") or os.environ.get("AZURE_STORAGE_SAS_TOKEN")
-                client = self._service_class(f"https://{account}.blob.core.windows.net", credential=credential)
+                url = f"https://{account}.blob.core.windows.net"
+                client = self._service_class(url, credential=credential, **extra)
             self._services[account] = client
         return self._services[account]
 
@@ -62,12 +74,17 @@ class AzureBlobStorage(Storage):
         return self._service(account).get_container_client(container)
 
     def _call(self, uri: str, action: str, work: Any) -> Any:
-        from azure.core.exceptions import AzureError, ResourceNotFoundError
+        from azure.core.exceptions import AzureError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 
         try:
             return work()
         except ResourceNotFoundError:
             _fail(uri, action, "no such blob or container")
+        except (ServiceRequestError, ServiceResponseError) as exc:  # no answer: the service is down or away
+            raise StoreUnreachable(
+                f"cannot reach the blob service for {uri} ({type(exc).__name__})",
+                "check the account's endpoint and that the service is up",
+            ) from None
         except AzureError as exc:
             reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
             _fail(uri, action, reason)

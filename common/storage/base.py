@@ -7,6 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from common.errors import StorageError
+
+
+class StoreUnreachable(StorageError):
+    """The store did not answer even after its client's own retries: an outage, worth waiting out."""
+
 
 class ObjectInfo(NamedTuple):
     """One listed object: its URI, its path relative to the listed root, its size.

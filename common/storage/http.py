@@ -13,9 +13,10 @@ from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
 from common.errors import StorageError
-from common.storage.base import ObjectInfo, Storage
+from common.storage.base import ObjectInfo, Storage, StoreUnreachable
 
 TIMEOUT = 60.0
+BUSY = (502, 503, 504)  # the server or a gateway in front of it is down for now: worth waiting out
 
 
 class HttpStorage(Storage):
@@ -30,9 +31,14 @@ class HttpStorage(Storage):
             return urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
             exc.close()
+            if exc.code in BUSY:
+                raise StoreUnreachable(f"{_shown(uri)} answered {exc.code} {exc.reason}", "retry later") from None
             _fail(uri, f"the server answered {exc.code} {exc.reason}")
         except (urllib.error.URLError, OSError) as exc:
-            _fail(uri, str(getattr(exc, "reason", exc)))
+            why = str(getattr(exc, "reason", exc))
+            raise StoreUnreachable(
+                f"cannot read {_shown(uri)}: {why}", "check the address and that the server is up"
+            ) from None
 
     def read_bytes(self, uri: str) -> bytes:
         with self._open(uri) as response:

@@ -17,7 +17,7 @@ from boto3.exceptions import Boto3Error
 from botocore.config import Config
 
 from common.errors import StorageError, UsageError
-from common.storage.base import NameRun, ObjectInfo, Storage
+from common.storage.base import NameRun, ObjectInfo, Storage, StoreUnreachable
 from common.storage.options import StorageOptions
 
 T = TypeVar("T")
@@ -61,8 +61,8 @@ class ObjectGone(StorageError):
     """The object does not exist (any more)."""
 
 
-class EndpointUnreachable(StorageError):
-    """The endpoint did not answer even after boto3's retries: an outage, worth waiting out."""
+class EndpointUnreachable(StoreUnreachable):
+    """The S3 endpoint did not answer even after boto3's retries."""
 
 
 def _pages_of(names: list[str]) -> Iterator[list[str]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from common.errors import BatchfleetError
 from common.messages import BatchMessage, InputBinding, Item
 from common.safepath import safe_join
-from common.storage import Storage, StorageOptions, is_remote, open_storage
+from common.storage import Storage, StorageOptions, StoreUnreachable, is_remote, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,6 @@ class Downloader:
 
     def _download(self, job_id: str, message: BatchMessage, attempt: int) -> Fetched:
         """A gone, denied or unsafe object fails its item; an endpoint outage fails this try (it is retried)."""
-        from common.storage.s3 import EndpointUnreachable
-
         folder = self.work_root / job_id / "batches" / f"{message.batch_id:09d}-{attempt}"
         folder.mkdir(parents=True, exist_ok=True)
         storage = self._storage(message.items[0].uri)
@@ -93,7 +91,7 @@ class Downloader:
             try:
                 future.result()
                 paths.append(str(target))
-            except EndpointUnreachable as exc:
+            except StoreUnreachable as exc:
                 fatal = fatal or exc
             except BatchfleetError as exc:
                 log.warning("batch %d: %s", message.batch_id, exc.line())
@@ -114,14 +112,12 @@ class Downloader:
 
     def _download_one(self, storage: Storage, uri: str, target: Path) -> None:
         """One object; an unreachable endpoint is waited out with capped backoff, up to `patience`."""
-        from common.storage.s3 import EndpointUnreachable
-
         deadline, delay = time.monotonic() + self.patience, 0.5
         while True:
             try:
                 storage.download(uri, target)
                 return
-            except EndpointUnreachable as exc:
+            except StoreUnreachable as exc:
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning("%s; retrying in %.1fs", exc.message, delay)
