@@ -323,9 +323,12 @@ class RunSettings(BaseModel):
 SETTING_NAMES = tuple(RunSettings.model_fields)
 
 
-def predefined_args(settings: RunSettings, entry_script: str, input_names: list[str]) -> list[str]:
+def predefined_args(
+    settings: RunSettings, entry_script: str, input_names: list[str], processes: int | None = None
+) -> list[str]:
     """The arguments Azure ML's runtime adds to every entry script's command line (seed FAQ),
-    so a script's parse_known_args() sees the same names and values."""
+    so a script's parse_known_args() sees the same names and values; `processes` is what the
+    node really runs (one per GPU, or its --processes), when it knows."""
     try:
         version = metadata.version("batchfleet")
     except metadata.PackageNotFoundError:
@@ -336,7 +339,7 @@ def predefined_args(settings: RunSettings, entry_script: str, input_names: list[
         ("output_action", settings.output_action),
         ("create_snapshot_at_runtime", "True"),
         ("input_fds", ",".join(input_names)),
-        ("process_count_per_node", settings.processes()),
+        ("process_count_per_node", processes or settings.processes()),
         ("node_count", settings.node_count),
         ("error_threshold", settings.error_threshold),
         ("allowed_failed_count", settings.allowed_failed_count),

@@ -75,18 +75,21 @@ def test_each_child_gets_one_device_round_the_list() -> None:
 
 
 RECORDS_DEVICE = """\
-import glob, os, time
+import argparse, glob, os, time
 from azureml_user.parallel_run import EntryScript
 
 def init():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--process_count_per_node")
+    count = parser.parse_known_args()[0].process_count_per_node
     with open(os.path.join(EntryScript().output_dir, EntryScript().agent_name + ".gpu"), "w") as handle:
-        handle.write(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+        handle.write(os.environ.get("CUDA_VISIBLE_DEVICES", "unset") + " " + count)
 
 def run(mini_batch):
-    # The job is one batch: hold it until the second child has been through init() (a slow
+    # The job is one batch: hold it until every child has been through init() (a slow
     # spawn under load would otherwise be stopped with the job, before it wrote its device).
     deadline = time.monotonic() + 60
-    while len(glob.glob(os.path.join(EntryScript().output_dir, "*.gpu"))) < 2 and time.monotonic() < deadline:
+    while len(glob.glob(os.path.join(EntryScript().output_dir, "*.gpu"))) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     return mini_batch
 """
@@ -96,11 +99,12 @@ def test_embedded_run_uses_one_process_per_gpu(tmp_path: Path) -> None:
     spec = make_component(tmp_path / "code", entry=RECORDS_DEVICE, files=4)
     result = batchfleet(
         "run", spec, "--input", f"data={tmp_path / 'code' / 'data'}", "--output", f"scored={tmp_path / 'out'}",
-        "--store", tmp_path / "store", "--no-progress", env={"CUDA_VISIBLE_DEVICES": "3,5"},
+        "--store", tmp_path / "store", "--no-progress", env={"CUDA_VISIBLE_DEVICES": "3,5,6"},
     )  # fmt: skip
     assert result.code == 0, result.stderr
     found = {path.stem: path.read_text() for path in (tmp_path / "out").glob("*.gpu")}
-    assert found == {"process001": "3", "process002": "5"}
+    # One child per GPU, and the script's --process_count_per_node says so (not the CPU count).
+    assert found == {"process001": "3 3", "process002": "5 3", "process003": "6 3"}
 
 
 def test_worker_refuses_a_bad_gpu_list() -> None:

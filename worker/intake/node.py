@@ -265,7 +265,7 @@ class WorkerNode:
             "code_dir": str(layout.code_dir),
             "site_packages": runtime.prepared.site_packages,
             "storage_options": self.options.model_dump(),
-            "predefined_args": predefined_args(job.settings, job.entry_script, job.input_data),
+            "predefined_args": predefined_args(job.settings, job.entry_script, job.input_data, runtime.processes),
             "gpu": device_for(process, self.config.gpus),
         }
 
