@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from common.messages import BatchResult
 from common.safepath import safe_component
@@ -26,6 +27,7 @@ from coordinator.report.reorder import ReorderWindow
 ATTEMPTS = "attempts.csv"
 PROCESSED = "processed_mini-batches.csv"
 RESOLVED = "resolved.csv"  # processed rows in the order batches resolved (the live copy)
+OPEN_ERROR_FILES = 64  # per-process error files kept open at once
 ATTEMPT_COLUMNS = ["batch_id", "attempt", "node", "process", "outcome", "seconds", "error"]
 BATCH_COLUMNS = [
     "batch_id",
@@ -98,7 +100,7 @@ class TryLog:
         self._processed = open(self.folder / PROCESSED, "wb")
         self._processed.write(header)
         self._ordered = ReorderWindow(self._processed, self.folder)
-        self._errors: set[tuple[str, str]] = set()  # (node, file name) with an error file
+        self._errors: dict[tuple[str, str], TextIO] = {}  # (node, file name) -> its open error file
         self._clock = _Clock()
         self._closed = False
 
@@ -137,12 +139,19 @@ class TryLog:
     def _error(self, r: BatchResult) -> None:
         # Node and process names come from reports: one safe folder and file name each.
         key = (safe_component(r.node_id), safe_component(f"{r.process or 'node'}.txt"))
-        path = self.folder / "error" / key[0] / key[1]
-        if key not in self._errors:
+        out = self._errors.get(key)
+        if out is None:
+            if len(self._errors) >= OPEN_ERROR_FILES:  # node names come from reports: bound the handles
+                self._close_errors()
+            path = self.folder / "error" / key[0] / key[1]
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._errors.add(key)
-        with open(path, "a", encoding="utf-8") as out:  # failed tries are few: no handle kept per process
-            out.write(error_entry(r))
+            out = self._errors[key] = open(path, "a", encoding="utf-8")  # closed in _close_errors()
+        out.write(error_entry(r))
+
+    def _close_errors(self) -> None:
+        for handle in self._errors.values():
+            handle.close()
+        self._errors.clear()
 
     def flush(self) -> None:
         if not self._closed:
@@ -178,6 +187,7 @@ class TryLog:
             return
         self._closed = True
         self._ordered.close()
+        self._close_errors()
         for handle in (self._attempts, self._resolved, self._processed):
             handle.close()
 
