@@ -21,6 +21,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -46,7 +47,14 @@ from benchmarks.common import (
 
 NAME = "scale_files"
 MERGED = "parallel_run_step.txt"
-TARGETS = {"ratio": 1.3, "fleet_ratio": 1.5, "rss_mb": 250.0, "rss_mb_per_try": 300.0, "merge_s": 5.0}
+TARGETS = {
+    "ratio": 1.3,
+    "fleet_ratio": 1.5,
+    "rss_mb": 250.0,
+    "rss_mb_per_try": 300.0,
+    "merge_s": 5.0,
+    "planning_s": 3.0,
+}
 
 
 def sorted_walk(root: str) -> list[str]:
@@ -146,6 +154,12 @@ def run_watched(command: list[str], log: Path, timeout: float, env: dict[str, st
     return seconds, peak
 
 
+def planning_seconds(log: Path) -> float:
+    """How long listing and planning took, from the coordinator's "planned ... in S s" line."""
+    match = re.search(r"planned \d+ mini-batches \(\d+ items\) for \S+ in ([0-9.]+) s", log.read_text(errors="replace"))
+    return float(match[1]) if match else float("nan")
+
+
 def merge_lag(store: Path, merged: Path) -> float:
     """Seconds from the last write to a part segment to the merged file taking its name."""
     last_commit = max(p.stat().st_mtime for p in store.glob("*/parts/*/*.seg"))
@@ -184,6 +198,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, object]:
     env = benchlib.child_env()
     peaks: list[int] = []
     lags: list[float] = []
+    plans: list[float] = []
     worker_peak = 0
     with benchlib.rabbitmq(work / "rabbitmq") if args.fleet else _nothing() as url:
         worker = benchlib.Worker(url, "bench-scale", fresh_dir(work / "worker"), args.processes, env) if url else None
@@ -195,12 +210,13 @@ def benchmark(args: argparse.Namespace) -> dict[str, object]:
                 print(f"run {attempt}/{args.repeat}: baseline ...", end=" ", flush=True)
                 baseline.seconds.append(_baseline_run(args, files.root, work, attempt))
                 print(f"{baseline.seconds[-1]:.2f} s; batchfleet ({mode}) ...", end=" ", flush=True)
-                seconds, peak, lag = _batchfleet_run(args, spec, files.root, work, attempt, url, env)
+                seconds, peak, lag, planned = _batchfleet_run(args, spec, files.root, work, attempt, url, env)
                 ours.seconds.append(seconds)
                 peaks.append(peak)
                 lags.append(lag)
-                print(f"{seconds:.2f} s, coordinator peak {peak / 2**20:.0f} MiB, merged {lag:.2f} s after "
-                      "the last commit", flush=True)  # fmt: skip
+                plans.append(planned)
+                print(f"{seconds:.2f} s, coordinator peak {peak / 2**20:.0f} MiB, planned in {planned:.2f} s, merged "
+                      f"{lag:.2f} s after the last commit", flush=True)  # fmt: skip
         finally:
             worker_peak = worker_memory.stop() if worker_memory else 0
             if worker:
@@ -210,6 +226,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, object]:
                                  "mode": mode, "identical": True}  # fmt: skip
     extra: dict[str, object] = {"coordinator_peak_mb": round(max(peaks) / 2**20, 1)}
     extra["merge_after_last_commit_s"] = round(statistics.median(lags), 3)
+    extra["planning_s"] = round(statistics.median(plans), 3)
     if worker_peak:
         extra["worker_peak_mb"] = round(worker_peak / 2**20, 1)
     summary = dict(report(NAME, ours, baseline, params, items=args.files, extra=extra))
@@ -226,18 +243,19 @@ def _baseline_run(args: argparse.Namespace, root: Path, work: Path, attempt: int
 
 def _batchfleet_run(
     args: argparse.Namespace, spec: Path, root: Path, work: Path, attempt: int, url: str, env: dict[str, str]
-) -> tuple[float, int, float]:
-    """(seconds, the run process's peak memory, merge lag) of one run; checks its output."""
+) -> tuple[float, int, float, float]:
+    """(seconds, the run process's peak memory, merge lag, planning seconds) of one run; checks its output."""
     out, store = fresh_dir(work / "out" / "batchfleet"), fresh_dir(work / "store")
     cmd = [sys.executable, "-m", "batchfleet", "run", str(spec), "--input", f"files={root}", "--output",
            f"hashes={out}", "--store", str(store), "--no-progress", "--mini_batch_size", str(args.batch),
-           "--process_count_per_node", str(args.processes)]  # fmt: skip
+           "--process_count_per_node", str(args.processes), "--log-level", "INFO"]  # fmt: skip
     if url:
         cmd += ["--broker", url]
-    seconds, peak = run_watched(cmd, work / "logs" / f"batchfleet-{attempt}.log", args.timeout, env)
+    log = work / "logs" / f"batchfleet-{attempt}.log"
+    seconds, peak = run_watched(cmd, log, args.timeout, env)
     lag = merge_lag(store, out / MERGED)
     benchlib.bench_module("w1_files").check_outputs(work / "out" / "baseline" / MERGED, out / MERGED, args.files)
-    return seconds, peak, lag
+    return seconds, peak, lag, planning_seconds(log)
 
 
 def _targets(summary: dict[str, object], args: argparse.Namespace) -> None:
@@ -247,6 +265,7 @@ def _targets(summary: dict[str, object], args: argparse.Namespace) -> None:
         ("ratio", summary["ratio"], ratio_target),
         ("coordinator peak MiB", summary["coordinator_peak_mb"], rss_target),
         ("merged output after the last commit, s", summary["merge_after_last_commit_s"], TARGETS["merge_s"]),
+        ("listing and planning, s", summary["planning_s"], TARGETS["planning_s"]),
     ]
     for label, value, target in checks:
         met = float(value) <= target  # type: ignore[arg-type]

@@ -156,6 +156,7 @@ class JobRun:
     def publish(self) -> tuple[int, int]:
         opts = self.options
         names = queue_names(self.job.job_id)
+        began = time.perf_counter()
         if opts.embedded:
             # The in-memory queue is fed from the manifest as it drains (plan/feed.py): planning
             # goes on at disk speed, and the plan is never held in memory whole.
@@ -185,7 +186,8 @@ class JobRun:
                 raise
             stream.close()
             shutil.rmtree(manifest.parent, ignore_errors=True)  # the store keeps the plan
-        log.info("planned %d mini-batches for %s", batches, self.job.job_id)
+        log.info("planned %d mini-batches (%d items) for %s in %.2f s",
+                 batches, items, self.job.job_id, time.perf_counter() - began)  # fmt: skip
         mark_published(self.job, opts.storage_options)
         return batches, items
 
