@@ -9,6 +9,10 @@ uploaded); otherwise it is deleted.
 Parts on object storage are fetched ahead of the merge, in parallel, into a window of at most
 WINDOW_BYTES in memory; what does not fit is spilled to a local file, so a batch that holds the
 merge up for long (a straggler, retried) does not leave thousands of GETs for the end.
+
+A store that does not answer (StoreUnreachable) is waited out as workers wait out one: the merge
+stays at the batch it could not read and tries again with capped backoff, while the job runs and,
+for up to OUTAGE_PATIENCE seconds, when it ends; only a longer outage fails the merge.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from common.messages import JobConfig
 from common.parts.frames import PartReader
 from common.parts.rows import PartMerger
-from common.storage import StorageOptions, is_remote, join_uri, open_storage
+from common.storage import StorageOptions, StoreUnreachable, is_remote, join_uri, open_storage
 from coordinator.follow.tally import COMMITTED, PENDING, SHORT, Tally
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,8 @@ log = logging.getLogger(__name__)
 WINDOW_BYTES = 64 << 20  # parts fetched ahead and held in memory (remote parts only)
 FETCHERS = 8  # parallel GETs of remote parts
 AHEAD = 4096  # remote parts fetched ahead of the merge at most (held in memory or spilled)
+OUTAGE_PATIENCE = 300.0  # seconds the end of the merge waits out an unreachable store
+BACKOFF_MAX = 8.0  # seconds between tries while the store does not answer
 
 
 class RemoteWindow:
@@ -56,9 +64,18 @@ class RemoteWindow:
         self._pending[batch_id] = self._pool.submit(self._reader.read_span, uri, offset, length)
 
     def settle(self) -> None:
-        """Move finished fetches into memory, or to the spill file once memory is spent."""
+        """Move finished fetches into memory, or to the spill file once memory is spent.
+
+        Fetches the store did not answer are dropped (fetched again later); then the first such
+        error is raised, once, for the merge to wait the outage out.
+        """
+        unreachable: StoreUnreachable | None = None
         for batch_id in [b for b, f in self._pending.items() if f.done()]:
-            data = self._pending.pop(batch_id).result()
+            try:
+                data = self._pending.pop(batch_id).result()
+            except StoreUnreachable as exc:
+                unreachable = unreachable or exc
+                continue
             if self._held_bytes + len(data) <= WINDOW_BYTES:
                 self._held[batch_id] = data
                 self._held_bytes += len(data)
@@ -66,6 +83,8 @@ class RemoteWindow:
                 self._spill.seek(0, 2)
                 self._spilled[batch_id] = (self._spill.tell(), len(data))
                 self._spill.write(data)
+        if unreachable is not None:
+            raise unreachable
 
     def take(self, batch_id: int) -> bytes:
         future = self._pending.pop(batch_id, None)
@@ -105,6 +124,7 @@ class StreamMerger:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._error: BaseException | None = None
+        self._outage: float | None = None  # when the store stopped answering the merge (monotonic)
         self._finished = False
         self._thread = threading.Thread(target=self._run, name="bf-merge", daemon=True)
 
@@ -113,20 +133,47 @@ class StreamMerger:
         return self
 
     def _run(self) -> None:
+        delay = 0.5
         while not self._stop.is_set():
-            self.tally.changed.wait(0.5)
-            self.tally.changed.clear()
+            if self._outage is None:
+                self.tally.changed.wait(0.5)
+                self.tally.changed.clear()
+            elif self._stop.wait(delay):  # the store is down: try again later, not at every report
+                break
             try:
                 self.advance()
+                delay = 0.5
+            except StoreUnreachable as exc:
+                delay = self._note_outage(exc, delay)
             except BaseException as exc:  # kept for finish(), which raises it in the job's thread
                 self._error = exc
                 return
+
+    def _note_outage(self, exc: StoreUnreachable, delay: float) -> float:
+        """Log an outage once and return the next delay (the merge stays at the batch it could not read)."""
+        if self._outage is None:
+            self._outage = time.monotonic()
+            log.warning("merging the output waits for the store: %s", exc.line())
+        return min(delay * 2, BACKOFF_MAX)
+
+    def _patiently(self, step: Callable[[], object]) -> None:
+        """Run `step`, waiting out an unreachable store for up to OUTAGE_PATIENCE seconds."""
+        deadline, delay = time.monotonic() + OUTAGE_PATIENCE, 0.5
+        while True:
+            try:
+                step()
+                return
+            except StoreUnreachable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                delay = self._note_outage(exc, delay)
+                time.sleep(delay)
 
     def advance(self) -> None:
         """Write every part that is next in order and resolved; fetch remote ones ahead."""
         with self._lock:
             status, total = self.tally.status, self.tally.batches_total
-            if self._remote is not None:
+            if self._remote is not None and self._outage is None:  # no flood of GETs into an outage
                 self._fetch_ahead(status, total)
             start = self.cursor
             while self.cursor < total and status[self.cursor] != PENDING:
@@ -138,6 +185,9 @@ class StreamMerger:
                 self.cursor += 1
             if self.cursor != start:
                 self._merger.flush()
+            if self._outage is not None:
+                log.info("the store answers the merge again (after %.1f s)", time.monotonic() - self._outage)
+                self._outage = None
 
     def _read(self, batch_id: int) -> bytes:
         if self._remote is not None and batch_id in self._remote:
@@ -175,12 +225,13 @@ class StreamMerger:
                 raise self._error
             if not keep:
                 return None
-            self.advance()
+            self._patiently(self.advance)
             if self.cursor < self.tally.batches_total:
                 raise RuntimeError(f"merge stopped at batch {self.cursor}: it was never resolved")
             rows = self._merger.close()
             if is_remote(self.dest_uri):
-                open_storage(self.dest_uri, self._options).upload(self._path, self.dest_uri)
+                store = open_storage(self.dest_uri, self._options)
+                self._patiently(lambda: store.upload(self._path, self.dest_uri))
             else:
                 self._path.replace(self.dest_uri)
             log.info("merged %d rows into %s", rows, self.dest_uri)

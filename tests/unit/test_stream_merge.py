@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.messages import BatchResult
-from common.storage import StorageOptions, open_storage
+from common.storage import StorageOptions, StoreUnreachable, open_storage
 from coordinator import merger as merging
 from coordinator.follow.tally import Tally
 from coordinator.merger import RemoteWindow, StreamMerger
@@ -140,3 +140,68 @@ def wait(predicate, timeout: float = 10) -> bool:  # type: ignore[no-untyped-def
             return True
         time.sleep(0.01)
     return False
+
+
+class Outage:
+    """Wraps a reader's read_span: the store does not answer `failures` reads in a row."""
+
+    def __init__(self, read_span, failures: int) -> None:  # type: ignore[no-untyped-def]
+        self.read_span, self.failures, self.refused = read_span, failures, 0
+
+    def __call__(self, uri: str, offset: int, length: int) -> bytes:
+        if self.refused < self.failures:
+            self.refused += 1
+            raise StoreUnreachable(f"cannot reach the store for {uri}")
+        return self.read_span(uri, offset, length)  # type: ignore[no-any-return]
+
+
+def test_a_store_outage_during_the_merge_is_waited_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(merging, "BACKOFF_MAX", 0.05)
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data")
+    refs = parts_for(tmp_path, 4)
+    tally = Tally(4)
+    merger = StreamMerger(job, tally, StorageOptions())
+    outage = merger._reader.read_span = Outage(merger._reader.read_span, failures=5)  # type: ignore[method-assign]
+    merger.start()
+    tally.apply(commit(0, refs[0]))
+    assert wait(lambda: merger.cursor == 1), "the merge went on once the store answered"
+    assert outage.refused == 5
+    outage.failures += 3  # down again when the job ends: finish() waits it out too
+    for batch in (2, 1, 3):
+        tally.apply(commit(batch, refs[batch]))
+    merger.finish(keep=True)
+    assert (tmp_path / "out" / "parallel_run_step.txt").read_bytes() == b"row 0\nrow 1\nrow 2\nrow 3\n"
+
+
+def test_a_store_outage_longer_than_the_patience_fails_the_merge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(merging, "OUTAGE_PATIENCE", 0.3)
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data")
+    refs = parts_for(tmp_path, 1)
+    tally = Tally(1)
+    merger = StreamMerger(job, tally, StorageOptions())
+    merger._reader.read_span = Outage(merger._reader.read_span, failures=10**6)  # type: ignore[method-assign]
+    tally.apply(commit(0, refs[0]))
+    with pytest.raises(StoreUnreachable, match="cannot reach the store"):
+        merger.finish(keep=True)
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_fetches_the_store_did_not_answer_are_dropped_and_fetched_again(tmp_path: Path) -> None:
+    reader = SlowReader({f"s3://b/{i}.part": b"rows of %d\n" % i for i in range(3)})
+    reader.gate.set()
+    reader.read_span = Outage(reader.read_span, failures=2)  # type: ignore[method-assign]
+    window = RemoteWindow(reader, tmp_path)  # type: ignore[arg-type]
+    for batch in range(3):
+        window.fetch(batch, f"s3://b/{batch}.part", 0, 10)
+    assert wait(lambda: reader.reads == 1)
+    assert wait(lambda: all(f.done() for f in window._pending.values()))
+    with pytest.raises(StoreUnreachable):
+        window.settle()
+    assert len(window) == 1, "the two refused fetches left the window, raised once"
+    for batch in range(3):
+        if batch not in window:
+            window.fetch(batch, f"s3://b/{batch}.part", 0, 10)
+    assert [window.take(b) for b in range(3)] == [b"rows of %d\n" % b for b in range(3)]
+    window.close()
