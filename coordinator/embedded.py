@@ -6,12 +6,12 @@ This is the one coordinator module that imports `worker`; a fleet's coordinator 
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.broker.base import Broker
 from common.messages import JobConfig
+from coordinator.scratch import scratch_dir
 from worker.intake.gpus import detect_gpus
 from worker.intake.node import NodeConfig, WorkerNode
 
@@ -35,7 +35,7 @@ def start_node(
     """Start a node that serves `job` (children start and init() while the plan is made)."""
     scratch = None
     if work_root is None:
-        work_root = scratch = Path(tempfile.mkdtemp(prefix="bf-node-"))
+        work_root = scratch = scratch_dir("node")
     config = NodeConfig(
         node_id=node_id, work_root=work_root, sample_perf=False, signing_key=signing_key, gpus=detect_gpus()
     )

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from common.parts.frames import PartReader
 from common.parts.rows import PartMerger
 from common.storage import StorageOptions, StoreUnreachable, is_remote, join_uri, open_storage
 from coordinator.follow.tally import COMMITTED, PENDING, SHORT, Tally
+from coordinator.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class StreamMerger:
         self.cursor = 0
         self.dest_uri = join_uri(job.output_uri, settings.merged_file_name())
         self._options = options
-        self._scratch = Path(tempfile.mkdtemp(prefix="bf-merge-"))
+        self._scratch = scratch_dir("merge")
         if is_remote(self.dest_uri):
             self._path = self._scratch / settings.merged_file_name()
         else:

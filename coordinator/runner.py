@@ -41,6 +41,7 @@ from coordinator.report.progress import Progress
 from coordinator.report.state import cancel_requested, snapshot, write_snapshot
 from coordinator.report.trylog import TryLog
 from coordinator.report.write import ReportRenderer, write_html, write_job_logs, write_perf
+from coordinator.scratch import sweep_scratch
 from coordinator.spec.environment import check_buildable
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ class JobRun:
         self.digest = TryDigest(origin=self.started)
         self.trylog: TryLog | None = None
         self.feeder: PlanFeeder | None = None
+        sweep_scratch()  # what coordinators killed mid-job left in the temp folder
 
     def new_tally(self, batches: int) -> Tally:
         """The job's tally, its tries streamed to attempts.csv and folded into the report's digest."""

@@ -8,7 +8,6 @@ import queue
 import re
 import secrets
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from common.jobarea import PLAN_FILE, JobArea
 from common.messages import BatchMessage, JobConfig
 from common.storage import StorageOptions, is_remote, open_storage
 from coordinator.plan.lines import encoded_plan
+from coordinator.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def new_job_id(name: str) -> str:
 
 def new_manifest() -> Path:
     """Where a plan is written locally: a file in a new temporary folder (the caller removes it)."""
-    return Path(tempfile.mkdtemp(prefix="bf-plan-")) / PLAN_FILE
+    return scratch_dir("plan") / PLAN_FILE
 
 
 def write_job(job: JobConfig, options: StorageOptions) -> None:
@@ -164,7 +164,7 @@ def publish_plan(broker: Broker, job: JobConfig, manifest: Path, skip: Callable[
 
 def fetch_manifest(job: JobConfig, options: StorageOptions) -> Path:
     """A local copy of the stored plan (for resume and coordinator restarts), copied as a stream."""
-    local = Path(tempfile.mkdtemp(prefix="bf-plan-")) / PLAN_FILE
+    local = scratch_dir("plan") / PLAN_FILE
     uri = JobArea(job.store_uri).plan
     try:
         if is_remote(uri):

@@ -13,7 +13,6 @@ They grow in a local temporary folder and are moved (or uploaded) into the job's
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from common.messages import BatchResult
 from common.safepath import safe_component
 from common.storage import StorageOptions, is_remote, join_uri, open_storage
 from coordinator.report.reorder import ReorderWindow
+from coordinator.scratch import scratch_dir
 
 ATTEMPTS = "attempts.csv"
 PROCESSED = "processed_mini-batches.csv"
@@ -91,7 +91,7 @@ class TryLog:
 
     def __init__(self, tries_of: Callable[[int], int]) -> None:
         self._tries_of = tries_of
-        self.folder = Path(tempfile.mkdtemp(prefix="bf-trylog-"))
+        self.folder = scratch_dir("trylog")
         self._attempts = open(self.folder / ATTEMPTS, "w", newline="", encoding="utf-8")
         self._attempts.write(",".join(ATTEMPT_COLUMNS) + "\r\n")
         header = (",".join(BATCH_COLUMNS) + "\r\n").encode()

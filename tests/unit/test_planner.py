@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,7 @@ def test_write_plan_streams_growing_chunks_to_the_sink(tmp_path: Path) -> None:
     stored = (Path(job.store_uri) / "plan.jsonl").read_bytes().splitlines()
     assert stored == [line for chunk in chunks for line in chunk]
     assert [m.batch_id for m in read_plan(manifest)] == published
+    shutil.rmtree(manifest.parent)
 
 
 def test_signed_plan_lines_verify_after_the_wire(tmp_path: Path) -> None:
@@ -74,6 +76,7 @@ def test_signed_plan_lines_verify_after_the_wire(tmp_path: Path) -> None:
     messages = list(read_plan(manifest))
     for message in messages:
         verify_batch(KEY, job.job_id, message)
+    shutil.rmtree(manifest.parent)
     forged = messages[0].model_copy(update={"items": messages[1].items})
     with pytest.raises(SignatureError):
         verify_batch(KEY, job.job_id, forged)
