@@ -171,6 +171,7 @@ class JobRun:
             except BaseException:
                 self.stop_feeding()
                 raise
+            planned = time.perf_counter() - began
             self.feeder.planned()
         else:
             # Over the network, planning must not wait for confirms chunk by chunk.
@@ -186,10 +187,13 @@ class JobRun:
                 with contextlib.suppress(Exception):
                     stream.close()
                 raise
+            planned = time.perf_counter() - began
             stream.close()
             shutil.rmtree(manifest.parent, ignore_errors=True)  # the store keeps the plan
-        log.info("planned %d mini-batches (%d items) for %s in %.2f s",
-                 batches, items, self.job.job_id, time.perf_counter() - began)  # fmt: skip
+        # Listing and planning; a fleet's plan is then on RabbitMQ once the broker confirmed it all.
+        confirmed = "" if opts.embedded else f", confirmed by the broker after {time.perf_counter() - began:.2f} s"
+        log.info("planned %d mini-batches (%d items) for %s in %.2f s%s",
+                 batches, items, self.job.job_id, planned, confirmed)  # fmt: skip
         mark_published(self.job, opts.storage_options)
         return batches, items
 
