@@ -63,19 +63,21 @@ class RemoteWindow:
     def fetch(self, batch_id: int, uri: str, offset: int, length: int) -> None:
         self._pending[batch_id] = self._pool.submit(self._reader.read_span, uri, offset, length)
 
-    def settle(self) -> None:
-        """Move finished fetches into memory, or to the spill file once memory is spent.
+    def settle(self) -> int:
+        """Move finished fetches into memory, or to the spill file once memory is spent; returns how many.
 
         Fetches the store did not answer are dropped (fetched again later); then the first such
         error is raised, once, for the merge to wait the outage out.
         """
         unreachable: StoreUnreachable | None = None
+        arrived = 0
         for batch_id in [b for b, f in self._pending.items() if f.done()]:
             try:
                 data = self._pending.pop(batch_id).result()
             except StoreUnreachable as exc:
                 unreachable = unreachable or exc
                 continue
+            arrived += 1
             if self._held_bytes + len(data) <= WINDOW_BYTES:
                 self._held[batch_id] = data
                 self._held_bytes += len(data)
@@ -85,6 +87,7 @@ class RemoteWindow:
                 self._spill.write(data)
         if unreachable is not None:
             raise unreachable
+        return arrived
 
     def take(self, batch_id: int) -> bytes:
         future = self._pending.pop(batch_id, None)
@@ -173,19 +176,19 @@ class StreamMerger:
         """Write every part that is next in order and resolved; fetch remote ones ahead."""
         with self._lock:
             status, total = self.tally.status, self.tally.batches_total
-            if self._remote is not None and self._outage is None:  # no flood of GETs into an outage
-                self._fetch_ahead(status, total)
+            answered = self._fetch_ahead(status, total) if self._remote is not None else 0
             start = self.cursor
             while self.cursor < total and status[self.cursor] != PENDING:
                 batch_id = self.cursor
                 if status[batch_id] in (COMMITTED, SHORT):
                     data = self._read(batch_id)
                     if data:
+                        answered += 1
                         self._merger.add(data, f"batch {batch_id}")
                 self.cursor += 1
             if self.cursor != start:
                 self._merger.flush()
-            if self._outage is not None:
+            if self._outage is not None and answered:
                 log.info("the store answers the merge again (after %.1f s)", time.monotonic() - self._outage)
                 self._outage = None
 
@@ -195,17 +198,21 @@ class StreamMerger:
         span = self.tally.parts.span(batch_id)
         return self._reader.read_span(*span) if span else b""
 
-    def _fetch_ahead(self, status: bytearray, total: int) -> None:
+    def _fetch_ahead(self, status: bytearray, total: int) -> int:
+        """Start fetching resolved parts ahead of the merge; returns how many arrived since the last call."""
         assert self._remote is not None
-        self._remote.settle()
+        arrived = self._remote.settle()
         batch_id = self.cursor
         end = min(total, self.cursor + AHEAD)
-        while batch_id < end and len(self._remote) < AHEAD:
+        room = 1 if self._outage is not None else AHEAD  # while the store is down: one GET, a probe
+        while batch_id < end and len(self._remote) < AHEAD and room:
             if status[batch_id] in (COMMITTED, SHORT) and batch_id not in self._remote:
                 span = self.tally.parts.span(batch_id)
                 if span and span[2]:
                     self._remote.fetch(batch_id, *span)
+                    room -= 1
             batch_id += 1
+        return arrived
 
     def finish(self, keep: bool) -> tuple[str, int] | None:
         """Stop following; with `keep` (the job succeeded) write the rest and give the file its name.

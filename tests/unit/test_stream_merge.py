@@ -113,6 +113,9 @@ class SlowReader:
         self.reads += 1
         return self.data[uri][offset : offset + length]
 
+    def close(self) -> None:
+        pass
+
 
 def test_remote_parts_are_fetched_ahead_and_spilled_past_the_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -205,3 +208,39 @@ def test_fetches_the_store_did_not_answer_are_dropped_and_fetched_again(tmp_path
             window.fetch(batch, f"s3://b/{batch}.part", 0, 10)
     assert [window.take(b) for b in range(3)] == [b"rows of %d\n" % b for b in range(3)]
     window.close()
+
+
+def test_while_the_store_is_down_the_merge_probes_it_with_one_fetch(tmp_path: Path) -> None:
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data")
+    uris = {b: f"s3://b/store/job-1/parts/n1/{b:09d}.1.part" for b in range(4)}
+    reader = SlowReader({uris[b]: b"#head\nrow %d\n" % b for b in range(4)})
+    reader.gate.set()
+    outage = reader.read_span = Outage(reader.read_span, failures=10**6)  # type: ignore[method-assign]
+    tally = Tally(4)
+    merger = StreamMerger(job, tally, StorageOptions())
+    merger._reader, merger._remote = reader, RemoteWindow(reader, tmp_path)  # type: ignore[assignment]
+
+    def step() -> None:
+        assert wait(lambda: all(f.done() for f in merger._remote._pending.values()))  # type: ignore[union-attr]
+        try:
+            merger.advance()
+        except StoreUnreachable as exc:
+            merger._note_outage(exc, 0.5)
+
+    for batch in (1, 2, 3):  # batch 0 holds the merge up: the rest is fetched ahead
+        tally.apply(commit(batch, f"{uris[batch]}#6+6"))
+    step()
+    assert len(merger._remote) == 3  # type: ignore[arg-type]
+    step()  # the store is down: the three fetches are dropped
+    assert merger._outage is not None and len(merger._remote) == 0  # type: ignore[arg-type]
+    for _ in range(3):
+        step()
+        assert len(merger._remote) <= 1, "one probe at a time"  # type: ignore[arg-type]
+        assert merger._outage is not None, "no read answered: still down"
+    outage.failures = 0  # the store is back: the next probe answers
+    for _ in range(3):
+        step()
+    assert merger._outage is None
+    tally.apply(commit(0, f"{uris[0]}#6+6"))
+    assert merger.finish(keep=True) == (str(tmp_path / "out" / "parallel_run_step.txt"), 4)
+    assert (tmp_path / "out" / "parallel_run_step.txt").read_bytes() == b"row 0\nrow 1\nrow 2\nrow 3\n"
