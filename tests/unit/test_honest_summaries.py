@@ -13,8 +13,25 @@ from coordinator.report.joblogs import Summary, final_line, merged_text
 from tests.cli_helpers import batchfleet, make_component
 from tests.runtime_helpers import make_job
 
-FAIL_ALL = """\
+# Every batch fails, but only the first two fail at once: a node runs ahead of the coordinator (each
+# child's pipe holds tasks, reports travel in bundles, a drain is folded in whole before the
+# thresholds are checked), so batches that fail in microseconds could all be tried before the abort.
+# Later calls wait until the coordinator has recorded both failures (failed/<batch>.json), which it
+# does in the same drain whose end breaks the threshold, so the rest of the job never runs.
+FAIL_TWO_THEN_WAIT = """\
+import glob, os, time
+
+STORE = {store!r}
+calls = 0
+
 def run(mini_batch):
+    global calls
+    calls += 1
+    deadline = time.monotonic() + 120
+    while calls > 2 and len(glob.glob(os.path.join(STORE, "*", "failed", "*.json"))) < 2:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the coordinator never recorded the first two failures")
+        time.sleep(0.05)
     raise ValueError("bad batch")
 """
 
@@ -82,19 +99,21 @@ def run(tmp_path: Path, entry: str, *flags: str, files: int = 20):  # type: igno
 
 
 def test_an_early_abort_says_what_never_ran_everywhere(tmp_path: Path) -> None:
-    result = run(tmp_path, FAIL_ALL, "--run_max_try", "1", "--allowed_failed_count", "1", "--process_count_per_node",
+    entry = FAIL_TWO_THEN_WAIT.format(store=str(tmp_path / "store"))
+    result = run(tmp_path, entry, "--run_max_try", "1", "--allowed_failed_count", "1", "--process_count_per_node",
                  "1")  # fmt: skip
     assert result.code == 1, result.stderr
     out = tmp_path / "out"
     job_result = out / "logs" / "job_result.txt"
     assert f"see {job_result}" in result.error_lines[0]
-    assert "never ran" in result.stdout and f"nothing merged (see {job_result})" in result.stdout
+    assert "0/20 mini-batches committed, 2 failed, 18 never ran" in result.stdout
+    assert f"nothing merged (see {job_result})" in result.stdout
     text = job_result.read_text()
     assert "never ran (the job ended first)" in text
     assert "Output: nothing merged: the job failed." in text
     assert f"Logs: {out / 'logs'}" in text
     state = json.loads(next((tmp_path / "store").glob("*/state.json")).read_text())
-    assert state["batches_never_ran"] == 20 - state["batches_committed"] - state["batches_failed"] > 0
+    assert state["batches_never_ran"] == 20 - state["batches_committed"] - state["batches_failed"] == 18
     assert state["output"] == str(out)  # the output location, though nothing was merged
     html = (out / "logs" / "report.html").read_text()
     assert "Batches never ran" in html and "Output: nothing merged: the job failed" in html
