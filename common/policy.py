@@ -55,9 +55,10 @@ def threshold_breach(counts: Counts, settings: RunSettings) -> str | None:
     return None
 
 
-def is_stalled(now: float, last_progress: float, busy: bool, stall_timeout: float) -> bool:
-    """No result and no busy worker heard from for stall_timeout seconds."""
-    return not busy and now - last_progress > stall_timeout
+def is_stalled(now: float, last_work: float, busy: bool, stall_timeout: float) -> bool:
+    """No result and no busy worker heard from for stall_timeout seconds: `last_work` is the last
+    of either, `busy` whether the latest word from some node says it is running a batch."""
+    return not busy and now - last_work > stall_timeout
 
 
 def prefetch_for(processes: int, batch_seconds: float | None) -> int:

@@ -120,7 +120,7 @@ class Follower:
             if reason is not None:
                 return Verdict("failed", self._with_first_error(reason))
             now = time.time()
-            if is_stalled(now, self.tally.last_progress, self.tally.busy(now, stall / 3 + 10), stall):
+            if is_stalled(now, self.tally.last_sign_of_work(), self.tally.busy(now, stall / 3 + 10), stall):
                 return Verdict("failed", self._stall_reason(stall))
             if self.on_change is not None and now - last_tick >= 0.25:
                 last_tick = now

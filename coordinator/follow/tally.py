@@ -78,6 +78,7 @@ class Tally:
     duplicates: int = 0
     tries_seen: int = 0
     last_progress: float = field(default_factory=time.time)
+    last_busy: float = 0.0  # when a node last said it was running something (a heartbeat with busy > 0)
     errors: FirstErrors = field(default_factory=FirstErrors)
     failures: dict[int, BatchResult] = field(default_factory=dict)  # the first FAILURES_KEPT only
     changed: threading.Event = field(default_factory=threading.Event)  # set whenever a batch resolves
@@ -182,6 +183,8 @@ class Tally:
         node.busy = busy
         node.last_seen = time.time()
         node.stopped = node_id in self.dropped  # a dropped node takes no more of this job's work
+        if busy > 0:
+            self.last_busy = node.last_seen
 
     def drop(self, node_id: str, reason: str) -> None:
         """The node gave up on this job (its init() kept failing); the others go on."""
@@ -210,6 +213,14 @@ class Tally:
     def busy(self, now: float, window: float) -> bool:
         """Some node said recently that it is running a batch."""
         return any(n.busy > 0 and now - n.last_seen <= window for n in self.nodes.values())
+
+    def last_sign_of_work(self) -> float:
+        """When a batch last resolved or a node last said it was busy: the stall clock runs from there.
+
+        A heartbeat samples one moment; one that falls between a child's init() and its first
+        batch, or between two batches, says idle though the node is working.
+        """
+        return max(self.last_progress, self.last_busy)
 
     def committed_ids(self) -> Iterator[int]:
         """Committed batches in order, short ones included."""

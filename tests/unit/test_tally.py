@@ -178,3 +178,20 @@ def test_a_million_tries_fit_in_under_100_mb() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     grown = int(done.stdout.split()[-1])
     assert grown < 100 * 2**20, f"peak memory grew by {grown / 2**20:.1f} MiB"
+
+
+def test_a_busy_heartbeat_holds_off_a_stall_that_an_idle_sample_would_call() -> None:
+    from common.policy import is_stalled
+
+    tally = Tally(1)
+    tally.last_progress = 0.0  # the job started long ago and nothing has resolved since
+    tally.heartbeat("n1", 1)  # a child in init() (or running a batch) ...
+    tally.heartbeat("n1", 0)  # ... and, a moment later, a sample between init() and the first batch
+    now = tally.last_busy + 1.0
+    assert tally.last_sign_of_work() == tally.last_busy > 0
+    assert not is_stalled(now, tally.last_sign_of_work(), tally.busy(now, 10), 1.5)
+    # idle for longer than the timeout since the last busy word: a stall
+    assert is_stalled(now + 1.0, tally.last_sign_of_work(), tally.busy(now + 1.0, 10), 1.5)
+    tally.heartbeat("n1", 1)  # the latest word says busy: no stall, however old the last result
+    later = tally.last_busy + 5.0
+    assert not is_stalled(later, tally.last_progress, tally.busy(later, 10), 1.5)

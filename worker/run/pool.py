@@ -253,10 +253,10 @@ class ChildPool:
         """Spawn and wait for init; count failures; False when init failed."""
         spec = self.config.spec_for(slot.name)
         slot.progress = self._ctx.RawValue("q", 0)
-        slot.process, slot.conn = self._spawn(slot.name, spec, slot.progress)
         with self._lock:
-            self._busy += 1  # a child in init() is working, not stalled
+            self._busy += 1  # a child being started or in init() is working, not stalled
         try:
+            slot.process, slot.conn = self._spawn(slot.name, spec, slot.progress)
             message = self._wait_ready(slot)
         finally:
             with self._lock:
