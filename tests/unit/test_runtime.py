@@ -331,7 +331,22 @@ def test_a_node_hands_back_packed_batches_beyond_its_window(tmp_path: Path) -> N
     from coordinator.merger import merge_output
 
     make_files(tmp_path / "data", 16)
-    write_script(tmp_path / "code", "import time\ndef run(b):\n    time.sleep(0.1)\n    return b\n")
+    # The pace stays unknown only until a batch finishes (then the window is recomputed), so no
+    # batch may finish before the node has dispatched the whole first pack: run() waits for a gate
+    # that opens once the hand-back is seen (or after 30s, for the assertion below to report it).
+    gate = tmp_path / "gate"
+    write_script(
+        tmp_path / "code",
+        f"""
+        import os, time
+        def run(b):
+            deadline = time.monotonic() + 30
+            while not os.path.exists({str(gate)!r}) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.1)
+            return b
+        """,
+    )
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", per_message=8, mini_batch_size=1)
     broker, batches = submit_in_memory(job)
     released: list[bytes] = []
@@ -339,6 +354,8 @@ def test_a_node_hands_back_packed_batches_beyond_its_window(tmp_path: Path) -> N
 
     def spy(settles: Any) -> None:
         released.extend(d.body for d, action in settles if action == "release")
+        if len(released) >= 2:
+            gate.touch()
         settle_many(settles)
 
     broker.settle_many = spy  # type: ignore[method-assign]
@@ -416,8 +433,14 @@ def test_the_window_counts_the_mini_batches_messages_really_carry(tmp_path: Path
     try:
         assert Follower(broker, job, Tally(batches)).follow().state == "succeeded"
         runtime = node._jobs[job.job_id]
+        # The node learned from its deliveries that a message carries one mini-batch, not eight.
+        assert round(1 / runtime.message_share) == 1, runtime.message_share
+        # The pace it measured is wall time, which a loaded machine stretches: the window is checked
+        # at a given fast pace (a millisecond a batch), from a fresh start of the moving average.
+        runtime.batch_seconds, runtime.finished = None, 0
+        node._tune_prefetch(runtime, 0.001)
         # Fast batches: a window of 2 x 64 mini-batches, which lone messages need as 128 messages
         # (full packs would need 17).
-        assert runtime.window == 128 and runtime.prefetch > 17, (runtime.window, runtime.prefetch)
+        assert runtime.window == 128 and runtime.prefetch == 128, (runtime.window, runtime.prefetch)
     finally:
         node.stop()
