@@ -23,6 +23,7 @@ from common.storage import StorageOptions, open_storage
 from coordinator.follow.follower import Follower, Verdict, await_nodes_stopped
 from coordinator.follow.tally import Tally
 from coordinator.merger import StreamMerger
+from coordinator.outage import wait_out
 from coordinator.plan.feed import PlanFeeder
 from coordinator.plan.snapshot import snapshot_code
 from coordinator.plan.submit import (
@@ -363,9 +364,10 @@ def finish_job(run: JobRun, tally: Tally, items: int) -> Summary:
     summary = summarize(job, tally, verdict.state, verdict.reason, run.started, items)
     merged_into(summary, merged, merge_error)
     renderer.request(job, run.digest, summary.as_dict(), perf)
-    write_job_logs(job, tally, run.digest, run.trylog, summary, run.overview, options.storage_options)
-    write_perf(job, sampler.node_id, perf, options.storage_options)
-    write_html(job, renderer.result(), options.storage_options)
+    trylog, html, store = run.trylog, renderer.result(), options.storage_options
+    wait_out(lambda: write_job_logs(job, tally, run.digest, trylog, summary, run.overview, store), "writing the logs")
+    wait_out(lambda: write_perf(job, sampler.node_id, perf, store), "writing the resource usage")
+    wait_out(lambda: write_html(job, html, store), "writing the report")
     log.info("job %s: finished after %.2fs", job.job_id, time.time() - run.started)
     return summary
 

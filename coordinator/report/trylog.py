@@ -103,6 +103,7 @@ class TryLog:
         self._errors: dict[tuple[str, str], TextIO] = {}  # (node, file name) -> its open error file
         self._clock = _Clock()
         self._closed = False
+        self._extras_added = False  # place()'s extra error texts, once
 
     @property
     def resolved_path(self) -> Path:
@@ -160,14 +161,17 @@ class TryLog:
     def place(self, logs: str, options: StorageOptions, extra_errors: dict[tuple[str, str], str]) -> None:
         """Move the files into the job's `logs` folder (local or remote); the log is gone after.
 
-        `extra_errors` adds (node, file name) -> text error files (a dropped node's init.txt).
+        `extra_errors` adds (node, file name) -> text error files (a dropped node's init.txt). Placing
+        again after an upload failed uploads the same files again.
         """
         self.close()
-        for (node, name), text in extra_errors.items():
-            path = self.folder / "error" / safe_component(node) / safe_component(name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as out:
-                out.write(text)
+        if not self._extras_added:
+            self._extras_added = True
+            for (node, name), text in extra_errors.items():
+                path = self.folder / "error" / safe_component(node) / safe_component(name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "a", encoding="utf-8") as out:
+                    out.write(text)
         report = join_uri(logs, "sys", "job_report")
         moves = [(self.folder / name, join_uri(report, name)) for name in (ATTEMPTS, PROCESSED)]
         errors = self.folder / "error"
