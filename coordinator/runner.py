@@ -20,10 +20,10 @@ from common.perf import PerfSampler
 from common.settings import RunSettings
 from common.signing import sign_job
 from common.storage import StorageOptions, open_storage
+from common.storage.outage import wait_out
 from coordinator.follow.follower import Follower, Verdict, await_nodes_stopped
 from coordinator.follow.tally import Tally
 from coordinator.merger import StreamMerger
-from coordinator.outage import wait_out
 from coordinator.plan.feed import PlanFeeder
 from coordinator.plan.snapshot import snapshot_code
 from coordinator.plan.submit import (

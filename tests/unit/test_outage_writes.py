@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 
 from common.errors import StorageError
-from common.storage import StoreUnreachable
-from coordinator import outage
+from common.storage import StoreUnreachable, outage
+from common.storage.outage import wait_out
 from coordinator.follow.tally import Tally
-from coordinator.outage import wait_out
 from coordinator.report import trylog as trylog_module
 from coordinator.report.trylog import TryLog
 

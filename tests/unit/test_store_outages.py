@@ -101,7 +101,7 @@ def _downloader(tmp_path: Path, store: _FlakyStore, patience: float) -> Download
 
 
 def test_the_downloader_waits_a_blob_outage_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("worker.download.downloader.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("common.storage.outage.time.sleep", lambda seconds: None)
     store = _FlakyStore(down=2)
     downloader = _downloader(tmp_path, store, patience=60)
     try:

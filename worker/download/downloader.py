@@ -14,6 +14,7 @@ from common.errors import BatchfleetError
 from common.messages import BatchMessage, InputBinding, Item
 from common.safepath import safe_join
 from common.storage import Storage, StorageOptions, StoreUnreachable, is_remote, open_storage
+from common.storage.outage import wait_out
 
 log = logging.getLogger(__name__)
 
@@ -111,18 +112,8 @@ class Downloader:
             return self._storages[scheme]
 
     def _download_one(self, storage: Storage, uri: str, target: Path) -> None:
-        """One object; an unreachable endpoint is waited out with capped backoff, up to `patience`."""
-        deadline, delay = time.monotonic() + self.patience, 0.5
-        while True:
-            try:
-                storage.download(uri, target)
-                return
-            except StoreUnreachable as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("%s; retrying in %.1fs", exc.message, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 8.0)
+        """One object; an unreachable store is waited out with capped backoff, up to `patience`."""
+        wait_out(lambda: storage.download(uri, target), f"downloading {uri}", self.patience)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

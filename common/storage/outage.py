@@ -1,8 +1,7 @@
-"""Waiting out a store that does not answer, for the coordinator's writes at the end of a job.
-
-A job's results are in by then; failing the command over a store that is down for a minute would
-leave the job "running" in its state and its logs unwritten. The merge has its own loop
-(merger.py), which also follows the tally while it waits.
+"""Waiting out a store that does not answer: a worker's downloads (a try is not failed over a
+store that is down for a minute) and the coordinator's writes at the end of a job (its results are
+in by then; failing the command would leave the job "running" and its logs unwritten). The merge
+has its own loop (coordinator/merger.py), which also follows the tally while it waits.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from common.storage import StoreUnreachable
+from common.storage.base import StoreUnreachable
 
 log = logging.getLogger(__name__)
 
