@@ -51,6 +51,9 @@ def bench_module(name: str) -> ModuleType:
             sys.modules["common"] = saved
 
 
+BENCH_SIGNING_KEY = "bf-bench-fleet-signing-key-5e1d07"
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """The environment for batchfleet processes: ours, without a broker URL that would take over.
 
@@ -61,6 +64,9 @@ def child_env(**extra: str) -> dict[str, str]:
     helpers.compile_bytecode()
     env = {**os.environ, **extra}
     env.pop("BATCHFLEET_BROKER", None)
+    # Fleets are timed signed, as they run (a fleet without a key refuses to start).
+    env.pop("BATCHFLEET_SIGNING_KEY_FILE", None)
+    env["BATCHFLEET_SIGNING_KEY"] = BENCH_SIGNING_KEY
     return env
 
 
@@ -92,7 +98,8 @@ class Worker:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "batchfleet", "worker", "--broker", url, "--node-id", node_id,
-                 "--processes", str(processes), "--work-dir", str(work / node_id), "--grace", "10"],
+                 "--processes", str(processes), "--work-dir", str(work / node_id), "--grace", "10",
+                 "--store-allow", str(work.parent)],  # a benchmark's stores are beside its worker's folder
                 env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
                 start_new_session=os.name == "posix",
             )  # fmt: skip

@@ -109,8 +109,9 @@ def bench_e2e(spec_path: Path, data: Path, work: Path, processes: int, url: str 
     resolved = resolve(spec, parse_bindings([f"data={data}"], "input"), parse_bindings([f"out={out}"], "output"),
                        overrides)  # fmt: skip
     broker = open_broker(url)
+    key = None if url is None else benchlib.BENCH_SIGNING_KEY.encode()  # the key benchlib.Worker has
     options = RunOptions(store_uri=str(fresh_dir(work / "store")), broker=broker, embedded=url is None,
-                         progress=False, work_root=fresh_dir(work / "node"))  # fmt: skip
+                         progress=False, work_root=fresh_dir(work / "node"), signing_key=key)  # fmt: skip
     try:
         start = time.perf_counter()
         summary = run_job(spec, resolved, options)

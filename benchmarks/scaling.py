@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--work-ms", type=int, default=150)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bf-scaling-"))
-    env = fleet_env(BENCH_WORK_MS=str(args.work_ms))
+    env = fleet_env(BENCH_WORK_MS=str(args.work_ms), BATCHFLEET_STORE=str(root / "store"))
     node = None
     url = os.environ.get("BATCHFLEET_BENCH_AMQP_URL")
     if not url:

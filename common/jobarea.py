@@ -8,6 +8,7 @@
       failed/<batch>.json batches that failed for good, recorded by the coordinator
       state.json          live state for `status` and `list`
       cancel.json         a cancel request, polled by the coordinator
+      ended               marker: the job ended; no worker serves it again (until `resume` clears it)
 
     <store>/_code/<hash>/     code snapshots, one per content hash, shared by every job (fleet mode)
     <store>/_code/<hash>.done the snapshot is complete (its manifest: "<size> <path>" per line)
@@ -26,6 +27,7 @@ STATE_FILE = "state.json"
 CANCEL_FILE = "cancel.json"
 PLAN_FILE = "plan.jsonl"
 PUBLISHED_MARKER = "published"
+ENDED_MARKER = "ended"
 PARTS = "parts"
 FAILED = "failed"
 CODE_ROOT = "_code"
@@ -60,6 +62,10 @@ class JobArea:
     @property
     def published(self) -> str:
         return join_uri(self.root, PUBLISHED_MARKER)
+
+    @property
+    def ended(self) -> str:
+        return join_uri(self.root, ENDED_MARKER)
 
     @property
     def parts(self) -> str:

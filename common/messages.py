@@ -133,10 +133,11 @@ class JobAnnouncement(Strict):
     """
 
     v: Literal[1] = WIRE_VERSION
-    job_id: str
+    # It names folders and queues: no separators, no '..' (anyone can publish an announcement).
+    job_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
     job_uri: str = Field(description="URI of the job's job.json in the store.")
     state: Literal["preparing", "active", "ended"]
-    sig: str | None = None
+    sig: str | None = Field(default=None, description="HMAC with the fleet's key (common/signing.py).")
 
 
 REPLY_QUEUE_PATTERN = r"^bf\.reply\.[0-9a-f]{32}$"  # Broker.declare_reply_queue's names, and no other queue

@@ -32,6 +32,10 @@ _NAMED_SECRET = re.compile(
 )
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "BATCHFLEET_SIGNING_KEY")
 _SECRET_ENV_SUFFIXES = ("_PASSWORD", "_SECRET", "_SECRET_KEY", "_TOKEN")
+# batchfleet's own secrets, which user code never needs: the signing key, where it is kept (systemd
+# puts credentials in $CREDENTIALS_DIRECTORY), and the broker's URL, password file and TLS key.
+_OWN_SECRET_ENV = ("BATCHFLEET_SIGNING_KEY", "BATCHFLEET_SIGNING_KEY_FILE", "CREDENTIALS_DIRECTORY")
+_OWN_SECRET_PREFIX = "BATCHFLEET_BROKER"
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -69,6 +73,12 @@ def secret_values_from_env(env: Mapping[str, str]) -> list[str]:
     return [v for v in dict.fromkeys(found) if len(v) >= MIN_SECRET_LENGTH]
 
 
+def is_own_secret(name: str) -> bool:
+    """True for environment variables that hold (or lead to) batchfleet's own secrets."""
+    upper = name.upper()
+    return upper in _OWN_SECRET_ENV or upper.startswith(_OWN_SECRET_PREFIX)
+
+
 class RedactingFilter(logging.Filter):
     """Masks secrets in every record passing through; install it on handlers.
 
@@ -102,6 +112,15 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact(record.stack_info, self._secrets)
         return True
+
+
+def mask_in_logs(*secrets: str) -> None:
+    """Mask these values in every record the root logger's handlers write from now on (a key or
+    password read from a file is in no environment variable the filters were built from)."""
+    for handler in logging.getLogger().handlers:
+        for filt in handler.filters:
+            if isinstance(filt, RedactingFilter):
+                filt.add(*secrets)
 
 
 def install(handlers: Iterable[logging.Handler], secrets: Iterable[str] = ()) -> RedactingFilter:

@@ -78,6 +78,12 @@ def safe_join(root: Path, rel: str) -> Path:
     return target
 
 
+def local_key(rel: str) -> str:
+    """The relative path `rel` lands on under `safe_join`: its parts joined by '/'. Distinct object
+    keys with one local key (`a/b`, `a\\b`, `a//b`, `./a/b`) would overwrite each other on a node."""
+    return "/".join(_segments(rel))
+
+
 def safe_component(value: str) -> str:
     """`value` as one folder name: the same name on every OS, distinct values stay distinct.
 

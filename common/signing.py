@@ -259,3 +259,80 @@ def sign_planned(key: bytes, message: dict[str, Any]) -> None:
 def verify_batch(key: bytes, job_id: str, message: BatchMessage) -> None:
     """Raise SignatureError unless the message was signed for this job and batch."""
     verify_message(key, job_id, message.batch_id, _signed_body(message), message.sig)
+
+
+# What nodes and coordinators say to each other: announcements, reports, the tries header
+_ANNOUNCE_TAG = b"batchfleet/announcement/v1"
+_SUBMIT_TAG = b"batchfleet/submission/v1"
+_REPORT_TAG = b"batchfleet/report/v1"
+_TRIES_TAG = b"batchfleet/prior-tries/v1"
+_REPLY_TAG = b"batchfleet/submit-reply/v1"
+SEALED = b"S"  # a signed reports-queue message: this tag, the signature, a space, then the body
+_SEAL_LEN = len(SIG_PREFIX) + 64
+
+
+def sign_announcement(key: bytes, job_id: str, job_uri: str, state: str, submission: bool = False) -> str:
+    """Signature over an announcement (or, with `submission`, a job handed to the coordinator service):
+    the two never verify as each other, so a captured announcement cannot start a second coordinator."""
+    tag = _SUBMIT_TAG if submission else _ANNOUNCE_TAG
+    return _mac(key, _frame(tag, job_id.encode(), job_uri.encode(), state.encode()))
+
+
+def verify_announcement(
+    key: bytes, job_id: str, job_uri: str, state: str, sig: str | None, submission: bool = False
+) -> None:
+    what = "submission" if submission else f"{state} announcement"
+    if not sig:
+        raise SignatureError(UNSIGNED, f"the {what} of job {job_id} is unsigned")
+    if not _same(sign_announcement(key, job_id, job_uri, state, submission), sig):
+        raise SignatureError(FORGED, f"the {what} of job {job_id} is forged: its signature does not match")
+
+
+def seal_report(key: bytes, job_id: str, body: bytes) -> bytes:
+    """A reports-queue message (a report, an event or a bundle) signed for its job."""
+    return SEALED + _mac(key, _frame(_REPORT_TAG, job_id.encode(), body)).encode() + b" " + body
+
+
+def open_report(key: bytes, job_id: str, message: bytes) -> bytes:
+    """The body of a sealed reports-queue message; SignatureError unless sealed for this job."""
+    if message[:1] != SEALED or message[1 + _SEAL_LEN : 2 + _SEAL_LEN] != b" ":
+        raise SignatureError(UNSIGNED, f"a report on job {job_id}'s queue is unsigned")
+    sig, body = message[1 : 1 + _SEAL_LEN].decode("ascii", "replace"), message[2 + _SEAL_LEN :]
+    if not _same(_mac(key, _frame(_REPORT_TAG, job_id.encode(), body)), sig):
+        raise SignatureError(FORGED, f"a report on job {job_id}'s queue is forged, or signed for another job")
+    return body
+
+
+def unsealed(message: bytes) -> bytes:
+    """The body of a reports-queue message whether sealed or not (to name the sender of a dropped one)."""
+    if message[:1] == SEALED and message[1 + _SEAL_LEN : 2 + _SEAL_LEN] == b" ":
+        return message[2 + _SEAL_LEN :]
+    return message
+
+
+def sign_tries(key: bytes, body: bytes, tries: int) -> str:
+    """Signature over the tries a handed-back copy of a batch carries (its body is the batch's own,
+    itself signed for its job and batch)."""
+    return _mac(key, _frame(_TRIES_TAG, body, str(tries).encode()))
+
+
+def verify_tries(key: bytes, body: bytes, tries: int, sig: object) -> None:
+    if not isinstance(sig, str | bytes) or not sig:
+        raise SignatureError(UNSIGNED, "its x-batchfleet-prior-tries header is unsigned")
+    given = sig if isinstance(sig, str) else sig.decode("utf-8", "replace")
+    if not _same(sign_tries(key, body, tries), given):
+        raise SignatureError(FORGED, "its x-batchfleet-prior-tries header is forged")
+
+
+def sign_reply(key: bytes, job_id: str, accepted: bool, reason: str, coordinator: str) -> str:
+    """Signature over the coordinator service's answer to a submission."""
+    return _mac(
+        key, _frame(_REPLY_TAG, job_id.encode(), b"1" if accepted else b"0", reason.encode(), coordinator.encode())
+    )
+
+
+def verify_reply(key: bytes, job_id: str, accepted: bool, reason: str, coordinator: str, sig: str | None) -> None:
+    if not sig:
+        raise SignatureError(UNSIGNED, f"the answer about job {job_id} is unsigned")
+    if not _same(sign_reply(key, job_id, accepted, reason, coordinator), sig):
+        raise SignatureError(FORGED, f"the answer about job {job_id} is forged: its signature does not match")

@@ -14,6 +14,7 @@ from common.errors import UsageError
 from common.jobarea import JobArea
 from common.messages import BatchResult, JobConfig
 from common.parts.frames import PartRecord, scan_parts
+from common.signing import check_job_signature
 from common.storage import StorageOptions, open_storage
 from coordinator.plan.feed import PlanFeeder
 from coordinator.plan.submit import fetch_manifest, mark_published, plan_size, publish_plan, was_published
@@ -57,6 +58,8 @@ def failed_in_store(job: JobConfig, options: StorageOptions) -> Iterator[BatchRe
 def attach(job_id: str, options: RunOptions, resume: bool) -> Summary:
     """Follow (or, with resume, re-run the unfinished part of) a stored job to its end."""
     job = load_job(options.store_uri, job_id, options.storage_options)
+    if options.signing_key is not None:
+        check_job_signature(job, options.signing_key)
     manifest = fetch_manifest(job, options.storage_options)
     run = JobRun(job, options)
     try:
@@ -89,12 +92,13 @@ def attach(job_id: str, options: RunOptions, resume: bool) -> Summary:
     finally:
         if run.feeder is None:
             shutil.rmtree(manifest.parent, ignore_errors=True)
-    _clear_cancel(job, options.storage_options)
+    area = JobArea(job.store_uri)
+    for marker in (area.cancel, area.ended):  # it runs again: workers may serve it again
+        _remove(marker, options.storage_options)
     return finish_job(run, tally, items)
 
 
-def _clear_cancel(job: JobConfig, options: StorageOptions) -> None:
-    uri = JobArea(job.store_uri).cancel
+def _remove(uri: str, options: StorageOptions) -> None:
     storage = open_storage(uri, options)
     if storage.exists(uri):
         storage.delete(uri)
@@ -105,11 +109,12 @@ def run_stored(job_id: str, options: RunOptions) -> Summary:
     from coordinator.runner import JobRun
 
     job = load_job(options.store_uri, job_id, options.storage_options)
+    ended = JobArea(job.store_uri).ended
+    if open_storage(ended, options.storage_options).exists(ended):
+        raise UsageError(f"job {job_id} has ended; it is not run again", f"use `batchfleet resume {job_id}`")
     if was_published(job, options.storage_options):
         return attach(job_id, options, resume=False)
     if options.signing_key is not None:
-        from common.signing import check_job_signature
-
         check_job_signature(job, options.signing_key)
     run = JobRun(job, options)
     batches, items = run.submit()

@@ -30,14 +30,24 @@ class EmbeddedNode:
 
 
 def start_node(
-    broker: Broker, job: JobConfig, node_id: str, work_root: Path | None, signing_key: bytes | None
+    broker: Broker,
+    job: JobConfig,
+    node_id: str,
+    work_root: Path | None,
+    signing_key: bytes | None,
+    secrets: tuple[str, ...] = (),
 ) -> EmbeddedNode:
     """Start a node that serves `job` (children start and init() while the plan is made)."""
     scratch = None
     if work_root is None:
         work_root = scratch = scratch_dir("node")
     config = NodeConfig(
-        node_id=node_id, work_root=work_root, sample_perf=False, signing_key=signing_key, gpus=detect_gpus()
+        node_id=node_id,
+        work_root=work_root,
+        sample_perf=False,
+        signing_key=signing_key,
+        gpus=detect_gpus(),
+        secrets=secrets,
     )
     node = WorkerNode(broker, config)
     node.start(listen=False)

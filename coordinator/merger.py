@@ -25,10 +25,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from common.jobarea import JobArea
 from common.messages import JobConfig
-from common.parts.frames import PartReader
+from common.parts.frames import FrameMismatch, PartReader
 from common.parts.rows import PartMerger
 from common.storage import StorageOptions, StoreUnreachable, is_remote, join_uri, open_storage
+from coordinator.follow.gate import part_file_in_area
 from coordinator.follow.tally import COMMITTED, PENDING, SHORT, Tally
 from coordinator.scratch import scratch_dir
 
@@ -61,7 +63,7 @@ class RemoteWindow:
         return batch_id in self._pending or batch_id in self._held or batch_id in self._spilled
 
     def fetch(self, batch_id: int, uri: str, offset: int, length: int) -> None:
-        self._pending[batch_id] = self._pool.submit(self._reader.read_span, uri, offset, length)
+        self._pending[batch_id] = self._pool.submit(self._reader.read_frame, uri, offset, length, batch_id)
 
     def settle(self) -> int:
         """Move finished fetches into memory, or to the spill file once memory is spent; returns how many.
@@ -123,6 +125,8 @@ class StreamMerger:
             self._path = dest.with_name(f".{dest.name}.tmp")
         self._merger = PartMerger(settings.append_row_format, self._path)
         self._reader = PartReader(open_storage(job.store_uri, options))
+        self._parts_root = JobArea(job.store_uri).parts
+        self._checked: set[str] = set()  # part files found inside the job area (local segments repeat)
         self._remote = RemoteWindow(self._reader, self._scratch) if is_remote(job.store_uri) else None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -195,8 +199,19 @@ class StreamMerger:
     def _read(self, batch_id: int) -> bytes:
         if self._remote is not None and batch_id in self._remote:
             return self._remote.take(batch_id)
+        span = self._span(batch_id)
+        return self._reader.read_frame(*span, batch_id) if span else b""
+
+    def _span(self, batch_id: int) -> tuple[str, int, int] | None:
+        """Where the batch's part is; rows are read from the job's own parts/ folder and nowhere else,
+        whatever a report said (and each frame's header must name the batch: PartReader.read_frame)."""
         span = self.tally.parts.span(batch_id)
-        return self._reader.read_span(*span) if span else b""
+        if span is not None and span[0] not in self._checked:
+            if not part_file_in_area(span[0], self._parts_root):
+                raise FrameMismatch(f"batch {batch_id} was reported committed to {span[0]}, outside "
+                                    f"{self._parts_root}: not merged")  # fmt: skip
+            self._checked.add(span[0])
+        return span
 
     def _fetch_ahead(self, status: bytearray, total: int) -> int:
         """Start fetching resolved parts ahead of the merge; returns how many arrived since the last call."""
@@ -207,7 +222,7 @@ class StreamMerger:
         room = 1 if self._outage is not None else AHEAD  # while the store is down: one GET, a probe
         while batch_id < end and len(self._remote) < AHEAD and room:
             if status[batch_id] in (COMMITTED, SHORT) and batch_id not in self._remote:
-                span = self.tally.parts.span(batch_id)
+                span = self._span(batch_id)
                 if span and span[2]:
                     self._remote.fetch(batch_id, *span)
                     room -= 1

@@ -17,11 +17,13 @@ from common.errors import BatchfleetError, StorageError, UsageError
 from common.jobarea import JobArea
 from common.messages import BatchResult, JobAnnouncement, JobConfig
 from common.perf import PerfSampler
+from common.rejections import Rejections
 from common.settings import RunSettings
-from common.signing import sign_job
+from common.signing import sign_announcement, sign_job
 from common.storage import StorageOptions, open_storage
 from common.storage.outage import wait_out
 from coordinator.follow.follower import Follower, Verdict, await_nodes_stopped
+from coordinator.follow.gate import ReportGate
 from coordinator.follow.tally import Tally
 from coordinator.merger import StreamMerger
 from coordinator.plan.feed import PlanFeeder
@@ -65,6 +67,8 @@ class RunOptions:
     signing_key: bytes | None = None
     node_wait: float = 30.0
     fresh_snapshot: str | None = None  # digest of a code snapshot build_job stored (not in the store before)
+    insecure: bool = False  # a fleet without a signing key (--insecure): said in every job's report
+    secrets: tuple[str, ...] = ()  # masked in every file a job writes (keys, passwords, tokens)
 
 
 def build_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> JobConfig:
@@ -136,6 +140,7 @@ class JobRun:
         self.trylog: TryLog | None = None
         self.feeder: PlanFeeder | None = None
         sweep_scratch()  # what coordinators killed mid-job left in the temp folder
+        self.rejections = Rejections(log, f"the queues of job {job.job_id}")
 
     def new_tally(self, batches: int) -> Tally:
         """The job's tally, its tries streamed to attempts.csv and folded into the report's digest."""
@@ -213,16 +218,20 @@ class JobRun:
         if opts.embedded:
             from coordinator.embedded import start_node  # embedded only: a fleet's coordinator runs no node
 
-            self.node = start_node(opts.broker, self.job, opts.node_id, opts.work_root, opts.signing_key)
+            self.node = start_node(opts.broker, self.job, opts.node_id, opts.work_root, opts.signing_key, opts.secrets)
         else:
             threading.Thread(target=self._announce_loop, name="bf-announce", daemon=True).start()
 
+    def announcement(self, state: Literal["preparing", "active", "ended"]) -> bytes:
+        """The job's announcement, signed with the fleet's key when there is one."""
+        uri, key = JobArea(self.job.store_uri).job_file, self.options.signing_key
+        sig = sign_announcement(key, self.job.job_id, uri, state) if key is not None else None
+        return JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state=state, sig=sig).model_dump_json().encode()
+
     def announce(self, state: Literal["preparing", "active", "ended"]) -> None:
         """Tell every worker about the job once; a broker error is logged, not raised."""
-        uri = JobArea(self.job.store_uri).job_file
-        body = JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state=state).model_dump_json()
         try:
-            self.options.broker.announce(body.encode())
+            self.options.broker.announce(self.announcement(state))
             self._announced = True
         except Exception as exc:  # the broker reconnects; the announce loop repeats "active"
             log.warning("could not announce job %s: %s", self.job.job_id, exc)
@@ -256,6 +265,8 @@ class JobRun:
             self.options.signing_key,
             # A fleet node started later joins at the next announcement; embedded mode has one node.
             node_grace=0.0 if self.options.embedded else 2 * self.options.announce_every + 5,
+            rejections=self.rejections,
+            secrets=self.options.secrets,
         )
         try:
             return follower.follow()
@@ -282,10 +293,19 @@ class JobRun:
         except BatchfleetError as exc:
             log.warning("could not update the state of %s: %s", self.job.job_id, exc.line())
 
+    def mark_ended(self) -> None:
+        """The ended marker: no worker serves the job again, whatever is announced (until `resume`)."""
+        uri = JobArea(self.job.store_uri).ended
+        try:
+            open_storage(uri, self.options.storage_options).write_bytes(uri, b"1")
+        except BatchfleetError as exc:
+            log.warning("could not mark job %s ended: %s", self.job.job_id, exc.line())
+
     def abort(self) -> None:
         """Planning failed: stop what was started, leave nothing behind."""
         self._announcing.set()
         self.stop_feeding()
+        self.mark_ended()
         if self.trylog is not None:
             self.trylog.discard()
         if self._announced:
@@ -301,16 +321,18 @@ class JobRun:
         """Tell every worker the job ended; wait (bounded) until they have uploaded their logs."""
         self._announcing.set()
         self.stop_feeding()
+        self.mark_ended()
         broker = self.options.broker
         names = queue_names(self.job.job_id)
         broker.purge(names.batches)
         if self.node is not None:
             self.node.stop()
             return
-        uri = JobArea(self.job.store_uri).job_file
-        ended = JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state="ended")
-        broker.announce(ended.model_dump_json().encode())
-        silent = await_nodes_stopped(broker, self.job, tally.live_nodes(), self.options.node_wait)
+        broker.announce(self.announcement("ended"))
+        gate = ReportGate(
+            self.job, self.options.signing_key, tally.batches_total, self.rejections, self.options.secrets
+        )
+        silent = await_nodes_stopped(broker, self.job, tally.live_nodes(), self.options.node_wait, gate)
         if silent:
             log.warning("job %s: no goodbye from %s; their logs may be incomplete", self.job.job_id, sorted(silent))
         broker.delete_job(self.job.job_id)
@@ -362,6 +384,8 @@ def finish_job(run: JobRun, tally: Tally, items: int) -> Summary:
         run.stop_workers(tally)
     perf = sampler.stop()
     summary = summarize(job, tally, verdict.state, verdict.reason, run.started, items)
+    summary.unsigned = options.insecure
+    summary.rejected = run.rejections.counts()
     merged_into(summary, merged, merge_error)
     renderer.request(job, run.digest, summary.as_dict(), perf)
     trylog, html, store = run.trylog, renderer.result(), options.storage_options

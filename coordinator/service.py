@@ -25,6 +25,7 @@ from common.broker.base import Broker, Delivery, queue_names
 from common.errors import BatchfleetError, UsageError
 from common.jobarea import JobArea
 from common.messages import JobSubmission, SubmitReply
+from common.signing import SignatureError, sign_reply, verify_announcement, verify_reply
 from coordinator.follow.settle import settle
 from coordinator.runner import RunOptions
 
@@ -105,6 +106,14 @@ class CoordinatorService:
         except ValidationError as exc:
             settle(self.broker, [delivery], "dead", f"unreadable submission: {exc.errors()[0]['msg']}")
             return
+        key = self.config.options.signing_key
+        if key is not None:
+            try:
+                verify_announcement(key, request.job_id, request.job_uri, request.state, request.sig, submission=True)
+            except SignatureError as exc:
+                log.error("refused a submission: %s", exc.line())
+                settle(self.broker, [delivery], "dead", exc.line())
+                return
         job_id = request.job_id
         with self._lock:
             known = job_id in self.running or any(waiting == job_id for waiting, _ in self.waiting)
@@ -134,6 +143,9 @@ class CoordinatorService:
         if request.reply_to is None:
             return
         reply = SubmitReply(job_id=request.job_id, accepted=accepted, reason=reason, coordinator=self.label)
+        key = self.config.options.signing_key
+        if key is not None:  # the submitter deletes a refused job's area: a forged refusal must not pass
+            reply.sig = sign_reply(key, reply.job_id, accepted, reason, self.label)
         try:
             self.broker.publish(request.reply_to, [reply.model_dump_json().encode()])
         except BatchfleetError as exc:
@@ -161,9 +173,12 @@ class CoordinatorService:
             settle(self.broker, [delivery])
 
 
-def await_reply(sink: queue.Queue[Delivery], broker: Broker, job_id: str, timeout: float) -> SubmitReply | None:
+def await_reply(
+    sink: queue.Queue[Delivery], broker: Broker, job_id: str, timeout: float, key: bytes | None = None
+) -> SubmitReply | None:
     """The coordinator's answer about `job_id` on a reply queue, or None after `timeout` seconds.
-    Anything else that arrives there (anyone may publish) is dropped."""
+    Anything else that arrives there (anyone may publish) is dropped, and so is, with a key, an
+    answer the fleet's key did not sign."""
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         try:
@@ -176,6 +191,13 @@ def await_reply(sink: queue.Queue[Delivery], broker: Broker, job_id: str, timeou
         except ValidationError:
             log.warning("ignored an unreadable message on the reply queue")
             continue
-        if reply.job_id == job_id:
-            return reply
+        if reply.job_id != job_id:
+            continue
+        if key is not None:
+            try:
+                verify_reply(key, reply.job_id, reply.accepted, reply.reason, reply.coordinator, reply.sig)
+            except SignatureError as exc:
+                log.warning("ignored an answer on the reply queue: %s", exc.line())
+                continue
+        return reply
     return None

@@ -49,11 +49,24 @@ parallel:
 """
 
 
-def fleet_env(s3_endpoint: str | None = None, **extra: str) -> dict[str, str]:
-    env = {**os.environ, **extra}
+# Fleets in tests are signed, as a fleet must be; `fleet_env(signed=False)` runs one --insecure.
+TEST_SIGNING_KEY = "bf-tests-fleet-signing-key-0f3a9c"
+TRUST_VARS = ("BATCHFLEET_SIGNING_KEY", "BATCHFLEET_SIGNING_KEY_FILE", "BATCHFLEET_INSECURE")
+
+
+def fleet_env(s3_endpoint: str | None = None, *, signed: bool = True, **extra: str) -> dict[str, str]:
+    """The environment of fleet processes: signed with TEST_SIGNING_KEY unless `extra` brings its own
+    key (or `signed` is False: then BATCHFLEET_INSECURE=1). Pass BATCHFLEET_STORE=<store> so workers
+    take jobs from it (their --store-allow default)."""
+    env = {name: value for name, value in os.environ.items() if name not in TRUST_VARS}
+    env.update(extra)
     if s3_endpoint:
         env["AWS_ENDPOINT_URL"] = s3_endpoint
     env.pop("BATCHFLEET_BROKER", None)
+    if not signed:
+        env["BATCHFLEET_INSECURE"] = "1"
+    elif not any(name in extra for name in TRUST_VARS):
+        env["BATCHFLEET_SIGNING_KEY"] = TEST_SIGNING_KEY
     return env
 
 

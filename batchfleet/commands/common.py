@@ -53,10 +53,13 @@ def storage_options(ns: argparse.Namespace) -> StorageOptions:
 
 def broker_url(ns: argparse.Namespace) -> str | None:
     """The broker's URLs as one comma-separated string (a cluster's nodes), from --broker or the
-    environment; None for the embedded broker."""
+    environment, each with the password from $BATCHFLEET_BROKER_PASSWORD_FILE when that is set;
+    None for the embedded broker."""
+    from batchfleet.commands.trust import with_password_file
     from common.broker.urls import join_urls
 
-    return join_urls(getattr(ns, "broker", None)) or join_urls(os.environ.get("BATCHFLEET_BROKER"))
+    url = join_urls(getattr(ns, "broker", None)) or join_urls(os.environ.get("BATCHFLEET_BROKER"))
+    return with_password_file(url, os.environ)
 
 
 def store_uri(ns: argparse.Namespace) -> str:
@@ -74,6 +77,8 @@ def tls_options(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def open_broker_from(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from batchfleet.commands.trust import warn_password_on_command_line
     from common.broker.factory import open_broker
 
+    warn_password_on_command_line(ns)
     return open_broker(broker_url(ns), **tls_options(ns))

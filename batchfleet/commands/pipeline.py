@@ -10,7 +10,7 @@ from common.errors import JobFailed, UsageError
 
 def cmd_run_pipeline(ns: argparse.Namespace) -> int:
     from batchfleet.commands.common import broker_url, open_broker_from
-    from batchfleet.commands.run import data_map, run_options
+    from batchfleet.commands.run import data_map, fleet_key, run_options
     from coordinator.pipeline.load import load_pipeline
     from coordinator.pipeline.run import StepReport, run_pipeline
     from coordinator.spec.args import collect_overrides, parse_bindings
@@ -25,11 +25,12 @@ def cmd_run_pipeline(ns: argparse.Namespace) -> int:
     def printed(step: StepReport) -> None:
         print(step.line or f"step {step.name} ({step.kind}) {step.state}: {step.reason}", flush=True)
 
+    key = fleet_key(ns)
     broker = open_broker_from(ns)
     try:
         mode = "on the fleet" if broker_url(ns) else "embedded"
         print(f"pipeline {pipeline.name}: {len(pipeline.steps)} steps {mode}", file=sys.stderr)
-        options = run_options(ns, broker)
+        options = run_options(ns, broker, key)
         report = run_pipeline(pipeline, inputs, outputs, overrides, options, printed, data_map(ns))
     finally:
         broker.close()

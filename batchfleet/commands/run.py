@@ -17,6 +17,7 @@ from batchfleet.commands.common import (
     storage_options,
     store_uri,
 )
+from batchfleet.commands.trust import add_trust_flags, known_secrets, signing_key
 from common.errors import UsageError
 
 
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     run.add_argument("--detach", action="store_true", help="fleet mode: submit, follow in the background")
     run.add_argument("--resume", default=None, metavar="JOB", help="resume JOB instead of starting a new job")
-    run.add_argument("--signing-key-file", type=Path, default=None, help="HMAC key to sign the job with")
+    add_trust_flags(run, "fleet mode: HMAC key to sign the job with (or $BATCHFLEET_SIGNING_KEY_FILE)")
     add_setting_flags(run)
     add_log_flag(run)
     run.set_defaults(handler=cmd_run)
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         attach.add_argument("job_id", help="the job id printed by `batchfleet run`")
         add_connection_flags(attach)
         attach.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
+        add_trust_flags(attach, "fleet mode: the fleet's HMAC key (or $BATCHFLEET_SIGNING_KEY_FILE)")
         add_log_flag(attach)
         attach.set_defaults(handler=cmd_attach, resume=name == "resume")
     validate = sub.add_parser("validate", help="check a spec (and bindings, if given) without running")
@@ -106,26 +108,35 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     return 0
 
 
-def run_options(ns: argparse.Namespace, broker):  # type: ignore[no-untyped-def]
-    from common.signing import load_key
+def fleet_key(ns: argparse.Namespace, role: str = "a coordinator") -> bytes | None:
+    """The signing key; on a fleet (a broker is set) none is refused unless --insecure."""
+    return signing_key(ns, os.environ, fleet=broker_url(ns) is not None, role=role)
+
+
+def run_options(ns: argparse.Namespace, broker, key: bytes | None):  # type: ignore[no-untyped-def]
     from coordinator.runner import RunOptions
 
+    url = broker_url(ns)
+    embedded = url is None
     return RunOptions(
         store_uri=store_uri(ns),
         broker=broker,
-        embedded=broker_url(ns) is None,
+        embedded=embedded,
         storage_options=storage_options(ns),
         progress=not ns.no_progress,
-        signing_key=load_key(getattr(ns, "signing_key_file", None), os.environ),
+        signing_key=key,
+        insecure=not embedded and key is None,
+        secrets=known_secrets(key, url, os.environ),
     )
 
 
 def cmd_attach(ns: argparse.Namespace) -> int:
     from coordinator.attach import attach
 
+    key = fleet_key(ns)
     broker = open_broker_from(ns)
     try:
-        summary = attach(ns.job_id, run_options(ns, broker), resume=ns.resume)
+        summary = attach(ns.job_id, run_options(ns, broker, key), resume=ns.resume)
     finally:
         broker.close()
     return report(summary)
@@ -148,8 +159,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
         note_unused(spec.unused)
     if ns.detach and broker_url(ns) is None:
         raise UsageError("--detach needs a fleet", "pass --broker amqp://... (or set BATCHFLEET_BROKER)")
+    key = fleet_key(ns)
     broker = open_broker_from(ns)
-    options = run_options(ns, broker)
+    options = run_options(ns, broker, key)
     try:
         if ns.detach:
             job = build_job(spec, resolved, options)
@@ -172,7 +184,9 @@ def spawn_follower(job_id: str, ns: argparse.Namespace) -> Path:
     log_path = Path(tempfile.gettempdir()) / f"batchfleet-{job_id}.log"
     from batchfleet.config import child_environment
 
-    env = {**os.environ, "BATCHFLEET_BROKER": broker_url(ns) or "", "BATCHFLEET_STORE": store_uri(ns)}
+    # The URL as given (a password file stays a file), and the trust settings this process used.
+    env = {**os.environ, "BATCHFLEET_BROKER": ns.broker or os.environ.get("BATCHFLEET_BROKER", ""),
+           "BATCHFLEET_STORE": store_uri(ns)}  # fmt: skip
     resolved = getattr(ns, "resolved_config", None)
     if resolved is not None:
         env |= child_environment(resolved)  # the same batchfleet.toml and profile
@@ -183,6 +197,8 @@ def spawn_follower(job_id: str, ns: argparse.Namespace) -> Path:
             env[variable] = str(getattr(ns, name))
     if getattr(ns, "signing_key_file", None):
         env.pop("BATCHFLEET_SIGNING_KEY", None)  # the file chosen here wins, as it did in this process
+    if getattr(ns, "insecure", None):
+        env["BATCHFLEET_INSECURE"] = "1"
     flags: dict[str, object] = {"start_new_session": True}
     if os.name == "nt":
         flags = {"creationflags": subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]

@@ -13,7 +13,9 @@ from batchfleet.commands.common import (
     broker_url,
     open_broker_from,
     storage_options,
+    store_uri,
 )
+from batchfleet.commands.trust import add_trust_flags, known_secrets, signing_key, store_roots
 from common.errors import BatchfleetError, UsageError
 
 
@@ -30,7 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     worker.add_argument("--work-dir", type=Path, default=None, help="local scratch (default: system temp)")
     worker.add_argument("--grace", type=float, default=None, help="seconds to finish running batches on stop (30)")
-    worker.add_argument("--signing-key-file", type=Path, default=None, help="HMAC key; refuse unsigned jobs")
+    add_trust_flags(worker, "HMAC key of the fleet; refuse what it did not sign (or $BATCHFLEET_SIGNING_KEY_FILE)")
+    worker.add_argument(
+        "--store-allow",
+        action="append",
+        nargs="+",
+        default=None,
+        metavar="URI",
+        help="store roots to take job files and code from (default: --store, $BATCHFLEET_STORE or ./.batchfleet)",
+    )
     worker.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
     worker.add_argument(
         "--gpus", default=None, metavar="LIST",
@@ -55,7 +65,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_worker(ns: argparse.Namespace) -> int:
-    from common.signing import load_key
     from worker.intake.gpus import parse_gpus
     from worker.intake.identity import node_id_from
     from worker.intake.node import NodeConfig
@@ -67,6 +76,8 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         return check(ns)
     if not broker_url(ns):
         raise UsageError("a worker needs a broker", "pass --broker amqp://... or set BATCHFLEET_BROKER")
+    roots = store_roots(ns.store_allow, store_uri(ns))
+    key = signing_key(ns, os.environ, fleet=True, role="a worker")
     node_id = node_id_from(ns.node_id or os.environ.get("BATCHFLEET_NODE_ID"))
     work = work_dir(ns, node_id)
     config = NodeConfig(
@@ -74,8 +85,10 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         work_root=work,
         processes=ns.processes,
         storage_options=storage_options(ns),
-        signing_key=load_key(ns.signing_key_file, os.environ),
         gpus=parse_gpus(ns.gpus or os.environ.get("BATCHFLEET_GPUS") or "auto"),
+        signing_key=key,
+        store_roots=roots,
+        secrets=known_secrets(key, broker_url(ns), os.environ),
         environment=ns.environment or os.environ.get("BATCHFLEET_ENVIRONMENT") or "job",
         keep_work=bool(ns.keep_work),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -15,6 +15,36 @@ Settle = Literal["ack", "requeue", "dead", "release"]
 
 REASON_HEADER = "x-batchfleet-reason"
 PRIOR_TRIES_HEADER = "x-batchfleet-prior-tries"  # tries a handed-back copy had before it was re-published
+TRIES_SIG_HEADER = "x-batchfleet-tries-sig"  # its signature (common/signing.sign_tries), when the fleet has a key
+MAX_PRIOR_TRIES = 1_000_000
+
+# Signs the tries a copy of `body` carries (set by a node that holds the fleet's key).
+TriesSigner = Callable[[bytes, int], str]
+
+
+def prior_tries(headers: Mapping[str, object]) -> int | None:
+    """The tries a handed-back copy carries: 0 without the header, None when it is not a plausible count.
+    Headers come from anyone who can publish: this never raises (see worker/intake/admit.py)."""
+    value = headers.get(PRIOR_TRIES_HEADER)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PRIOR_TRIES:
+        return None
+    return value
+
+
+def delivery_count(headers: Mapping[str, object]) -> int:
+    """The broker's count of earlier deliveries (a quorum queue sets it, whatever a publisher sent)."""
+    value = headers.get("x-delivery-count")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PRIOR_TRIES:
+        return 0
+    return value
+
+
+def attempt_of(headers: Mapping[str, object], failed_deliveries: int | None = None) -> int:
+    """1 + earlier deliveries + tries a handed-back copy carried (a malformed count adds none)."""
+    earlier = delivery_count(headers) if failed_deliveries is None else failed_deliveries
+    return 1 + earlier + (prior_tries(headers) or 0)
 
 
 # Fanout topics: "announce" carries jobs to workers, "hello" a starting worker's greeting to coordinators.
@@ -31,6 +61,14 @@ class QueueNames(NamedTuple):
 def queue_names(job_id: str) -> QueueNames:
     """Per-job queue names, shared by every broker implementation."""
     return QueueNames(f"bf.{job_id}.batches", f"bf.{job_id}.reports", f"bf.{job_id}.dead")
+
+
+def job_of(queue_name: str) -> str | None:
+    """The job whose queue this is (the inverse of queue_names); None for other queues."""
+    for suffix in (".batches", ".reports", ".dead"):
+        if queue_name.startswith("bf.") and queue_name.endswith(suffix) and len(queue_name) > 3 + len(suffix):
+            return queue_name[3 : -len(suffix)]
+    return None
 
 
 def delivery_limit(run_max_try: int) -> int:
@@ -66,6 +104,10 @@ class Broker(ABC):
 
     Every method is safe to call from any thread.
     """
+
+    # Signs the tries header of copies this broker publishes when settling (see packs.copy_headers);
+    # a node with the fleet's key sets it, so copies it hands back are believed by the next node.
+    tries_signer: TriesSigner | None = None
 
     @abstractmethod
     def declare_job(self, job_id: str, run_max_try: int) -> None:

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.broker.base import (
-    PRIOR_TRIES_HEADER,
     REASON_HEADER,
     REPLY_PREFIX,
     Broker,
     Delivery,
     Settle,
     Topic,
+    attempt_of,
     delivery_limit,
     queue_names,
 )
@@ -157,7 +157,8 @@ class MemoryBroker(Broker):
         copy = member_copy(action, delivery.attempt)
         if copy is None or q is None:
             return
-        message = _Message(as_message(delivery.body), copy_headers(copy, delivery.headers, reason))
+        headers = copy_headers(copy, delivery.headers, reason, delivery.body, self.tries_signer)
+        message = _Message(as_message(delivery.body), headers)
         if copy.to == "same":
             q.ready.appendleft(message)
         elif q.dead_letter_to in self._queues:
@@ -246,8 +247,7 @@ class MemoryBroker(Broker):
             message = q.ready.popleft()
             delivery_tag = next(self._tags)
             consumer.unsettled[delivery_tag] = message
-            prior = message.headers.get(PRIOR_TRIES_HEADER) or 0
-            attempt = message.failed_deliveries + 1 + int(prior)  # type: ignore[call-overload]
+            attempt = attempt_of(message.headers, message.failed_deliveries)
             members = unpack(message.body)
             hold = PackHold(len(members)) if len(members) > 1 else None
             for index, body in enumerate(members):

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Literal, NamedTuple
 
-from common.broker.base import PRIOR_TRIES_HEADER, REASON_HEADER, Settle
+from common.broker.base import PRIOR_TRIES_HEADER, REASON_HEADER, TRIES_SIG_HEADER, Settle, TriesSigner
 from common.errors import BrokerError
 
 PACK = b"P"  # a pack: this tag, then member bodies joined by newlines (batch JSON holds none)
@@ -80,13 +80,22 @@ def member_copy(action: Settle, attempt: int) -> MemberCopy | None:
     return MemberCopy("dead", attempt - 1)
 
 
-def copy_headers(copy: MemberCopy, headers: dict[str, object], reason: str | None) -> dict[str, object]:
-    """Headers for a member's copy: ours from the pack, its tries so far, a dead letter's reason."""
+def copy_headers(
+    copy: MemberCopy,
+    headers: dict[str, object],
+    reason: str | None,
+    body: bytes = b"",
+    signer: TriesSigner | None = None,
+) -> dict[str, object]:
+    """Headers for a copy of `body`: ours from the pack, its tries so far (signed when there is a
+    `signer`), a dead letter's reason."""
     out = {k: v for k, v in headers.items() if not k.startswith("x-")}
     if copy.to == "dead":
         out[REASON_HEADER] = reason or "rejected"
     elif copy.prior_tries:
         out[PRIOR_TRIES_HEADER] = copy.prior_tries
+        if signer is not None:
+            out[TRIES_SIG_HEADER] = signer(body, copy.prior_tries)
     return out
 
 

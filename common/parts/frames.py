@@ -22,13 +22,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from common.errors import BatchfleetError
 from common.storage import Storage, is_remote
 
 MAGIC = b"#bf "
-_HEADER = re.compile(rb"#bf (\d{1,19}) (\d{1,9}) (\d{1,19}) (\d{1,19}) (\d{1,19})(?: ([0-9a-f]{8}))?\n")
+_FIELDS = rb"#bf (\d{1,19}) (\d{1,9}) (\d{1,19}) (\d{1,19}) (\d{1,19})(?: ([0-9a-f]{8}))?\n"
+_HEADER = re.compile(_FIELDS)
+_HEADER_AT_END = re.compile(_FIELDS + rb"\Z")
 HEADER_MAX = 128  # longer than any header the pattern accepts
 WINDOW = 1 << 20  # bytes of a segment the scanner holds at a time
 _CRC_STEP = 1 << 20  # bytes checksummed per read for frames larger than the window
+
+
+class FrameMismatch(BatchfleetError):
+    """A part reference does not point at the rows of a frame of the batch it was reported for."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,15 @@ class PartReader:
         uri, offset, length = parse_ref(ref)
         return self.read_span(uri, offset, length)
 
+    def read_frame(self, uri: str, offset: int, length: int, batch_id: int) -> bytes:
+        """The rows at `offset`, only if the frame header right before them is batch `batch_id`'s and
+        gives their length (else FrameMismatch). An empty part holds no rows to check."""
+        if not length:
+            return b""
+        start = max(0, offset - HEADER_MAX)
+        window = self.read_span(uri, start, offset - start + length)
+        return checked_rows(window, offset - start, batch_id, length, make_ref(uri, offset, length))
+
     def read_span(self, uri: str, offset: int, length: int) -> bytes:
         if not length:
             return b""
@@ -95,6 +111,18 @@ class PartReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def checked_rows(window: bytes, head: int, batch_id: int, length: int, ref: str) -> bytes:
+    """The rows after the first `head` bytes of `window`, once the frame header ending there proves
+    them batch `batch_id`'s (its number and their length; the checksum is the scanner's business)."""
+    start = window.rfind(MAGIC, 0, head)
+    match = _HEADER_AT_END.match(window[:head], start) if start >= 0 else None
+    rows = window[head:]
+    if match is None or int(match[1]) != batch_id or not int(match[5]) == length == len(rows):
+        found = f"batch {int(match[1])}'s frame" if match is not None else "no frame header"
+        raise FrameMismatch(f"part {ref} of batch {batch_id} holds {found}: refusing to merge it")
+    return rows
 
 
 def scan_parts(storage: Storage, parts_uri: str) -> Iterator[PartRecord]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from common.storage.base import NameRun, ObjectInfo, Storage, StoreUnreachable, is_remote, join_uri
+from common.storage.base import NameRun, ObjectInfo, Storage, StoreUnreachable, is_remote, join_uri, uri_within
 from common.storage.registry import open_storage
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ __all__ = [
     "is_remote",
     "join_uri",
     "open_storage",
+    "uri_within",
 ]
 
 

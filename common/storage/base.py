@@ -39,6 +39,29 @@ def is_remote(uri: str) -> bool:
     return "://" in uri
 
 
+def uri_within(uri: str, root: str) -> bool:
+    """True when `uri` is `root` or lies below it.
+
+    Remote URIs (same scheme) compare segment by segment, and one with an empty, '.' or '..'
+    segment is never within anything (no writer of ours makes such keys; a reader might treat
+    them as a climb). Local paths are compared once resolved, so '..' and symlinks cannot lead out.
+    """
+    if is_remote(uri) != is_remote(root):
+        return False
+    if not is_remote(uri):
+        try:
+            return Path(uri).resolve().is_relative_to(Path(root).resolve())
+        except (OSError, ValueError):
+            return False
+    scheme, _, rest = uri.partition("://")
+    root_scheme, _, root_rest = root.partition("://")
+    segments = rest.split("?", 1)[0].rstrip("/").split("/")
+    if scheme.lower() != root_scheme.lower() or any(seg in ("", ".", "..") for seg in segments):
+        return False
+    base = [seg for seg in root_rest.split("/") if seg]
+    return bool(base) and segments[: len(base)] == base
+
+
 def join_uri(uri: str, *parts: str) -> str:
     """Join path parts onto a local path or an s3:// URI with '/'."""
     if is_remote(uri):

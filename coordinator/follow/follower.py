@@ -13,8 +13,10 @@ from pydantic import ValidationError
 
 from common.broker.base import Broker, Delivery, queue_names
 from common.errors import BrokerError
-from common.messages import BatchMessage, BatchResult, JobConfig, JobEvent, decode_report, unbundle_reports
+from common.messages import BatchMessage, BatchResult, JobConfig, JobEvent
 from common.policy import is_stalled, threshold_breach
+from common.rejections import Rejections, describe
+from coordinator.follow.gate import ReportGate
 from coordinator.follow.settle import settle
 from coordinator.follow.tally import Tally
 
@@ -41,17 +43,6 @@ class Verdict:
     reason: str | None = None
 
 
-def decode_reports(body: bytes, where: str) -> list[BatchResult | JobEvent]:
-    """The reports in one reports-queue message; unreadable ones are logged and skipped."""
-    reports: list[BatchResult | JobEvent] = []
-    for part in unbundle_reports(body):
-        try:
-            reports.append(decode_report(part))
-        except (ValidationError, ValueError) as exc:
-            log.warning("ignored an unreadable report on %s: %s", where, exc)
-    return reports
-
-
 def _genuine(key: bytes, job_id: str, message: BatchMessage) -> bool:
     from common.signing import SignatureError, verify_batch
 
@@ -60,6 +51,14 @@ def _genuine(key: bytes, job_id: str, message: BatchMessage) -> bool:
     except SignatureError:
         return False
     return True
+
+
+def _refusal_kind(reason: str) -> str:
+    """The kind of a message a worker refused, from its reason (see worker/intake/admit.py)."""
+    for word in ("unsigned", "forged", "another job", "unparseable", "malformed", "names no input"):
+        if word in reason:
+            return f"batch message refused as {word}"
+    return "batch message refused"
 
 
 class Follower:
@@ -75,6 +74,8 @@ class Follower:
         on_failed: Callable[[BatchResult], None] | None = None,
         signing_key: bytes | None = None,
         node_grace: float = 0.0,
+        rejections: Rejections | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self.broker = broker
         self.job = job
@@ -91,6 +92,8 @@ class Follower:
         # for another node (one started later joins at the next announcement); embedded mode has one.
         self.node_grace = node_grace
         self._orphaned: tuple[float, str] | None = None
+        self.rejections = rejections or Rejections(log, f"the queues of job {job.job_id}")
+        self.gate = ReportGate(job, signing_key, tally.batches_total, self.rejections, secrets)
 
     def follow(self) -> Verdict:
         """Block until every batch is resolved, a threshold breaks, init fails, it stalls or is cancelled."""
@@ -162,7 +165,7 @@ class Follower:
 
     def _handle(self, delivery: Delivery) -> Verdict | None:
         verdict: Verdict | None = None
-        for report in decode_reports(delivery.body, delivery.queue):
+        for report in self.gate.reports(delivery.body):
             if isinstance(report, BatchResult):
                 self._apply(report)
             elif verdict is None:
@@ -227,7 +230,7 @@ class Follower:
         """
         reason = delivery.reason or "dead-lettered"
         if reason != "delivery_limit":
-            log.error("a worker refused a message on %s: %s", self.names.batches, reason)
+            self.rejections.drop(_refusal_kind(reason), f"a worker of {self.names.batches}", reason)
             return False
         message = self._own_batch(delivery.body)  # a pack dead-lettered whole arrives member by member
         if message is None or self.tally.resolved(message.batch_id) or message.batch_id in self._parked:
@@ -311,15 +314,18 @@ class Follower:
 
     def _stall_reason(self, stall: float) -> str:
         pending = self.tally.batches_total - self.tally.done
+        dropped = describe(self.rejections.counts())
+        dropped = f"; dropped as untrusted: {dropped} (does every node use the fleet's signing key?)" if dropped else ""
         if not self.tally.nodes:
             return (
                 f"no progress for {stall:g}s and no worker has reported; {pending} mini-batches are waiting "
-                "(start workers with `batchfleet worker`, or raise progress_update_timeout)"
+                f"(start workers with `batchfleet worker`, or raise progress_update_timeout){dropped}"
             )
-        return f"no progress for {stall:g}s (progress_update_timeout); {pending} mini-batches never finished"
+        return f"no progress for {stall:g}s (progress_update_timeout); {pending} mini-batches never finished{dropped}"
 
 
-def await_nodes_stopped(broker: Broker, job: JobConfig, nodes: dict[str, float], timeout: float) -> set[str]:
+def await_nodes_stopped(broker: Broker, job: JobConfig, nodes: dict[str, float], timeout: float,
+                        gate: ReportGate) -> set[str]:  # fmt: skip
     """Wait until each node has said node_stopped (its logs are uploaded) or gone silent; return the
     ones that never said goodbye. `nodes` maps each node to when it was last heard from."""
     names = queue_names(job.job_id)
@@ -337,7 +343,7 @@ def await_nodes_stopped(broker: Broker, job: JobConfig, nodes: dict[str, float],
             except queue.Empty:
                 continue
             settle(broker, [delivery])
-            for report in decode_reports(delivery.body, delivery.queue):
+            for report in gate.reports(delivery.body):
                 if report.node_id not in last_seen:
                     continue
                 if isinstance(report, JobEvent) and report.kind == "node_stopped":

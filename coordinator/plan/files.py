@@ -13,6 +13,7 @@ from typing import Any
 from common.errors import InputError, StorageError, UsageError
 from common.messages import WIRE_VERSION, BatchMessage, InputBinding, Item, JobConfig
 from common.storage import NameRun, ObjectInfo, StorageOptions, is_remote, open_storage
+from coordinator.plan.collisions import Collisions
 from coordinator.plan.partitions import BatchPlan, partition_files
 
 # A planned batch in its wire form (BatchMessage.model_dump(exclude_none=True)).
@@ -46,7 +47,10 @@ def name_runs(binding: InputBinding, options: StorageOptions) -> Iterator[NameRu
         if not is_remote(binding.uri) and not storage.exists(binding.uri):
             raise InputError(f"input {binding.name}: {binding.uri} does not exist", "check the path given with --input")
         seen = False
-        for run in storage.list_names(binding.uri):
+        runs = storage.list_names(binding.uri)
+        if downloaded(binding):
+            runs = Collisions(binding, storage).runs(runs)
+        for run in runs:
             seen = seen or bool(run.names)
             yield run
     except StorageError as exc:
@@ -59,6 +63,16 @@ def name_runs(binding: InputBinding, options: StorageOptions) -> Iterator[NameRu
 def by_count(binding: InputBinding, job: JobConfig) -> bool:
     """Plain files cut into batches by count: planned from runs of names (coordinator/plan/lines.py)."""
     return binding.kind != "tabular" and not job.settings.partition_keys
+
+
+def downloaded(binding: InputBinding) -> bool:
+    """Objects a node downloads by their keys (these must not share a local file: plan/collisions.py)."""
+    return binding.kind == "files" and binding.mode == "download" and is_remote(binding.uri)
+
+
+def _download_listing(binding: InputBinding, options: StorageOptions, sizes: bool = True) -> Iterator[ObjectInfo]:
+    listing = _listing(binding, options, sizes)
+    return Collisions(binding, open_storage(binding.uri, options)).listing(listing) if downloaded(binding) else listing
 
 
 def _item_dicts(items: list[Item]) -> list[dict[str, Any]]:
@@ -74,12 +88,12 @@ def _file_batches(
     except ValueError as exc:
         raise UsageError(f"setting mini_batch_size: {exc}") from exc
     if settings.partition_keys:
-        listing = _listing(binding, options)
+        listing = _download_listing(binding, options)
         for plan in partition_files(listing, settings.partition_keys, settings.partition_layout):
             yield _item_dicts(plan.items), plan.partition
         return
     # Batches by count need no sizes; a stat per local file would double the listing time.
-    listing = _listing(binding, options, sizes=False)
+    listing = _download_listing(binding, options, sizes=False)
     while chunk := list(islice(listing, per_batch)):
         yield [{"uri": i.uri, "name": i.rel} if i.size is None else {"uri": i.uri, "name": i.rel, "size": i.size}
                for i in chunk], None  # fmt: skip

@@ -151,6 +151,7 @@ def _header(job: JobConfig, summary: Mapping[str, Any], redact: Redactor) -> str
     css = state if state in {"succeeded", "failed", "cancelled"} else "other"
     reason = summary.get("reason")
     reason_html = f'<p class="reason">{escape(redact(str(reason)))}</p>' if reason else ""
+    reason_html += _trust_note(summary)
     links = ["summary", "plots", "failures", "slowest", "nodes", "settings"]
     nav = "".join(f'<a href="#{k}">{k.capitalize()}</a>' for k in links)
     return (
@@ -159,6 +160,18 @@ def _header(job: JobConfig, summary: Mapping[str, Any], redact: Redactor) -> str
         f"<code>{escape(job.entry_script)}</code> · created {_when(job.created_at)}</div>"
         f"{reason_html}<nav>{nav}</nav></header>"
     )
+
+
+def _trust_note(summary: Mapping[str, Any]) -> str:
+    """An unsigned fleet run, and what was dropped as untrusted, said where nobody misses it."""
+    notes = []
+    if summary.get("unsigned"):
+        notes.append("Unsigned fleet run (--insecure): broker messages were believed without proof.")
+    rejected = summary.get("rejected") or {}
+    if rejected:
+        counts = ", ".join(f"{kind}: {n}" for kind, n in sorted(rejected.items()))
+        notes.append(f"Dropped as untrusted: {counts}.")
+    return "".join(f'<p class="reason">{escape(note)}</p>' for note in notes)
 
 
 def _summary_section(summary: Mapping[str, Any], digest: TryDigest, redact: Redactor) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from common.jobarea import JobArea
 from common.messages import JobConfig
+from common.rejections import describe
 from common.storage import join_uri
 from coordinator.follow.tally import Tally
 
@@ -35,6 +36,8 @@ class Summary:
     output_action: str = "append_row"
     parts_uri: str = ""  # committed results in the job area, kept when nothing is merged
     prepared: dict[str, str] = field(default_factory=dict)  # node -> what getting ready cost it
+    unsigned: bool = False  # a fleet run without a signing key (--insecure)
+    rejected: dict[str, int] = field(default_factory=dict)  # untrusted messages dropped, by kind
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -135,6 +138,8 @@ def job_result_text(job: JobConfig, summary: Summary) -> str:
         f"Duration: {took:.1f}s.",
         f"Output: {merged_text(summary)}.",
         f"Logs: {join_uri(summary.output_uri or job.output_uri, 'logs')}",
+        "Security: UNSIGNED (--insecure): broker messages were believed without proof." if summary.unsigned else "",
+        f"Dropped as untrusted: {describe(summary.rejected)}." if summary.rejected else "",
         f"Settings: {job.settings.model_dump_json(exclude_none=True)}",
         *environment_lines(job),
         *(f"Node {node}: {prepared}" for node, prepared in sorted(summary.prepared.items()) if prepared),

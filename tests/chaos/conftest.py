@@ -62,7 +62,7 @@ def job_factory(tmp_path: Path, url: str) -> LocalJobFactory:
         return LocalJob(
             root=tmp_path, url=url, count=count, entry=entry, spec=spec,
             inputs=write_items(tmp_path / "in", count), output=tmp_path / "out", store=tmp_path / "store",
-            calls=calls, logs=tmp_path / "workers", env=fleet_env(),
+            calls=calls, logs=tmp_path / "workers", env=fleet_env(BATCHFLEET_STORE=str(tmp_path / "store")),
         )  # fmt: skip
 
     return make

@@ -31,7 +31,7 @@ def test_s3_outage_mid_job(tmp_path: Path, rabbitmq, s3) -> None:  # type: ignor
     calls = tmp_path / "calls"
     calls.mkdir()
     spec = make_component(tmp_path / "code", EntryOptions(delay=0.1, calls=calls))
-    env = fleet_env(s3.endpoint_url)
+    env = fleet_env(s3.endpoint_url, BATCHFLEET_STORE=f"{bucket}/store")
     log = tmp_path / "run.log"
     with workers(rabbitmq.url, tmp_path / "workers", env, ["node-a", "node-b"]):
         run = start_coordinator(

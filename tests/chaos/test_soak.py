@@ -86,7 +86,7 @@ def test_soak_random_kills(tmp_path: Path, rabbitmq) -> None:  # type: ignore[no
     spec = make_component(tmp_path / "code", EntryOptions(delay=0.003))
     inputs = write_items(tmp_path / "in", count)
     output, store, log = tmp_path / "out", tmp_path / "store", tmp_path / "run.log"
-    chaos = Chaos(rabbitmq.url, tmp_path / "workers", fleet_env(), random.Random(seed))
+    chaos = Chaos(rabbitmq.url, tmp_path / "workers", fleet_env(BATCHFLEET_STORE=str(store)), random.Random(seed))
     clock = Stopwatch()
     try:
         for _ in range(2):

@@ -82,8 +82,8 @@ def submit(url: str, store: Path, spec: Path, out: Path, env: dict[str, str]) ->
 
 
 def test_service_runs_two_jobs_and_survives_restart(tmp_path: Path, rabbitmq) -> None:
-    env = fleet_env()
     store = tmp_path / "store"
+    env = fleet_env(BATCHFLEET_STORE=str(store))
     specs = [make_job_dir(tmp_path / f"job{i}", files=40) for i in range(2)]
     coordinator = start_coordinator(rabbitmq.url, store, tmp_path / "coordinator.log", env)
     try:

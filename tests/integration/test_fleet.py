@@ -25,7 +25,7 @@ def test_two_workers_on_s3(tmp_path: Path, rabbitmq, s3) -> None:
     for i in range(60):
         client.put_object(Bucket=name, Key=f"in/part{i // 20}/item{i:03d}.txt", Body=f"value-{i}".encode())
     spec = make_code(tmp_path / "code")
-    env = fleet_env(s3.endpoint_url)
+    env = fleet_env(s3.endpoint_url, BATCHFLEET_STORE=f"{bucket}/store")
     with workers(rabbitmq.url, tmp_path / "workers", env, ["node-a", "node-b"]):
         result = run_cli(
             "run",
@@ -76,7 +76,7 @@ def test_direct_mode_passes_uris_without_downloading(tmp_path: Path, rabbitmq, s
     root.mkdir()
     (root / "component.yaml").write_text(COMPONENT)
     (root / "entry.py").write_text(DIRECT_ENTRY)
-    env = fleet_env(s3.endpoint_url)
+    env = fleet_env(s3.endpoint_url, BATCHFLEET_STORE=str(tmp_path / "store"))
     with workers(rabbitmq.url, tmp_path / "workers", env, ["node-d"]):
         result = run_cli(
             "run", root / "component.yaml", "--broker", rabbitmq.url, "--store", tmp_path / "store",

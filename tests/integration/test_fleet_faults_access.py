@@ -151,13 +151,14 @@ def test_worker_check(tmp_path: Path, rabbitmq: Any, s3: MotoS3) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     password = f"wrong-{uuid.uuid4().hex}"
+    # The URL (with its password) in the environment, as deployments pass it: no warning line.
     healthy = [
-        ["--broker", rabbitmq.url],
-        ["--broker", rabbitmq.url, "--store", f"{bucket}/store"],
-        ["--broker", rabbitmq.url, "--store", str(tmp_path / "store")],
+        [rabbitmq.url],
+        [rabbitmq.url, "--store", f"{bucket}/store"],
+        [rabbitmq.url, "--store", str(tmp_path / "store")],
     ]
-    for args in healthy:
-        result = run_cli("worker", "--check", *args, env=env, timeout=60)
+    for url, *args in healthy:
+        result = run_cli("worker", "--check", *args, env={**env, "BATCHFLEET_BROKER": url}, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.startswith("ok: broker "), result.stdout
         assert rabbitmq.url.rsplit("@")[0].rsplit(":", 1)[1] not in result.stdout  # the password
@@ -165,13 +166,13 @@ def test_worker_check(tmp_path: Path, rabbitmq: Any, s3: MotoS3) -> None:
     assert not (tmp_path / "store").exists()
     assert "Contents" not in s3.client().list_objects_v2(Bucket=bucket.removeprefix("s3://"))
     unhealthy = {
-        "cannot reach RabbitMQ": ["--broker", closed_port_url()],
-        "refused the login": ["--broker", wrong_password_url(rabbitmq.url, password)],
-        "does not exist": ["--broker", rabbitmq.url, "--store", f"s3://bf-missing-{uuid.uuid4().hex[:8]}/store"],
-        "not writable": ["--broker", rabbitmq.url, "--store", str(blocker / "store")],
+        "cannot reach RabbitMQ": [closed_port_url()],
+        "refused the login": [wrong_password_url(rabbitmq.url, password)],
+        "does not exist": [rabbitmq.url, "--store", f"s3://bf-missing-{uuid.uuid4().hex[:8]}/store"],
+        "not writable": [rabbitmq.url, "--store", str(blocker / "store")],
     }
-    for reason, args in unhealthy.items():
-        result = run_cli("worker", "--check", *args, env=env, timeout=60)
+    for reason, (url, *args) in unhealthy.items():
+        result = run_cli("worker", "--check", *args, env={**env, "BATCHFLEET_BROKER": url}, timeout=60)
         assert result.returncode == 1, (args, result.stdout, result.stderr)
         output = result.stdout + result.stderr
         assert "Traceback" not in output

@@ -32,6 +32,7 @@ from tests.integration.fault_helpers import (
 from tests.servers import MotoS3
 
 pytestmark = pytest.mark.integration
+PASSWORD_AND_INSECURE = ("the broker password given with --broker is visible", "without a signing key (--insecure)")
 
 
 def write_key(path: Path) -> bytes:
@@ -44,7 +45,9 @@ def write_key(path: Path) -> bytes:
 
 @pytest.fixture
 def fleet(tmp_path: Path, rabbitmq: Any, s3: MotoS3) -> dict[str, Any]:
-    setup = fleet_setup(tmp_path, rabbitmq.url, s3)
+    # Keys come from flags here, so the environment names none (it would win over nothing, but
+    # a process given none at all must be one that runs --insecure on purpose).
+    setup = fleet_setup(tmp_path, rabbitmq.url, s3, BATCHFLEET_INSECURE="1")
     setup["key_file"] = tmp_path / "fleet.key"
     setup["key"] = write_key(setup["key_file"])
     return setup
@@ -193,15 +196,20 @@ def test_keyed_workers_refuse_a_job_not_signed_by_their_key(
         extra = ["--signing-key-file", str(other)]
     worker = start_worker(fleet["url"], "node-a", tmp_path / "workers", fleet["env"], 1, *signed(fleet))
     try:
-        result = run_cli("run", *fleet_run_args(spec, fleet, *extra), env=fleet["env"], timeout=180)
+        args = fleet_run_args(spec, fleet, *extra, "--progress_update_timeout", "20")
+        result = run_cli("run", *args, env=fleet["env"], timeout=180)
         assert worker.poll() is None, "the worker died"
     finally:
         stop(worker)
-    line = one_error_line(result)
+    line = one_error_line(result, PASSWORD_AND_INSECURE)
     assert result.returncode == 1, line
-    assert "node node-a refused the job" in line, line
-    assert ("unsigned" if how == "unsigned" else "fails its signature check") in line, line
+    # The worker drops the job's announcements, so nothing runs and the job stalls.
+    assert "no worker has reported" in line, line
+    if how == "other-key":  # the worker's own messages are forged to this coordinator
+        assert "dropped as untrusted: forged report" in line, line
     assert done_files(s3, fleet["output"]) == set(), "the refused job ran"
+    worker_log = (tmp_path / "workers" / "node-a.log").read_text()
+    assert ("unsigned announcement" if how == "unsigned" else "forged announcement") in worker_log, worker_log
 
 
 UNSAFE_KEYS = {

@@ -88,7 +88,7 @@ def test_parquet_and_csv_on_s3_split_across_two_workers(tmp_path: Path, rabbitmq
     client.put_object(Bucket=name, Key="in/a.parquet", Body=parquet_bytes(expected.iloc[:4000], 250))
     client.put_object(Bucket=name, Key="in/b.csv", Body=expected.iloc[4000:].to_csv(index=False).encode())
     spec = make_code(tmp_path / "code", TABLE_ENTRY)
-    env = fleet_env(s3.endpoint_url)
+    env = fleet_env(s3.endpoint_url, BATCHFLEET_STORE=f"{bucket}/store")
     with workers(rabbitmq.url, tmp_path / "workers", env, ["node-a", "node-b"]):
         result = submit(spec, rabbitmq.url, bucket, f"{bucket}/in:tabular", env,
                         "--mini_batch_size", "8KB", "--set", "append_row_format=parquet")  # fmt: skip
@@ -109,7 +109,7 @@ def test_hive_partitions_on_s3(tmp_path: Path, rabbitmq, s3) -> None:
         country, state, file = rel.split("/")
         client.put_object(Bucket=name, Key=f"in/country={country}/state={state}/{file}", Body=rel.encode())
     spec = make_code(tmp_path / "code", FILES_ENTRY)
-    env = fleet_env(s3.endpoint_url)
+    env = fleet_env(s3.endpoint_url, BATCHFLEET_STORE=f"{bucket}/store")
     with workers(rabbitmq.url, tmp_path / "workers", env, ["node-a", "node-b"]):
         result = submit(spec, rabbitmq.url, bucket, f"{bucket}/in", env, "--set", "partition_keys=[country,state]")
     assert result.returncode == 0, result.stderr + result.stdout
@@ -126,7 +126,7 @@ def test_corrupt_parquet_on_s3_fails_with_one_line(tmp_path: Path, rabbitmq, s3)
     client.put_object(Bucket=name, Key="in/a.parquet", Body=parquet_bytes(frame(500), 100))
     client.put_object(Bucket=name, Key="in/b_bad.parquet", Body=b"not a parquet file at all\n" * 40)
     spec = make_code(tmp_path / "code", TABLE_ENTRY)
-    env = fleet_env(s3.endpoint_url)
+    env = fleet_env(s3.endpoint_url, BATCHFLEET_STORE=f"{bucket}/store")
     with workers(rabbitmq.url, tmp_path / "workers", env, ["node-a"]):
         result = submit(spec, rabbitmq.url, bucket, f"{bucket}/in:tabular", env, "--error_threshold", "0")
     assert result.returncode == 1, result.stderr + result.stdout

@@ -19,14 +19,23 @@ from common.messages import (
     encode_report,
     unbundle_reports,
 )
-from coordinator.follow.follower import Follower, decode_reports
+from common.rejections import Rejections
+from coordinator.follow.follower import Follower
+from coordinator.follow.gate import ReportGate
 from coordinator.follow.tally import Tally
 from tests.runtime_helpers import make_job
+
+JOB = make_job(Path("/tmp/bf-reports"), Path("/code"), Path("/data"), job_id="j")
+PART = f"{JOB.store_uri}/parts/n/process001.1.seg#10+5"
 
 
 def result(batch_id: int, error: str | None = None) -> BatchResult:
     return BatchResult(job_id="j", batch_id=batch_id, node_id="n", attempt=1, outcome="committed", total=1,
-                       succeeded=1, error=error)  # fmt: skip
+                       succeeded=1, error=error, part=PART)  # fmt: skip
+
+
+def decode_reports(message: bytes) -> list[BatchResult | JobEvent]:
+    return ReportGate(JOB, None, 10, Rejections(logging.getLogger("test"), "bf.j.reports")).reports(message)
 
 
 def test_a_group_of_reports_becomes_one_message_and_comes_back_in_order() -> None:
@@ -34,7 +43,7 @@ def test_a_group_of_reports_becomes_one_message_and_comes_back_in_order() -> Non
     messages = bundle_reports(bodies)
     assert len(messages) == 1
     assert unbundle_reports(messages[0]) == bodies
-    assert [r.batch_id for r in decode_reports(messages[0], "q")] == [0, 1, 2]  # type: ignore[union-attr]
+    assert [r.batch_id for r in decode_reports(messages[0])] == [0, 1, 2]  # type: ignore[union-attr]
 
 
 def test_a_lone_report_is_sent_as_it_is() -> None:
@@ -53,9 +62,9 @@ def test_bundles_stay_under_the_size_limit() -> None:
 def test_an_unreadable_report_in_a_bundle_skips_only_itself(caplog: pytest.LogCaptureFixture) -> None:
     messages = bundle_reports([encode_report(result(0)), b"Rnot json", encode_report(result(2))])
     with caplog.at_level(logging.WARNING):
-        reports = decode_reports(messages[0], "bf.j.reports")
+        reports = decode_reports(messages[0])
     assert [r.batch_id for r in reports] == [0, 2]  # type: ignore[union-attr]
-    assert "unreadable report on bf.j.reports" in caplog.text
+    assert "dropped on bf.j.reports: unreadable report" in caplog.text
 
 
 def test_a_pack_dead_lettered_after_one_member_committed_fails_only_the_other(tmp_path: Path) -> None:
@@ -71,7 +80,7 @@ def test_a_pack_dead_lettered_after_one_member_committed_fails_only_the_other(tm
     assert first.packed and second.packed
     # The member's report waits behind a backlog, so its pack's dead letter is read first.
     backlog = [JobEvent(job_id=job.job_id, node_id="n", kind="heartbeat", detail="busy=1") for _ in range(549)]
-    report = result(0).model_copy(update={"job_id": job.job_id})
+    report = result(0).model_copy(update={"job_id": job.job_id, "part": f"{job.store_uri}/parts/n/p.seg#10+5"})
     broker.publish(names.reports, [encode_report(event) for event in backlog] + [encode_report(report)])
     broker.cancel(tag)  # the node is lost before the pack is settled: with one try, it is dead-lettered whole
     tally = Tally(2)

@@ -78,7 +78,7 @@ def settled(s: Session, delivered: Iterable[int]) -> dict[int, str]:
 
 
 def settler(publisher: FakePublisher) -> RabbitSettler:
-    return RabbitSettler(publisher, lambda: FakeLink())  # type: ignore[arg-type,return-value]
+    return RabbitSettler(publisher, lambda: FakeLink(), lambda: None)  # type: ignore[arg-type,return-value]
 
 
 def test_members_are_copied_as_they_must_and_the_pack_goes_with_the_last() -> None:

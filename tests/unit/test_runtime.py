@@ -310,7 +310,7 @@ def test_a_preparing_job_starts_processes_but_takes_nothing_until_active(tmp_pat
     def announce(state: str) -> None:
         broker.announce(JobAnnouncement(job_id=job.job_id, job_uri=job_uri, state=state).model_dump_json().encode())
 
-    node = WorkerNode(broker, NodeConfig(node_id="n1", work_root=tmp_path / "work"))
+    node = WorkerNode(broker, NodeConfig(node_id="n1", work_root=tmp_path / "work", store_roots=(str(tmp_path),)))
     node.start(listen=True)
     try:
         announce("preparing")

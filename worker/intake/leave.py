@@ -21,15 +21,17 @@ from worker.run.environment import ENV_CACHE
 log = logging.getLogger(__name__)
 
 
-def leave_job(runtime: JobRuntime, node_id: str, options: StorageOptions, keep_work: bool) -> None:
-    flush_logs(runtime, node_id, options)
+def leave_job(
+    runtime: JobRuntime, node_id: str, options: StorageOptions, keep_work: bool, secrets: Iterable[str] = ()
+) -> None:
+    flush_logs(runtime, node_id, options, secrets)
     if not keep_work and runtime.layout.root.exists():
         remove_tree(runtime.layout.root)
         log.debug("removed %s", runtime.layout.root)
 
 
-def flush_logs(runtime: JobRuntime, node_id: str, options: StorageOptions) -> None:
-    """Per-node perf CSV, and staged logs and outputs, to the job's output location."""
+def flush_logs(runtime: JobRuntime, node_id: str, options: StorageOptions, secrets: Iterable[str] = ()) -> None:
+    """Per-node perf CSV, and staged logs (known secrets masked) and outputs, to the job's output location."""
     layout, job = runtime.layout, runtime.job
     try:
         if runtime.sampler is not None:
@@ -39,7 +41,7 @@ def flush_logs(runtime: JobRuntime, node_id: str, options: StorageOptions) -> No
         if runtime.outputs is not None:
             runtime.outputs.push()
         if not layout.logs_are_local:
-            upload_tree(layout.log_root, join_uri(job.output_uri, "logs"), options)
+            upload_tree(layout.log_root, join_uri(job.output_uri, "logs"), options, secrets)
     except BatchfleetError as exc:
         log.warning("could not upload logs of job %s: %s", job.job_id, exc.line())
 

@@ -17,27 +17,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from common.broker.base import Broker, Delivery, Settle
+from common.broker.base import Broker, Delivery, Settle, job_of
 from common.errors import BatchfleetError
 from common.messages import (
     BatchMessage,
     BatchResult,
     EventKind,
-    JobAnnouncement,
     JobConfig,
     JobEvent,
     encode_report,
 )
 from common.perf import PerfSampler
 from common.policy import TryResult, keeps_packed, messages_window, prefetch_for, settle_for
+from common.redact import redact
+from common.rejections import Rejections
 from common.settings import predefined_args
-from common.signing import check_job_signature
-from common.storage import StorageOptions, open_storage
+from common.signing import check_job_signature, seal_report, sign_tries
+from common.storage import StorageOptions
 from worker.commit.outputs import OutputSync
 from worker.download.downloader import Downloader, Fetched, sweep_downloads
 from worker.intake.admit import admit
+from worker.intake.announcements import JobRefused, load_job, read_announcement
 from worker.intake.gpus import device_for, process_count
 from worker.intake.layout import node_layout
 from worker.intake.leave import leave_job, prune_caches
@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 STOP = "\0stop"  # a sink entry that is no queue's name
 PREPARED_WAIT = 600.0  # seconds a job announced "preparing" may take to become active
+NOT_SERVED_FOR = 60.0  # seconds an announced job refused is not looked at again
 
 
 @dataclass
@@ -68,6 +69,8 @@ class NodeConfig:
     gpus: list[str] = field(default_factory=list)  # one child per GPU when the job does not set process_count_per_node
     environment: str = "job"  # "current": children run in this Python whatever the job asks
     keep_work: bool = False  # keep <work root>/<job> after leaving a job (debugging)
+    store_roots: tuple[str, ...] = ()  # announced jobs are read only from these (see intake/announcements.py)
+    secrets: tuple[str, ...] = ()  # masked in what the node reports and uploads (key, passwords, tokens)
 
 
 class WorkerNode:
@@ -86,7 +89,12 @@ class WorkerNode:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.metrics = NodeMetrics()
-        self.reporter = Reporter(broker)
+        self.rejections = Rejections(log, "the announcements")
+        self._not_served: dict[str, float] = {}  # announced jobs refused (ended, outside our stores) -> until
+        key = config.signing_key
+        if key is not None:
+            broker.tries_signer = lambda body, tries: sign_tries(key, body, tries)
+        self.reporter = Reporter(broker, self._seal)
 
     # lifecycle
 
@@ -235,7 +243,7 @@ class WorkerNode:
         self._settle(runtime, left, "release", at_once=True)
 
     def _leave(self, runtime: JobRuntime) -> None:
-        leave_job(runtime, self.config.node_id, self.options, self.config.keep_work)
+        leave_job(runtime, self.config.node_id, self.options, self.config.keep_work, self.config.secrets)
         in_use = [path for served in list(self._jobs.values()) for path in served.prepared.used]
         prune_caches(self.config.work_root, in_use)
 
@@ -288,10 +296,8 @@ class WorkerNode:
                 log.exception("dispatch failed for a message on %s", delivery.queue)
 
     def _on_announcement(self, body: bytes) -> None:
-        try:
-            announcement = JobAnnouncement.model_validate_json(body)
-        except ValidationError as exc:
-            log.warning("ignored an unreadable job announcement: %s", exc.errors()[0]["msg"])
+        announcement = read_announcement(body, self.config.signing_key, self.rejections)
+        if announcement is None or self._not_served.get(announcement.job_id, 0.0) > time.monotonic():
             return
         if announcement.state == "ended":
             threading.Thread(target=self.end, args=(announcement.job_id,), daemon=True).start()
@@ -302,18 +308,24 @@ class WorkerNode:
                 runtime.go.set()
             return
         try:
-            job = self._load_job(announcement)
+            job = load_job(announcement, self.config.store_roots, self.options)
+        except JobRefused as exc:
+            # Not asked again for a minute (announcements cost their sender nothing); a resumed job
+            # clears its ended marker, so it is served again after that.
+            if len(self._not_served) > 10_000:
+                self._not_served.clear()
+            self._not_served[announcement.job_id] = time.monotonic() + NOT_SERVED_FOR
+            log.error("not serving job %s: %s", announcement.job_id, exc.line())
+            return
         except BatchfleetError as exc:
             log.error("cannot serve job %s: %s", announcement.job_id, exc.line())
             return
         self.serve(job, go=announcement.state == "active")
 
-    def _load_job(self, announcement: JobAnnouncement) -> JobConfig:
-        storage = open_storage(announcement.job_uri, self.options)
-        try:
-            return JobConfig.model_validate_json(storage.read_bytes(announcement.job_uri))
-        except ValidationError as exc:
-            raise BatchfleetError(f"job file {announcement.job_uri} is not valid: {exc.errors()[0]['msg']}") from exc
+    def _seal(self, queue_name: str, body: bytes) -> bytes:
+        """A reports-queue message signed for its job, when the node has the fleet's key."""
+        key, job_id = self.config.signing_key, job_of(queue_name)
+        return body if key is None or job_id is None else seal_report(key, job_id, body)
 
     def _on_delivery(self, delivery: Delivery) -> None:
         runtime = self._by_queue.get(delivery.queue)
@@ -406,9 +418,9 @@ class WorkerNode:
             commit_seconds=outcome.get("commit_seconds", 0.0),
             seconds=task.download_seconds + time.time() - outcome.get("started", task.received),
             part=outcome.get("part"),
-            error=error,
+            error=redact(error, self.config.secrets) if error else None,
             error_type=outcome.get("error_type"),
-            traceback=outcome.get("traceback"),
+            traceback=redact(outcome["traceback"], self.config.secrets) if outcome.get("traceback") else None,
         )
         try:
             if runtime.outputs is not None and kind == "committed":
@@ -481,11 +493,12 @@ class WorkerNode:
         runtime.pool.drain()
 
     def _event(self, runtime: JobRuntime, kind: EventKind, detail: str) -> None:
+        detail = redact(detail, self.config.secrets) if kind in ("init_failed", "refused") else detail
         event = JobEvent(
             job_id=runtime.job.job_id, node_id=self.config.node_id, kind=kind, detail=detail, at=time.time()
         )
         try:
-            self.broker.publish(runtime.names.reports, [encode_report(event)])
+            self.broker.publish(runtime.names.reports, [self._seal(runtime.names.reports, encode_report(event))])
         except BatchfleetError as exc:
             log.warning("could not send %s for job %s: %s", kind, runtime.job.job_id, exc.line())
 

@@ -35,8 +35,15 @@ class Outgoing:
 class Reporter:
     """One thread per node; `put` never blocks on the broker."""
 
-    def __init__(self, broker: Broker, max_batch: int = 500, linger: float = 0.002) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        seal: Callable[[str, bytes], bytes] | None = None,
+        max_batch: int = 500,
+        linger: float = 0.002,
+    ) -> None:
         self.broker = broker
+        self.seal = seal  # signs each message for the job of its queue (see common/signing.seal_report)
         self.max_batch = max_batch
         # Waiting a moment after the first report gathers the next ones: fast batches then cost
         # one wake-up, publish and settle per group rather than per report (on both sides).
@@ -93,7 +100,10 @@ class Reporter:
             try:
                 bodies = [item.body for item in group if item.body]  # a hand-back reports nothing
                 if bodies:
-                    self.broker.publish(name, bundle_reports(bodies))
+                    messages = bundle_reports(bodies)
+                    if self.seal is not None:
+                        messages = [self.seal(name, message) for message in messages]
+                    self.broker.publish(name, messages)
                 settle_all(self.broker, group, None)
             except BatchfleetError as exc:
                 # Not reported, so not done: give the batches back (they run again; merges dedupe).

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from common.errors import BatchfleetError
 from common.messages import PythonEnvironment
+from common.redact import is_own_secret
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,10 @@ def _build(env: PythonEnvironment, folder: Path, out, log_file: Path) -> None:  
         out.write(f"$ {' '.join(step)}\n")
         out.flush()
         try:
+            # A build runs packages' own code: it starts without batchfleet's secrets, as children do.
+            clean = {name: value for name, value in os.environ.items() if not is_own_secret(name)}
             done = subprocess.run(step, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  timeout=BUILD_TIMEOUT, check=False)  # fmt: skip
+                                  timeout=BUILD_TIMEOUT, check=False, env=clean)  # fmt: skip
             code = done.returncode
         except (OSError, subprocess.TimeoutExpired) as exc:
             out.write(f"{exc}\n")

@@ -21,6 +21,7 @@ from typing import Any
 
 from common.policy import init_gives_up, pipeline_depth
 from worker.run.child import child_main
+from worker.run.childenv import secrets_withheld
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,8 @@ class ChildPool:
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(target=child_main, args=(child, spec, progress), name=f"batchfleet-{name}")
         if self.config.python is None:
-            process.start()
+            with secrets_withheld():
+                process.start()
         else:
             # The spawn start method's interpreter is one setting for the whole process: a job with an
             # environment of its own sets it only while its child starts.
@@ -282,7 +284,8 @@ class ChildPool:
                 default = mp_spawn.get_executable()
                 mp_spawn.set_executable(self.config.python)
                 try:
-                    process.start()
+                    with secrets_withheld():
+                        process.start()
                 finally:
                     mp_spawn.set_executable(default)
         child.close()

@@ -68,7 +68,7 @@ class RabbitBroker(Broker):
         self._consumers: dict[str, Consumer] = {}
         self._closed = False
         self._publisher = Publisher(lambda: self._pub, op_timeout)
-        self._settler = RabbitSettler(self._publisher, lambda: self._sub)
+        self._settler = RabbitSettler(self._publisher, lambda: self._sub, lambda: self.tries_signer)
         self._pub = AmqpLink(self._pub_targets, "pub", self._pub_up, self._publisher.on_down, op_timeout)
         self._sub: AmqpLink | None = None
         self._pub.start()

@@ -12,7 +12,7 @@ from typing import Any
 import pika
 from pika.channel import Channel
 
-from common.broker.base import PRIOR_TRIES_HEADER, REASON_HEADER, Delivery, Settle, queue_names
+from common.broker.base import REASON_HEADER, Delivery, Settle, attempt_of, queue_names
 from common.broker.packs import Member, PackHold, unpack
 
 log = logging.getLogger(__name__)
@@ -97,13 +97,6 @@ def delivery_headers(props: pika.BasicProperties) -> dict[str, object]:
     if REASON_HEADER not in headers and "x-first-death-reason" in headers:
         headers[REASON_HEADER] = str(headers["x-first-death-reason"])  # broker dead-lettering, e.g. delivery_limit
     return headers
-
-
-def attempt_of(headers: dict[str, object]) -> int:
-    """1 + the broker's count of earlier deliveries + tries a handed-back copy carried."""
-    count = headers.get("x-delivery-count") or 0
-    prior = headers.get(PRIOR_TRIES_HEADER) or 0
-    return 1 + int(count) + int(prior)  # type: ignore[call-overload]
 
 
 def message_handler(spec: Consumer, session: Session) -> Callable[..., None]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from common.broker.base import Delivery, Settle
+from common.broker.base import Delivery, Settle, TriesSigner
 from common.broker.packs import Member, MemberCopy, as_message, copy_headers, member_copy
 from common.broker.rabbitmq.io import AmqpLink
 from common.broker.rabbitmq.publish import Publisher
@@ -42,9 +42,12 @@ class _Step:
 class RabbitSettler:
     """Settles deliveries of one RabbitBroker (see the module docstring)."""
 
-    def __init__(self, publisher: Publisher, link: Callable[[], AmqpLink | None]) -> None:
+    def __init__(
+        self, publisher: Publisher, link: Callable[[], AmqpLink | None], signer: Callable[[], TriesSigner | None]
+    ) -> None:
         self._publisher = publisher
         self._link = link
+        self._signer = signer
 
     def settle(self, requests: Sequence[SettleRequest], strict: bool) -> None:
         """Settle every request that can be; raise the first error afterwards. With `strict`, a delivery
@@ -63,7 +66,7 @@ class RabbitSettler:
             copy = _copy_of(delivery, action, step.member is not None)
             target = None if copy is None else delivery.queue if copy.to == "same" else dead_queue_of(delivery.queue)
             if copy is not None and target is not None:
-                headers = copy_headers(copy, delivery.headers, reason)
+                headers = copy_headers(copy, delivery.headers, reason, delivery.body, self._signer())
                 step.copy = (target, tuple(sorted(headers.items())))
                 step.action = "ack"  # the copy lives on; the original just goes
             steps.append((step, delivery.body))

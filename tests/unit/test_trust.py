@@ -1,0 +1,311 @@
+"""The trust boundary's pure checks: store roots, headers, seals, the report gate, frames, key collisions."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.broker.base import PRIOR_TRIES_HEADER, TRIES_SIG_HEADER, Delivery, attempt_of, job_of, prior_tries
+from common.errors import StorageError, UsageError
+from common.messages import BatchMessage, BatchResult, InputBinding, Item, JobEvent, bundle_reports, encode_report
+from common.parts.frames import FrameMismatch, checked_rows, header
+from common.rejections import Rejections
+from common.safepath import local_key
+from common.signing import (
+    SignatureError,
+    open_report,
+    seal_report,
+    sign_announcement,
+    sign_batch,
+    sign_tries,
+    verify_announcement,
+    verify_tries,
+)
+from common.storage import ObjectInfo, uri_within
+from coordinator.follow.gate import ReportGate
+from coordinator.plan.collisions import refuse_collisions
+from tests.runtime_helpers import make_job
+from worker.intake.admit import admit
+
+KEY = b"k" * 32
+JOB = make_job(Path("/srv/store-root"), Path("/code"), Path("/data"), job_id="job-a", run_max_try=3)
+AREA = JOB.store_uri
+
+
+@pytest.mark.parametrize(
+    ("uri", "root", "inside"),
+    [
+        ("s3://b/store/job/job.json", "s3://b/store", True),
+        ("s3://b/store", "s3://b/store/", True),
+        ("s3://b/storex/job.json", "s3://b/store", False),
+        ("s3://b/store/../evil/job.json", "s3://b/store", False),
+        ("s3://b/store//job.json", "s3://b/store", False),
+        ("s3://b/store/./job.json", "s3://b/store", False),
+        ("s3://other/store/job.json", "s3://b/store", False),
+        ("s3://b/store/job.json", "s3://", False),
+        ("/srv/store/job/job.json", "/srv/store", True),
+        ("/srv/store/../etc/passwd", "/srv/store", False),
+        ("/srv/storex/job.json", "/srv/store", False),
+        ("s3://b/store/job.json", "/srv/store", False),
+        ("/srv/store/job.json", "s3://b/store", False),
+    ],
+)
+def test_uri_within(uri: str, root: str, inside: bool) -> None:
+    assert uri_within(uri, root) is inside
+
+
+@pytest.mark.parametrize(
+    ("headers", "prior", "attempt"),
+    [
+        ({}, 0, 1),
+        ({PRIOR_TRIES_HEADER: 2, "x-delivery-count": 1}, 2, 4),
+        ({PRIOR_TRIES_HEADER: "x"}, None, 1),
+        ({PRIOR_TRIES_HEADER: -4}, None, 1),
+        ({PRIOR_TRIES_HEADER: True}, None, 1),
+        ({PRIOR_TRIES_HEADER: 10**12}, None, 1),
+        ({"x-delivery-count": "many"}, 0, 1),
+        ({"x-delivery-count": -1, PRIOR_TRIES_HEADER: 1}, 1, 2),
+    ],
+)
+def test_malformed_tries_headers_never_raise(headers: dict[str, object], prior: int | None, attempt: int) -> None:
+    assert prior_tries(headers) == prior
+    assert attempt_of(headers) == attempt
+
+
+def test_job_of_inverts_queue_names() -> None:
+    assert job_of("bf.job-a.reports") == "job-a"
+    assert job_of("bf.job-a.batches") == "job-a"
+    assert job_of("bf..reports") is None
+    assert job_of("announce") is None
+
+
+def batch(batch_id: int = 1, key: bytes | None = KEY, job_id: str = "job-a") -> bytes:
+    message = BatchMessage(job_id=job_id, batch_id=batch_id, input="data", items=[Item(uri="/data/a", name="a")])
+    return (sign_batch(key, message) if key else message).model_dump_json().encode()
+
+
+def delivery(body: bytes, headers: dict[str, object] | None = None) -> Delivery:
+    headers = headers or {}
+    return Delivery("bf.job-a.batches", body, attempt_of(headers), None, headers)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "expected"),
+    [
+        (batch(), {}, None),
+        (batch(), {PRIOR_TRIES_HEADER: 1, TRIES_SIG_HEADER: sign_tries(KEY, batch(), 1)}, None),
+        (batch(), {PRIOR_TRIES_HEADER: 1}, "header is unsigned"),
+        (batch(), {PRIOR_TRIES_HEADER: 2, TRIES_SIG_HEADER: sign_tries(KEY, batch(), 1)}, "header is forged"),
+        (batch(), {PRIOR_TRIES_HEADER: 1, TRIES_SIG_HEADER: sign_tries(KEY, batch(2), 1)}, "header is forged"),
+        (batch(), {PRIOR_TRIES_HEADER: "x"}, "malformed x-batchfleet-prior-tries"),
+        (batch(), {PRIOR_TRIES_HEADER: -4}, "malformed x-batchfleet-prior-tries"),
+        (batch(), {PRIOR_TRIES_HEADER: 99999}, "malformed x-batchfleet-prior-tries"),
+        (batch(key=None), {}, "is unsigned"),
+        (batch(key=b"o" * 32), {}, "is forged"),
+        (batch(job_id="job-b"), {}, "message for job job-b"),
+        (b"\xff\x00 not json", {}, "unparseable batch message"),
+        (b'{"v":1,"job_id":"job-a","batch_id":-1,"items":[]}', {}, "unparseable batch message"),
+    ],
+)
+def test_admit_refuses_what_cannot_be_believed(body: bytes, headers: dict[str, object], expected: str | None) -> None:
+    verdict = admit(delivery(body, headers), JOB, KEY)
+    if expected is None:
+        assert isinstance(verdict, BatchMessage)
+    else:
+        assert isinstance(verdict, str) and expected in verdict, verdict
+
+
+def test_an_unknown_input_is_refused_not_crashed_on() -> None:
+    message = BatchMessage(job_id="job-a", batch_id=1, input="nope", items=[Item(uri="/d/a", name="a")])
+    verdict = admit(delivery(sign_batch(KEY, message).model_dump_json().encode()), JOB, KEY)
+    assert isinstance(verdict, str) and "names no input" in verdict
+
+
+def test_a_genuine_copy_over_its_tries_is_dead_lettered_as_out_of_tries() -> None:
+    body = batch()
+    headers: dict[str, object] = {
+        PRIOR_TRIES_HEADER: 2,
+        TRIES_SIG_HEADER: sign_tries(KEY, body, 2),
+        "x-delivery-count": 1,
+    }
+    assert admit(delivery(body, headers), JOB, KEY) == "delivery_limit"
+
+
+def test_tries_signature_checks() -> None:
+    verify_tries(KEY, b"body", 2, sign_tries(KEY, b"body", 2))
+    verify_tries(KEY, b"body", 2, sign_tries(KEY, b"body", 2).encode())
+    for sig in (None, "", 5, sign_tries(b"o" * 32, b"body", 2), sign_tries(KEY, b"body", 1)):
+        with pytest.raises(SignatureError):
+            verify_tries(KEY, b"body", 2, sig)
+
+
+def test_announcement_and_submission_signatures_do_not_stand_in_for_each_other() -> None:
+    sig = sign_announcement(KEY, "job-a", "s3://b/store/job-a/job.json", "active")
+    verify_announcement(KEY, "job-a", "s3://b/store/job-a/job.json", "active", sig)
+    for args in [("job-b", "s3://b/store/job-a/job.json", "active"), ("job-a", "s3://evil/job.json", "active"),
+                 ("job-a", "s3://b/store/job-a/job.json", "ended")]:  # fmt: skip
+        with pytest.raises(SignatureError):
+            verify_announcement(KEY, *args, sig)
+    with pytest.raises(SignatureError, match="forged"):
+        verify_announcement(KEY, "job-a", "s3://b/store/job-a/job.json", "active", sig, submission=True)
+    with pytest.raises(SignatureError, match="unsigned"):
+        verify_announcement(KEY, "job-a", "s3://b/store/job-a/job.json", "active", None)
+
+
+def test_a_sealed_report_opens_only_for_its_job_and_key() -> None:
+    sealed = seal_report(KEY, "job-a", b"Rbody")
+    assert open_report(KEY, "job-a", sealed) == b"Rbody"
+    for key, job, message, reason in [
+        (KEY, "job-b", sealed, "forged"),
+        (b"o" * 32, "job-a", sealed, "forged"),
+        (KEY, "job-a", b"Rbody", "unsigned"),
+        (KEY, "job-a", sealed[:-1] + b"X", "forged"),
+        (KEY, "job-a", b"S", "unsigned"),
+    ]:
+        with pytest.raises(SignatureError) as caught:
+            open_report(key, job, message)
+        assert caught.value.reason == reason
+
+
+def result(batch_id: int = 0, part: str | None = f"{AREA}/parts/n/p.seg#10+5", **extra: Any) -> BatchResult:
+    fields: dict[str, Any] = {"job_id": "job-a", "batch_id": batch_id, "node_id": "n", "attempt": 1,
+                              "outcome": "committed", "total": 1, "succeeded": 1, "part": part, **extra}  # fmt: skip
+    return BatchResult(**fields)
+
+
+def gate(key: bytes | None = KEY, secrets: tuple[str, ...] = ()) -> ReportGate:
+    return ReportGate(JOB, key, 4, Rejections(logging.getLogger("test.gate"), "bf.job-a.reports"), secrets)
+
+
+@pytest.mark.parametrize(
+    ("report", "kind"),
+    [
+        (result(part="/etc/passwd#0+100"), "report of a part outside the job area"),
+        (result(part=f"{AREA}/parts/../../../etc/passwd#0+100"), "report of a part outside the job area"),
+        (result(part=f"{AREA}/job.json#0+10"), "report of a part outside the job area"),
+        (result(part=f"{AREA}/parts/n/p.seg#-5+10"), "report of a part outside the job area"),
+        (result(part=None), "report of a part outside the job area"),
+        (result(batch_id=4), "report on a batch not in the plan"),
+        (result(batch_id=-1), "report on a batch not in the plan"),
+        (result().model_copy(update={"job_id": "job-b"}), "report for another job"),
+    ],
+)
+def test_the_gate_drops_reports_it_cannot_act_on(report: BatchResult, kind: str) -> None:
+    g = gate()
+    assert g.reports(seal_report(KEY, "job-a", encode_report(report))) == []
+    assert g.rejections.counts() == {kind: 1}
+
+
+def test_the_gate_drops_unsigned_and_forged_reports_and_logs_each_kind_once(caplog: pytest.LogCaptureFixture) -> None:
+    g = gate()
+    body = encode_report(result())
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            assert g.reports(body) == []
+            assert g.reports(seal_report(b"o" * 32, "job-a", body)) == []
+            assert g.reports(seal_report(KEY, "job-b", body)) == []
+    assert g.rejections.counts() == {"unsigned report": 3, "forged report": 6}
+    assert caplog.text.count("dropped on bf.job-a.reports") == 2
+    assert "claiming to be node n" in caplog.text
+
+
+def test_the_gate_opens_bundles_and_masks_secrets() -> None:
+    failed = result(1, part=None, outcome="failed", error="denied: password=hunter22 key=Sup3rS3cretV4lue",
+                    traceback="Traceback: Sup3rS3cretV4lue")  # fmt: skip
+    event = JobEvent(job_id="job-a", node_id="n", kind="init_failed", detail="no model at s3://u:pw1234@h/m")
+    message = seal_report(KEY, "job-a", bundle_reports([encode_report(result(0)), encode_report(failed),
+                                                       encode_report(event)])[0])  # fmt: skip
+    reports = gate(secrets=("Sup3rS3cretV4lue",)).reports(message)
+    assert [type(r).__name__ for r in reports] == ["BatchResult", "BatchResult", "JobEvent"]
+    text = " ".join(str(r.model_dump()) for r in reports)
+    assert "hunter22" not in text and "Sup3rS3cretV4lue" not in text and "pw1234" not in text, text
+
+
+def test_without_a_key_the_gate_believes_sealed_and_plain_reports() -> None:
+    body = encode_report(result())
+    assert len(gate(key=None).reports(body)) == 1
+    assert len(gate(key=None).reports(seal_report(KEY, "job-a", body))) == 1
+
+
+@pytest.mark.parametrize(
+    ("window", "head", "batch_id", "length", "ok"),
+    [
+        (header(3, 1, 2, 0, 5) + b"rows!", len(header(3, 1, 2, 0, 5)), 3, 5, True),
+        (b"#bf 2 1 1 0 3\nabc" + header(3, 1, 2, 0, 5) + b"rows!", 17 + len(header(3, 1, 2, 0, 5)), 3, 5, True),
+        (header(2, 1, 2, 0, 5) + b"rows!", len(header(2, 1, 2, 0, 5)), 3, 5, False),
+        (header(3, 1, 2, 0, 6) + b"rows!", len(header(3, 1, 2, 0, 6)), 3, 5, False),
+        (b"secret file text", 6, 3, 10, False),
+        (b"#bf 3 1 1 0 5\nxx" + b"rows!", 16, 3, 5, False),
+    ],
+)
+def test_a_part_is_merged_only_under_its_own_frame_header(
+    window: bytes, head: int, batch_id: int, length: int, ok: bool
+) -> None:
+    if ok:
+        assert checked_rows(window, head, batch_id, length, "ref") == window[head:]
+    else:
+        with pytest.raises(FrameMismatch):
+            checked_rows(window, head, batch_id, length, "ref")
+
+
+@pytest.mark.parametrize(
+    ("rel", "local"),
+    [("a/b.txt", "a/b.txt"), ("a\\b.txt", "a/b.txt"), ("a//b.txt", "a/b.txt"), ("./a/b.txt", "a/b.txt")],
+)
+def test_local_key(rel: str, local: str) -> None:
+    assert local_key(rel) == local
+
+
+class FakeStore:
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+
+    def size(self, uri: str) -> int:
+        if uri.removeprefix("s3://b/in/") in self.keys:
+            return 1
+        raise StorageError(f"{uri} is gone")
+
+
+def listing(keys: list[str]) -> Iterator[ObjectInfo]:
+    return (ObjectInfo(f"s3://b/in/{k}", k, 1) for k in keys)
+
+
+@pytest.mark.parametrize(
+    ("keys", "pair"),
+    [
+        (["a/b.txt", "a\\b.txt"], ("a/b.txt", "a\\b.txt")),
+        (["a//b.txt", "a/b.txt"], ("a/b.txt", "a//b.txt")),
+        (["a//b.txt", "a\\b.txt"], ("a//b.txt", "a\\b.txt")),
+        (["a/b.txt", "a/c.txt", "x\\y.txt", "../up.txt"], None),
+    ],
+)
+def test_colliding_keys_are_refused_naming_both(keys: list[str], pair: tuple[str, str] | None) -> None:
+    binding = InputBinding(name="data", uri="s3://b/in")
+    checked = refuse_collisions(binding, FakeStore(keys), listing(keys))  # type: ignore[arg-type]
+    if pair is None:
+        assert [info.rel for info in checked] == keys
+        return
+    with pytest.raises(UsageError) as caught:
+        list(checked)
+    assert all(repr(key) in caught.value.line() for key in pair), caught.value.line()
+    assert caught.value.exit_code == 2
+
+
+def test_children_start_without_batchfleets_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.run.childenv import secrets_withheld
+
+    own = {"BATCHFLEET_SIGNING_KEY": "k" * 20, "BATCHFLEET_SIGNING_KEY_FILE": "/etc/k",
+           "BATCHFLEET_BROKER": "amqp://u:p@h/", "BATCHFLEET_BROKER_PASSWORD_FILE": "/etc/p",
+           "CREDENTIALS_DIRECTORY": "/run/credentials/x"}  # fmt: skip
+    for name, value in {**own, "BATCHFLEET_STORE": "s3://b/s", "AWS_SECRET_ACCESS_KEY": "aws"}.items():
+        monkeypatch.setenv(name, value)
+    with secrets_withheld():
+        inside = dict(os.environ)
+    assert not set(own) & set(inside)
+    assert inside["BATCHFLEET_STORE"] == "s3://b/s" and inside["AWS_SECRET_ACCESS_KEY"] == "aws"
+    assert all(os.environ[name] == value for name, value in own.items()), "put back for the node"
