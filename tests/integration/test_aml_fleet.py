@@ -35,7 +35,7 @@ def test_a_node_whose_init_fails_is_dropped(tmp_path: Path, rabbitmq: Any) -> No
     data.mkdir()
     for i in range(12):
         (data / f"item{i:02d}.txt").write_text(str(i))
-    env = fleet_env()
+    env = fleet_env(BATCHFLEET_STORE=str(tmp_path / "store"))
     with workers(rabbitmq.url, tmp_path / "workers", env, ["node-bad", "node-good"], 1):
         result = run_cli(
             "run", code / "component.yaml", "--broker", rabbitmq.url, "--store", tmp_path / "store",
