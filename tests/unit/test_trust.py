@@ -232,15 +232,20 @@ def test_without_a_key_the_gate_believes_sealed_and_plain_reports() -> None:
     assert len(gate(key=None).reports(seal_report(KEY, "job-a", body))) == 1
 
 
+ROWS = b"rows!"
+HEAD3 = header(3, 1, 2, 0, ROWS)
+
+
 @pytest.mark.parametrize(
     ("window", "head", "batch_id", "length", "ok"),
     [
-        (header(3, 1, 2, 0, 5) + b"rows!", len(header(3, 1, 2, 0, 5)), 3, 5, True),
-        (b"#bf 2 1 1 0 3\nabc" + header(3, 1, 2, 0, 5) + b"rows!", 17 + len(header(3, 1, 2, 0, 5)), 3, 5, True),
-        (header(2, 1, 2, 0, 5) + b"rows!", len(header(2, 1, 2, 0, 5)), 3, 5, False),
-        (header(3, 1, 2, 0, 6) + b"rows!", len(header(3, 1, 2, 0, 6)), 3, 5, False),
+        (HEAD3 + ROWS, len(HEAD3), 3, 5, True),
+        (b"#bf 2 1 1 0 3\nabc" + HEAD3 + ROWS, 17 + len(HEAD3), 3, 5, True),
+        (b"#bf 3 1 2 0 5\n" + ROWS, 14, 3, 5, True),  # a frame written before checksums
+        (header(2, 1, 2, 0, ROWS) + ROWS, len(header(2, 1, 2, 0, ROWS)), 3, 5, False),
+        (header(3, 1, 2, 0, ROWS + b"x") + ROWS, len(header(3, 1, 2, 0, ROWS + b"x")), 3, 5, False),
         (b"secret file text", 6, 3, 10, False),
-        (b"#bf 3 1 1 0 5\nxx" + b"rows!", 16, 3, 5, False),
+        (b"#bf 3 1 1 0 5\nxx" + ROWS, 16, 3, 5, False),
     ],
 )
 def test_a_part_is_merged_only_under_its_own_frame_header(
