@@ -25,6 +25,7 @@ from common.broker.base import Broker, Delivery, queue_names
 from common.errors import BatchfleetError, UsageError
 from common.jobarea import JobArea
 from common.messages import JobSubmission, SubmitReply
+from common.rejections import Rejections
 from common.signing import SignatureError, sign_reply, verify_announcement, verify_reply
 from coordinator.follow.settle import settle
 from coordinator.runner import RunOptions
@@ -85,6 +86,7 @@ class CoordinatorService:
         self.running: dict[str, threading.Thread] = {}
         self.waiting: deque[tuple[str, Delivery]] = deque()
         self.label = f"{socket.gethostname()} (pid {os.getpid()})"
+        self.rejections = Rejections(log, "the submissions queue")
         self._lock = threading.Lock()
 
     def serve(self, stop: threading.Event) -> None:
@@ -111,7 +113,7 @@ class CoordinatorService:
             try:
                 verify_announcement(key, request.job_id, request.job_uri, request.state, request.sig, submission=True)
             except SignatureError as exc:
-                log.error("refused a submission: %s", exc.line())
+                self.rejections.drop(f"{exc.reason} submission", "an unknown sender", exc.line())
                 settle(self.broker, [delivery], "dead", exc.line())
                 return
         job_id = request.job_id

@@ -269,17 +269,18 @@ class Follower:
 
     def _own_batch(self, body: bytes) -> BatchMessage | None:
         """The batch a dead letter stands for, if it is genuinely one of this job's."""
+        where = f"the queue {self.names.dead}"
         try:
             message = BatchMessage.model_validate_json(body)
         except ValidationError:
-            log.error("a message on %s went over its delivery limit and does not parse", self.names.batches)
+            self.rejections.drop("unreadable dead letter", where, "it does not parse as a batch message")
             return None
         if self.signing_key is not None and not _genuine(self.signing_key, self.job.job_id, message):
-            log.error("a forged message for batch %d went over its delivery limit; ignored", message.batch_id)
+            self.rejections.drop("forged dead letter", where, f"batch {message.batch_id} is not signed by the fleet")
             return None
         if message.job_id != self.job.job_id or not 0 <= message.batch_id < self.tally.batches_total:
-            log.error("a message on %s is not one of this job's batches (%s, batch %d); ignored",
-                      self.names.dead, message.job_id, message.batch_id)  # fmt: skip
+            detail = f"job {message.job_id}, batch {message.batch_id}"
+            self.rejections.drop("dead letter of no batch of this job", where, detail)
             return None
         return message
 

@@ -148,7 +148,7 @@ def test_the_issues_forged_committed_reports_change_nothing(attacked: Attacked) 
     """The issue's exact attack: the job still succeeds, every row exactly once, the secret nowhere."""
     a = attacked
     assert a.result.returncode == 0, a.result.stdout + a.result.stderr
-    assert f"{BATCHES}/{BATCHES} mini-batches, {ITEMS} items succeeded, 0 failed" in a.result.stdout
+    assert f"{BATCHES}/{BATCHES} mini-batches committed, 0 failed; {ITEMS} items succeeded, 0 failed" in a.result.stdout
     assert a.merged == [f"{name} value-{i}" for i, name in enumerate(a.names)]
     leaked = [uri for uri, text in a.area.items() if SECRET in text]
     assert leaked == [], leaked

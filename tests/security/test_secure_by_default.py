@@ -91,7 +91,7 @@ def test_an_insecure_fleet_says_so_and_still_reads_parts_only_from_the_job_area(
 
     result, worker_log = gated_run(tmp_path, fleet, s3, attack)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6/6 mini-batches, 12 items succeeded, 0 failed" in result.stdout
+    assert "6/6 mini-batches committed, 0 failed; 12 items succeeded, 0 failed" in result.stdout
     merged = read_text(s3, f"{fleet['output']}/parallel_run_step.txt").splitlines()
     assert merged == [f"{name} value-{i}" for i, name in enumerate(fleet["names"])]
     assert fleet["secret"] not in "\n".join(merged)
