@@ -76,6 +76,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         return check(ns)
     if not broker_url(ns):
         raise UsageError("a worker needs a broker", "pass --broker amqp://... or set BATCHFLEET_BROKER")
+    gpus = parse_gpus(ns.gpus or os.environ.get("BATCHFLEET_GPUS") or "auto")  # bad flags first, then trust
     roots = store_roots(ns.store_allow, store_uri(ns))
     key = signing_key(ns, os.environ, fleet=True, role="a worker")
     node_id = node_id_from(ns.node_id or os.environ.get("BATCHFLEET_NODE_ID"))
@@ -85,7 +86,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         work_root=work,
         processes=ns.processes,
         storage_options=storage_options(ns),
-        gpus=parse_gpus(ns.gpus or os.environ.get("BATCHFLEET_GPUS") or "auto"),
+        gpus=gpus,
         signing_key=key,
         store_roots=roots,
         secrets=known_secrets(key, broker_url(ns), os.environ),

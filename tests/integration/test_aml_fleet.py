@@ -59,7 +59,7 @@ def test_pipeline_command_step_feeds_parallel_step_on_the_fleet(tmp_path: Path, 
     folder = tmp_path / "aml"
     shutil.copytree(AML, folder, ignore=shutil.ignore_patterns("__pycache__"))
     bucket = s3.make_bucket()
-    env = fleet_env(s3.endpoint_url)
+    env = fleet_env(s3.endpoint_url, BATCHFLEET_STORE=f"{bucket}/store")
     with workers(rabbitmq.url, tmp_path / "workers", env, ["node-p"], 2):
         result = run_cli(
             "run", folder / "pipeline_components.yml", "--broker", rabbitmq.url, "--store", f"{bucket}/store",
@@ -101,7 +101,7 @@ def test_worker_gpus_give_each_child_one_device(tmp_path: Path, rabbitmq: Any) -
     data.mkdir()
     for i in range(4):
         (data / f"item{i}.txt").write_text(str(i))
-    env = fleet_env()
+    env = fleet_env(BATCHFLEET_STORE=str(tmp_path / "store"))
     with workers(rabbitmq.url, tmp_path / "workers", env, ["node-gpu"], 2, "--gpus", "7,9"):
         result = run_cli(
             "run", code / "component.yaml", "--broker", rabbitmq.url, "--store", tmp_path / "store",
