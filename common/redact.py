@@ -26,6 +26,7 @@ _SECRET_NAMES = (
     r"|sessiontoken|batchfleet_signing_key|signing_key|password|passwd|x-amz-signature"
     r"|x-amz-security-token|x-amz-credential"
 )
+_NAME_WORDS = ("secret", "token", "signing_key", "passw", "x-amz-")  # every name above holds one
 _NAMED_SECRET = re.compile(
     rf"(?P<head>(?<![A-Za-z0-9])(?:{_SECRET_NAMES})[\"']?\s*[:=]\s*[\"']?)(?P<secret>[^\s\"',;&}}\]]+)",
     re.IGNORECASE,
@@ -40,8 +41,12 @@ _OWN_SECRET_PREFIX = "BATCHFLEET_BROKER"
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with URL passwords, named secrets and the given secret values replaced by ***."""
-    text = _URL_CREDENTIALS.sub(rf"\g<head>{MASK}", text)
-    text = _NAMED_SECRET.sub(lambda m: m["head"] + MASK if m["secret"] != MASK else m[0], text)
+    # The patterns cost far more than these scans, and most text (a traceback) has neither.
+    if "://" in text and "@" in text:
+        text = _URL_CREDENTIALS.sub(rf"\g<head>{MASK}", text)
+    lower = text.lower()
+    if any(word in lower for word in _NAME_WORDS):
+        text = _NAMED_SECRET.sub(lambda m: m["head"] + MASK if m["secret"] != MASK else m[0], text)
     # Longest first, so a secret containing another one is masked whole.
     for value in sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True):
         text = text.replace(value, MASK)
