@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.messages import BatchResult
+from common.parts.frames import PartReader, header
 from common.storage import StorageOptions, StoreUnreachable, open_storage
 from coordinator import merger as merging
 from coordinator.follow.tally import Tally
@@ -116,15 +117,18 @@ class SlowReader:
     def close(self) -> None:
         pass
 
+    read_frame = PartReader.read_frame  # the merger reads each part with its frame header, through read_span
+
 
 def test_remote_parts_are_fetched_ahead_and_spilled_past_the_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(merging, "WINDOW_BYTES", 10)
-    reader = SlowReader({f"s3://b/{i:09d}.1.part": b"#bf\nrows of %d\n" % i for i in range(6)})
+    rows = {i: b"rows of %d\n" % i for i in range(6)}
+    reader = SlowReader({f"s3://b/{i:09d}.1.part": header(i, 1, 1, 0, rows[i]) + rows[i] for i in range(6)})
     window = RemoteWindow(reader, tmp_path)  # type: ignore[arg-type]
     for batch in range(1, 6):
-        window.fetch(batch, f"s3://b/{batch:09d}.1.part", 4, 10 + len(str(batch)))
+        window.fetch(batch, f"s3://b/{batch:09d}.1.part", len(header(batch, 1, 1, 0, rows[batch])), len(rows[batch]))
     assert len(window) == 5 and 3 in window
     reader.gate.set()
     assert wait(lambda: reader.reads == 5)

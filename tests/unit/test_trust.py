@@ -314,3 +314,31 @@ def test_children_start_without_batchfleets_secrets(monkeypatch: pytest.MonkeyPa
     assert not set(own) & set(inside)
     assert inside["BATCHFLEET_STORE"] == "s3://b/s" and inside["AWS_SECRET_ACCESS_KEY"] == "aws"
     assert all(os.environ[name] == value for name, value in own.items()), "put back for the node"
+
+
+def test_the_submitter_believes_only_an_answer_signed_by_the_fleet() -> None:
+    """A refusal makes `submit` delete the job's area: a forged one must be ignored."""
+    import queue
+
+    from common.broker.memory import MemoryBroker
+    from common.messages import SubmitReply
+    from common.signing import sign_reply
+    from coordinator.service import await_reply
+
+    broker = MemoryBroker()
+    reply_to = broker.declare_reply_queue()
+    sink: queue.Queue[Delivery] = queue.Queue()
+    broker.consume(reply_to, 10, sink)
+    forged = [
+        SubmitReply(job_id="job-a", accepted=False, reason="go away"),
+        SubmitReply(
+            job_id="job-a", accepted=False, reason="go away", sig=sign_reply(b"o" * 32, "job-a", False, "go away", "")
+        ),
+        SubmitReply(job_id="job-a", accepted=False, reason="x", sig=sign_reply(KEY, "job-a", True, "running", "c")),
+    ]
+    genuine = SubmitReply(job_id="job-a", accepted=True, reason="running", coordinator="c",
+                          sig=sign_reply(KEY, "job-a", True, "running", "c"))  # fmt: skip
+    broker.publish(reply_to, [r.model_dump_json().encode() for r in [*forged, genuine]])
+    assert await_reply(sink, broker, "job-a", 5.0, KEY) == genuine
+    broker.publish(reply_to, [forged[0].model_dump_json().encode()])
+    assert await_reply(sink, broker, "job-a", 0.5, KEY) is None
