@@ -121,7 +121,7 @@ def test_worker_check_with_no_live_node_is_one_line() -> None:
 
 def test_mixed_vhosts_is_a_usage_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
     urls = "amqp://bf:pw@127.0.0.1:1/a,amqp://bf:pw@127.0.0.1:2/b"
-    result = batchfleet("coordinator", "--broker", urls, "--store", str(tmp_path))
+    result = batchfleet("coordinator", "--broker", urls, "--store", str(tmp_path), "--insecure")
     assert result.code == 2, result.stdout + result.stderr
     assert len(result.error_lines) == 1, result.stderr
     assert "different vhosts" in result.error_lines[0]

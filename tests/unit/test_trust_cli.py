@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from batchfleet.commands.trust import broker_url, store_roots, with_password
+from batchfleet.commands.trust import store_roots, with_password, with_password_file
 from common.errors import UsageError
 from tests.cli_helpers import batchfleet, make_component
 
@@ -96,9 +96,11 @@ def test_the_password_file_fills_in_the_url(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("p@ss/w:rd\n")
     env = {"BATCHFLEET_BROKER_PASSWORD_FILE": str(secret)}
-    assert broker_url("amqps://bf@rabbit:5671/vh", env) == "amqps://bf:p%40ss%2Fw%3Ard@rabbit:5671/vh"
-    assert broker_url(None, {**env, "BATCHFLEET_BROKER": "amqp://bf@h/"}) == "amqp://bf:p%40ss%2Fw%3Ard@h/"
-    assert broker_url("amqp://bf:x@h/", {}) == "amqp://bf:x@h/"
+    assert with_password_file("amqps://bf@rabbit:5671/vh", env) == "amqps://bf:p%40ss%2Fw%3Ard@rabbit:5671/vh"
+    cluster = "amqp://bf@h1/,amqp://bf@h2/"
+    assert with_password_file(cluster, env) == "amqp://bf:p%40ss%2Fw%3Ard@h1/,amqp://bf:p%40ss%2Fw%3Ard@h2/"
+    assert with_password_file("amqp://bf:x@h/", {}) == "amqp://bf:x@h/"
+    assert with_password_file(None, env) is None
     with pytest.raises(UsageError, match="already holds a password"):
         with_password("amqp://bf:x@h/", "y")
     with pytest.raises(UsageError, match="names no user"):
