@@ -119,7 +119,7 @@ def test_a_job_travels_to_workers_that_share_nothing_but_broker_and_store(tmp_pa
     upload_folder(client, name, coordinator / "code" / "data", "in")
     client.put_object(Bucket=name, Key="models/model.txt", Body=b"model-v1\n")
     wheels = build_wheel(tmp_path / "wheels", "bfdep", "1.0", 'VALUE = "dep-ok"\n').parent
-    base = fleet_env(s3.endpoint_url)
+    base = fleet_env(s3.endpoint_url, BATCHFLEET_STORE=f"{bucket}/store")
     hosts = [Host("host-a", tmp_path / "host-a"), Host("host-b", tmp_path / "host-b")]
     procs = [host.start(rabbitmq.url, base, wheels) for host in hosts]
     try:
@@ -173,7 +173,7 @@ def test_a_failed_environment_build_fails_the_job_with_the_build_log_tail(tmp_pa
     upload_folder(client, name, spec.parent / "data", "in")
     client.put_object(Bucket=name, Key="models/model.txt", Body=b"model-v1\n")
     wheels = build_wheel(tmp_path / "wheels", "bfdep", "1.0", 'VALUE = "dep-ok"\n').parent
-    base = fleet_env(s3.endpoint_url)
+    base = fleet_env(s3.endpoint_url, BATCHFLEET_STORE=f"{bucket}/store")
     host = Host("host-a", tmp_path / "host-a")
     proc = host.start(rabbitmq.url, base, wheels)
     try:
