@@ -26,9 +26,9 @@ from common.signing import (
     verify_announcement,
     verify_tries,
 )
-from common.storage import ObjectInfo, uri_within
+from common.storage import NameRun, ObjectInfo, uri_within
 from coordinator.follow.gate import ReportGate
-from coordinator.plan.collisions import refuse_collisions
+from coordinator.plan.collisions import Collisions
 from tests.runtime_helpers import make_job
 from worker.intake.admit import admit
 
@@ -291,14 +291,19 @@ def listing(keys: list[str]) -> Iterator[ObjectInfo]:
 )
 def test_colliding_keys_are_refused_naming_both(keys: list[str], pair: tuple[str, str] | None) -> None:
     binding = InputBinding(name="data", uri="s3://b/in")
-    checked = refuse_collisions(binding, FakeStore(keys), listing(keys))  # type: ignore[arg-type]
+    checked = Collisions(binding, FakeStore(keys)).listing(listing(keys))  # type: ignore[arg-type]
+    # The planner's fast path lists names a folder (or page) at a time: the same rule applies.
+    runs = [NameRun("s3://b/in/", "", keys[:1]), NameRun("s3://b/in/", "", keys[1:])]
+    by_runs = Collisions(binding, FakeStore(keys)).runs(iter(runs))  # type: ignore[arg-type]
     if pair is None:
         assert [info.rel for info in checked] == keys
+        assert list(by_runs) == runs
         return
-    with pytest.raises(UsageError) as caught:
-        list(checked)
-    assert all(repr(key) in caught.value.line() for key in pair), caught.value.line()
-    assert caught.value.exit_code == 2
+    for planned in (checked, by_runs):
+        with pytest.raises(UsageError) as caught:
+            list(planned)  # type: ignore[call-overload]
+        assert all(repr(key) in caught.value.line() for key in pair), caught.value.line()
+        assert caught.value.exit_code == 2
 
 
 def test_children_start_without_batchfleets_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
