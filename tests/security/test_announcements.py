@@ -12,7 +12,7 @@ import pytest
 
 from common.messages import InputBinding, JobConfig
 from common.settings import RunSettings
-from common.signing import sign_announcement
+from common.signing import sign_announcement, snapshot_digest
 from tests.fleet_helpers import COMPONENT, run_cli, start_worker, stop, wait_for
 from tests.integration.fault_helpers import fleet_run_args, fleet_setup, job_ids, put_items
 from tests.security.conftest import ATTACKER_KEY, Hostile, log_text
@@ -54,9 +54,13 @@ def plant_job(s3: MotoS3, area: str, job_id: str, code_uri: str, marks_dir: Path
     """An attacker's job: job.json under `area` and, at `code_uri`, code whose init() leaves a mark."""
     client = s3.client()
     code_bucket, _, code_prefix = code_uri.removeprefix("s3://").partition("/")
-    client.put_object(Bucket=code_bucket, Key=f"{code_prefix}/entry.py",
-                      Body=MARKED_ENTRY.format(marks=str(marks_dir)).encode())  # fmt: skip
+    entry = MARKED_ENTRY.format(marks=str(marks_dir)).encode()
+    client.put_object(Bucket=code_bucket, Key=f"{code_prefix}/entry.py", Body=entry)
+    snapshot = marks_dir.with_name(f"{marks_dir.name}-snapshot")  # the hash a node checks the download against
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (snapshot / "entry.py").write_bytes(entry)
     job = JobConfig(job_id=job_id, name="evil", created_at=time.time(), code_uri=code_uri, entry_script="entry.py",
+                    code_hash=snapshot_digest(snapshot),
                     inputs={"data": InputBinding(name="data", uri=f"{bucket}/in")}, input_data=["data"],
                     output_uri=f"{bucket}/evil-out", store_uri=area, settings=RunSettings())  # fmt: skip
     area_bucket, _, area_prefix = area.removeprefix("s3://").partition("/")

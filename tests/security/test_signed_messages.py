@@ -60,6 +60,9 @@ def test_signed_job_runs(tmp_path: Path, fleet: dict[str, Any], s3: MotoS3) -> N
     env_b = {**fleet["env"], "BATCHFLEET_SIGNING_KEY_FILE": str(fleet["key_file"])}
     by_env = start_worker(fleet["url"], "node-b", logs, env_b, 1)
     try:
+        # Both must hear the announcement: a node started after it joins only at the next one.
+        for node in ("node-a", "node-b"):
+            assert wait_for(lambda: "ready (pid" in (logs / f"{node}.log").read_text(), 60), node  # noqa: B023
         args = fleet_run_args(spec, fleet, "--mini_batch_size", "2", *signed(fleet))
         result = run_cli("run", *args, env=fleet["env"], timeout=180)
     finally:

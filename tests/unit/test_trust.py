@@ -347,3 +347,50 @@ def test_the_submitter_believes_only_an_answer_signed_by_the_fleet() -> None:
     assert await_reply(sink, broker, "job-a", 5.0, KEY) == genuine
     broker.publish(reply_to, [forged[0].model_dump_json().encode()])
     assert await_reply(sink, broker, "job-a", 0.5, KEY) is None
+
+
+LOAD_CASES = {
+    "job file outside the node's stores": "outside the stores this node serves",
+    "announced id is not the job file's": "not the announced",
+    "job file outside its own area": "not in the area of its job",
+    "code outside the node's stores": "is outside the stores",
+    "stored code without a snapshot hash": "without a snapshot hash",
+    "job has ended": "has ended",
+    "control": None,
+}
+
+
+@pytest.mark.parametrize("case", list(LOAD_CASES))
+def test_a_node_loads_an_announced_job_only_from_its_stores(tmp_path: Path, case: str) -> None:
+    """Without a key to check, these are all that keep a publisher's job file and code off a node."""
+    from common.jobarea import JobArea
+    from common.messages import JobAnnouncement
+    from common.storage import StorageOptions
+    from worker.intake.announcements import JobRefused, load_job
+
+    served, elsewhere = tmp_path / "store", tmp_path / "elsewhere"
+    job = make_job(tmp_path, served / "_code" / "abc", tmp_path / "in", job_id="job-x")
+    job = job.model_copy(update={"store_uri": str(served / "job-x"), "code_hash": "abc"})
+    if case == "code outside the node's stores":
+        job = job.model_copy(update={"code_uri": str(elsewhere / "code")})
+    if case == "stored code without a snapshot hash":
+        job = job.model_copy(update={"code_uri": "s3://bucket/_code/abc", "code_hash": ""})
+    where = served / "job-x"
+    if case == "job file outside the node's stores":
+        where = elsewhere / "job-x"
+    if case == "job file outside its own area":
+        where = served / "other-job"
+    where.mkdir(parents=True)
+    (where / "job.json").write_text(job.model_dump_json())
+    if case == "job has ended":
+        Path(JobArea(job.store_uri).ended).write_text("")
+    announced = "job-y" if case == "announced id is not the job file's" else "job-x"
+    announcement = JobAnnouncement(job_id=announced, job_uri=str(where / "job.json"), state="active")
+    roots = (str(served.resolve()), "s3://bucket")
+    expected = LOAD_CASES[case]
+    if expected is None:
+        assert load_job(announcement, roots, StorageOptions()).job_id == "job-x"
+        return
+    with pytest.raises(JobRefused) as refused:
+        load_job(announcement, roots, StorageOptions())
+    assert expected in refused.value.line(), refused.value.line()

@@ -14,7 +14,7 @@ from common.jobarea import JobArea
 from common.messages import JobAnnouncement, JobConfig
 from common.rejections import Rejections
 from common.signing import SignatureError, verify_announcement
-from common.storage import StorageOptions, open_storage, uri_within
+from common.storage import StorageOptions, is_remote, open_storage, uri_within
 
 
 class JobRefused(BatchfleetError):
@@ -57,6 +57,9 @@ def load_job(announcement: JobAnnouncement, roots: tuple[str, ...], options: Sto
         raise JobRefused(f"job file {uri} is not in the area of its job ({job.store_uri})")
     if not any(uri_within(job.code_uri, root) for root in roots):
         raise JobRefused(f"the code of job {job.job_id} ({job.code_uri}) is outside the stores this node serves")
+    if is_remote(job.code_uri) and not job.code_hash:
+        # Only a local folder runs in place; stored code is a snapshot checked against its hash.
+        raise JobRefused(f"the code of job {job.job_id} ({job.code_uri}) is stored without a snapshot hash")
     ended = JobArea(job.store_uri).ended
     if open_storage(ended, options).exists(ended):
         raise JobRefused(f"job {job.job_id} has ended; it is not served again")
