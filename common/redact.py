@@ -84,6 +84,12 @@ def is_own_secret(name: str) -> bool:
     return upper in _OWN_SECRET_ENV or upper.startswith(_OWN_SECRET_PREFIX)
 
 
+def without_own_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` minus batchfleet's own secrets: what user code, and the tools that build its
+    environment, start with (they keep the AWS settings they may need)."""
+    return {name: value for name, value in env.items() if not is_own_secret(name)}
+
+
 class RedactingFilter(logging.Filter):
     """Masks secrets in every record passing through; install it on handlers.
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from common.errors import SpecError, UsageError
-from common.redact import is_own_secret
+from common.redact import without_own_secrets
 from common.storage import StorageOptions, is_remote, join_uri, open_storage
 from coordinator.spec.args import render_command
 from coordinator.spec.validation import Ports, RawPort, Section, parse_section
@@ -118,7 +118,7 @@ def _quote(value: str) -> str:
 
 def _environment(doc: CommandDoc) -> dict[str, str]:
     # User code: this process's environment minus batchfleet's own secrets (key, broker URL, ...).
-    env = {name: value for name, value in os.environ.items() if not is_own_secret(name)}
+    env = without_own_secrets(os.environ)
     env.update({k: "" if v is None else str(v) for k, v in (doc.environment_variables or {}).items()})
     # `python` in a command means the interpreter batchfleet runs on, with the same packages.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])

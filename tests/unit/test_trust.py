@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -306,19 +308,66 @@ def test_colliding_keys_are_refused_naming_both(keys: list[str], pair: tuple[str
         assert caught.value.exit_code == 2
 
 
+OWN_SECRETS = {"BATCHFLEET_SIGNING_KEY": "k" * 20, "BATCHFLEET_SIGNING_KEY_FILE": "/etc/k",
+               "BATCHFLEET_BROKER": "amqp://u:p@h/", "BATCHFLEET_BROKER_PASSWORD_FILE": "/etc/p",
+               "CREDENTIALS_DIRECTORY": "/run/credentials/x"}  # fmt: skip
+
+
+def with_own_secrets(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This process's environment holds batchfleet's secrets, a store and an AWS key; returns the secrets."""
+    for name, value in {**OWN_SECRETS, "BATCHFLEET_STORE": "s3://b/s", "AWS_SECRET_ACCESS_KEY": "aws"}.items():
+        monkeypatch.setenv(name, value)
+    return OWN_SECRETS
+
+
 def test_children_start_without_batchfleets_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     from worker.run.childenv import secrets_withheld
 
-    own = {"BATCHFLEET_SIGNING_KEY": "k" * 20, "BATCHFLEET_SIGNING_KEY_FILE": "/etc/k",
-           "BATCHFLEET_BROKER": "amqp://u:p@h/", "BATCHFLEET_BROKER_PASSWORD_FILE": "/etc/p",
-           "CREDENTIALS_DIRECTORY": "/run/credentials/x"}  # fmt: skip
-    for name, value in {**own, "BATCHFLEET_STORE": "s3://b/s", "AWS_SECRET_ACCESS_KEY": "aws"}.items():
-        monkeypatch.setenv(name, value)
+    own = with_own_secrets(monkeypatch)
     with secrets_withheld():
         inside = dict(os.environ)
     assert not set(own) & set(inside)
     assert inside["BATCHFLEET_STORE"] == "s3://b/s" and inside["AWS_SECRET_ACCESS_KEY"] == "aws"
     assert all(os.environ[name] == value for name, value in own.items()), "put back for the node"
+
+
+def test_environment_builds_start_without_batchfleets_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """uv and pip run packages' own build code: it must not see the key or the broker's password."""
+    from common.messages import PythonEnvironment
+    from worker.run import environment as envmod
+
+    own = with_own_secrets(monkeypatch)
+    seen: list[dict[str, str]] = []
+
+    def run(step: list[str], stdout: Any, env: dict[str, str], **_kw: Any) -> Any:
+        seen.append(env)
+        if step[1] == "venv" or step[1:3] == ["-m", "venv"]:
+            Path(step[-1]).mkdir(parents=True, exist_ok=True)
+        return subprocess.CompletedProcess(step, 0)
+
+    monkeypatch.setattr(envmod.subprocess, "run", run)
+    envmod.ensure_environment(PythonEnvironment(requirements=["x==1"]), tmp_path / "work", tmp_path / "log.txt")
+    assert len(seen) == 2
+    for env in seen:
+        assert not set(own) & set(env), sorted(set(own) & set(env))
+        assert env["BATCHFLEET_STORE"] == "s3://b/s" and env["AWS_SECRET_ACCESS_KEY"] == "aws"
+
+
+def test_pipeline_command_steps_start_without_batchfleets_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command step is user code run by the coordinator: it gets the environment minus the secrets."""
+    from coordinator.pipeline.command import _environment, _execute, parse_command
+
+    own = with_own_secrets(monkeypatch)
+    doc = parse_command({"command": "env", "environment_variables": {"STEP_SETTING": "on"}}, "step prep")
+    log_path = tmp_path / "std_log.txt"
+    script = f"import os; open({str(tmp_path / 'env.txt')!r}, 'w').write(chr(10).join(sorted(os.environ)))"
+    code, reason = _execute(f'{sys.executable} -c "{script}"', tmp_path, _environment(doc), log_path, None)
+    assert code == 0, reason
+    names = set((tmp_path / "env.txt").read_text().splitlines())
+    assert not set(own) & names, sorted(set(own) & names)
+    assert {"BATCHFLEET_STORE", "AWS_SECRET_ACCESS_KEY", "STEP_SETTING"} <= names
 
 
 def test_the_submitter_believes_only_an_answer_signed_by_the_fleet() -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from common.errors import BatchfleetError
 from common.messages import PythonEnvironment
-from common.redact import is_own_secret
+from common.redact import without_own_secrets
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +153,8 @@ def _build(env: PythonEnvironment, folder: Path, out, log_file: Path) -> None:  
         out.flush()
         try:
             # A build runs packages' own code: it starts without batchfleet's secrets, as children do.
-            clean = {name: value for name, value in os.environ.items() if not is_own_secret(name)}
             done = subprocess.run(step, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  timeout=BUILD_TIMEOUT, check=False, env=clean)  # fmt: skip
+                                  timeout=BUILD_TIMEOUT, check=False, env=without_own_secrets(os.environ))  # fmt: skip
             code = done.returncode
         except (OSError, subprocess.TimeoutExpired) as exc:
             out.write(f"{exc}\n")
