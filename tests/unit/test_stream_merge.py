@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.messages import BatchResult
-from common.parts.frames import PartReader, header
+from common.parts.frames import PartReader, header, make_ref
 from common.storage import StorageOptions, StoreUnreachable, open_storage
 from coordinator import merger as merging
 from coordinator.follow.tally import Tally
@@ -195,13 +195,20 @@ def test_a_store_outage_longer_than_the_patience_fails_the_merge(
     assert not list((tmp_path / "out").iterdir())
 
 
+def framed(batch: int, rows: bytes) -> tuple[bytes, int, int]:
+    """A part object holding `rows` as batch `batch`'s frame: (its bytes, the rows' offset, their length)."""
+    head = header(batch, 1, 1, 0, rows)
+    return head + rows, len(head), len(rows)
+
+
 def test_fetches_the_store_did_not_answer_are_dropped_and_fetched_again(tmp_path: Path) -> None:
-    reader = SlowReader({f"s3://b/{i}.part": b"rows of %d\n" % i for i in range(3)})
+    parts = {i: framed(i, b"rows of %d\n" % i) for i in range(3)}
+    reader = SlowReader({f"s3://b/{i}.part": parts[i][0] for i in range(3)})
     reader.gate.set()
     reader.read_span = Outage(reader.read_span, failures=2)  # type: ignore[method-assign]
     window = RemoteWindow(reader, tmp_path)  # type: ignore[arg-type]
     for batch in range(3):
-        window.fetch(batch, f"s3://b/{batch}.part", 0, 10)
+        window.fetch(batch, f"s3://b/{batch}.part", *parts[batch][1:])
     assert wait(lambda: reader.reads == 1)
     assert wait(lambda: all(f.done() for f in window._pending.values()))
     with pytest.raises(StoreUnreachable):
@@ -209,19 +216,22 @@ def test_fetches_the_store_did_not_answer_are_dropped_and_fetched_again(tmp_path
     assert len(window) == 1, "the two refused fetches left the window, raised once"
     for batch in range(3):
         if batch not in window:
-            window.fetch(batch, f"s3://b/{batch}.part", 0, 10)
+            window.fetch(batch, f"s3://b/{batch}.part", *parts[batch][1:])
     assert [window.take(b) for b in range(3)] == [b"rows of %d\n" % b for b in range(3)]
     window.close()
 
 
 def test_while_the_store_is_down_the_merge_probes_it_with_one_fetch(tmp_path: Path) -> None:
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data")
+    job = job.model_copy(update={"store_uri": "s3://b/store/job-1"})  # parts are read only from the job's area
     uris = {b: f"s3://b/store/job-1/parts/n1/{b:09d}.1.part" for b in range(4)}
-    reader = SlowReader({uris[b]: b"#head\nrow %d\n" % b for b in range(4)})
+    parts = {b: framed(b, b"row %d\n" % b) for b in range(4)}
+    reader = SlowReader({uris[b]: parts[b][0] for b in range(4)})
     reader.gate.set()
     outage = reader.read_span = Outage(reader.read_span, failures=10**6)  # type: ignore[method-assign]
     tally = Tally(4)
     merger = StreamMerger(job, tally, StorageOptions())
+    merger._remote.close()  # type: ignore[union-attr]
     merger._reader, merger._remote = reader, RemoteWindow(reader, tmp_path)  # type: ignore[assignment]
 
     def step() -> None:
@@ -232,7 +242,7 @@ def test_while_the_store_is_down_the_merge_probes_it_with_one_fetch(tmp_path: Pa
             merger._note_outage(exc, 0.5)
 
     for batch in (1, 2, 3):  # batch 0 holds the merge up: the rest is fetched ahead
-        tally.apply(commit(batch, f"{uris[batch]}#6+6"))
+        tally.apply(commit(batch, make_ref(uris[batch], *parts[batch][1:])))
     step()
     assert len(merger._remote) == 3  # type: ignore[arg-type]
     step()  # the store is down: the three fetches are dropped
@@ -245,6 +255,6 @@ def test_while_the_store_is_down_the_merge_probes_it_with_one_fetch(tmp_path: Pa
     for _ in range(3):
         step()
     assert merger._outage is None
-    tally.apply(commit(0, f"{uris[0]}#6+6"))
+    tally.apply(commit(0, make_ref(uris[0], *parts[0][1:])))
     assert merger.finish(keep=True) == (str(tmp_path / "out" / "parallel_run_step.txt"), 4)
     assert (tmp_path / "out" / "parallel_run_step.txt").read_bytes() == b"row 0\nrow 1\nrow 2\nrow 3\n"
