@@ -331,6 +331,32 @@ def test_children_start_without_batchfleets_secrets(monkeypatch: pytest.MonkeyPa
     assert all(os.environ[name] == value for name, value in own.items()), "put back for the node"
 
 
+def child_sees(out: Any) -> None:
+    out.put((sys.argv, sorted(os.environ)))
+
+
+def test_a_spawned_child_gets_neither_the_secrets_nor_the_nodes_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """spawn hands a child the parent's sys.argv too: `--broker amqp://user:pass@...` must not reach it."""
+    import multiprocessing
+
+    from worker.run.childenv import secrets_withheld
+
+    own = with_own_secrets(monkeypatch)
+    argv = ["batchfleet", "worker", "--broker", "amqp://u:hunter2-password@h/", "--signing-key-file", "/etc/k"]
+    monkeypatch.setattr(sys, "argv", argv)
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    child = ctx.Process(target=child_sees, args=(out,))
+    with secrets_withheld():
+        child.start()
+    seen_argv, seen_env = out.get(timeout=60)
+    child.join(60)
+    out.close()
+    out.join_thread()
+    assert seen_argv == argv[:1] and sys.argv == argv, "the child got the program name; the node keeps its argv"
+    assert not set(own) & set(seen_env) and "AWS_SECRET_ACCESS_KEY" in seen_env
+
+
 def test_environment_builds_start_without_batchfleets_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """uv and pip run packages' own build code: it must not see the key or the broker's password."""
     from common.messages import PythonEnvironment
