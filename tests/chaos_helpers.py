@@ -2,7 +2,8 @@
 
 The entry script writes one line per item to a side file (`S node pid time` when run() starts on
 the item, `E ...` when it is done with it), so a test can tell which process was mid-batch, how
-many times each item ran, and whether a batch finished or was cut short.
+many times each item ran, and whether a batch finished or was cut short. While a pause file
+exists, run() waits after writing `S`, so a test can hold every child inside run().
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -45,6 +47,7 @@ HANG = set({hang!r})
 SLOW = {slow!r}
 BROKEN_FLAG = {broken_flag!r}
 BROKEN = set({broken!r})
+PAUSE = {pause!r}
 NODE = os.environ.get("BATCHFLEET_NODE_ID", "?")
 
 
@@ -63,6 +66,8 @@ def run(mini_batch):
     for path in mini_batch:
         name = os.path.basename(path)
         _mark(name, "S")
+        while PAUSE and os.path.exists(PAUSE):
+            time.sleep(0.02)
         if name in POISON:
             raise RuntimeError("poison item " + name)
         if name in HANG:
@@ -89,12 +94,14 @@ class EntryOptions:
     slow: dict[str, float] = field(default_factory=dict)
     broken_flag: Path | None = None
     broken: set[str] = field(default_factory=set)
+    pause: Path | None = None  # while this file exists, run() waits inside run() before each item
 
     def render(self) -> str:
         flag = str(self.broken_flag) if self.broken_flag else None
         return ENTRY.format(
             delay=self.delay, calls=str(self.calls) if self.calls else None, poison=sorted(self.poison),
             hang=sorted(self.hang), slow=self.slow, broken_flag=flag, broken=sorted(self.broken),
+            pause=str(self.pause) if self.pause else None,
         )  # fmt: skip
 
 
@@ -222,10 +229,13 @@ def kill_child_in_run(calls: Path, node: str, children: list[psutil.Process]) ->
             child.suspend()
         except psutil.Error:
             continue
-        if child.pid in running(calls, node).values():
-            child.kill()
-            return child.pid
-        child.resume()
+        try:
+            if child.pid in running(calls, node).values():
+                child.kill()
+                return child.pid
+        finally:
+            with suppress(psutil.Error):
+                child.resume()  # a no-op on a killed one; never leave a live child frozen
     return None
 
 
@@ -261,6 +271,19 @@ def start_coordinator(*args: str | Path, env: dict[str, str], log: Path) -> subp
             [sys.executable, "-m", "batchfleet", *map(str, args)],
             env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
+
+
+@contextmanager
+def coordinator_run(*args: str | Path, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """start_coordinator for a `with` block: however the block ends, the coordinator and what it
+    started are killed and reaped. A Popen still running when it is garbage-collected warns
+    (ResourceWarning), and with warnings as errors that fails whichever later test it happens in."""
+    proc = start_coordinator(*args, env=env, log=log)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
 
 
 def wait_exit(proc: subprocess.Popen[bytes], timeout: float, log: Path) -> int:

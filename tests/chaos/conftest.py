@@ -50,11 +50,12 @@ LocalJobFactory = Callable[..., LocalJob]
 
 def job_factory(tmp_path: Path, url: str) -> LocalJobFactory:
     """make(count, **EntryOptions fields) -> a LocalJob on the broker at `url`, whose entry script
-    records each call. A relative broken_flag is a file name under the job's root."""
+    records each call. A relative broken_flag or pause is a file name under the job's root."""
 
     def make(count: int, **entry_fields: object) -> LocalJob:
-        if isinstance(entry_fields.get("broken_flag"), str):
-            entry_fields["broken_flag"] = tmp_path / str(entry_fields["broken_flag"])
+        for name in ("broken_flag", "pause"):
+            if isinstance(entry_fields.get(name), str):
+                entry_fields[name] = tmp_path / str(entry_fields[name])
         calls = tmp_path / "calls"
         calls.mkdir(exist_ok=True)
         entry = EntryOptions(calls=calls, **entry_fields)  # type: ignore[arg-type]

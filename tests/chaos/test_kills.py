@@ -10,6 +10,7 @@ from tests.chaos_helpers import (
     Stopwatch,
     assert_exactly_once,
     batch_of,
+    coordinator_run,
     expected_lines,
     freeze_when_busy,
     kill_child_in_run,
@@ -18,7 +19,6 @@ from tests.chaos_helpers import (
     only_job,
     report_rows,
     spawned_children,
-    start_coordinator,
     state,
     wait_exit,
     wait_value,
@@ -30,25 +30,34 @@ pytestmark = CHAOS
 
 
 def test_kill_children_mid_batch(local_job: LocalJobFactory) -> None:
-    job = local_job(300, delay=0.1)
+    # Each kill needs a child of the chosen node inside run(). On a free-running job the node may
+    # have no work left by the last round (the other node took the tail of the queue), so each
+    # round pauses run() (every child with a batch waits inside it), kills, and lets the job go on.
+    job = local_job(300, delay=0.1, pause="pause")
+    assert job.entry.pause is not None
+    pause = job.entry.pause
     clock = Stopwatch()
     log = job.root / "run.log"
     killed: list[int] = []
     with workers(job.url, job.logs, job.env, ["node-a", "node-b"]) as procs:
         args = job.run_args("--mini_batch_size", "2", "--run_max_try", "5")
-        run = start_coordinator(*args, env=job.env, log=log)
         nodes = dict(zip(["node-a", "node-b"], procs, strict=True))
-        for round_ in range(4):
-            node = ["node-a", "node-b"][round_ % 2]
+        with coordinator_run(*args, env=job.env, log=log) as run:
+            for round_ in range(4):
+                node = ["node-a", "node-b"][round_ % 2]
 
-            def strike(name: str = node) -> int | None:
-                return kill_child_in_run(job.calls, name, spawned_children(nodes[name]))
+                def strike(name: str = node) -> int | None:
+                    return kill_child_in_run(job.calls, name, spawned_children(nodes[name]))
 
-            pid = wait_value(strike, 20)
-            assert pid is not None, f"no busy child on {node} to kill; its log:\n" + tail(job.logs / f"{node}.log", 60)
-            killed.append(pid)
-            time.sleep(1.0)
-        rc = wait_exit(run, 120, log)
+                pause.touch()
+                # the first round waits for the job to start (workers, planning, init())
+                pid = wait_value(strike, 60 if round_ == 0 else 20)
+                where = job.logs / f"{node}.log"
+                assert pid is not None, f"no busy child on {node} to kill; its log:\n{tail(where, 60)}"
+                killed.append(pid)
+                pause.unlink()
+                time.sleep(1.0)
+            rc = wait_exit(run, 120, log)
     print(f"\nchild kills: {len(killed)} in {clock():.1f}s")
     assert rc == 0, log.read_text()
     assert_exactly_once(job.merged(), expected_lines(job.count))
@@ -66,8 +75,11 @@ def test_kill_children_mid_batch(local_job: LocalJobFactory) -> None:
 def test_kill_whole_node_and_replace_it(local_job: LocalJobFactory) -> None:
     job = local_job(240, delay=0.1)
     log = job.root / "run.log"
-    with workers(job.url, job.logs, job.env, ["node-a", "node-b"]) as procs:
-        run = start_coordinator(*job.run_args("--mini_batch_size", "2"), env=job.env, log=log)
+    args = job.run_args("--mini_batch_size", "2")
+    with (
+        workers(job.url, job.logs, job.env, ["node-a", "node-b"]) as procs,
+        coordinator_run(*args, env=job.env, log=log) as run,
+    ):
         node_a = procs[0]
         assert wait_for(lambda: len(marks(job.calls)) >= 40, 40), "the job did not start"
         cut_short = freeze_when_busy(node_a, job.calls, "node-a")
