@@ -537,3 +537,45 @@ def test_node_restart_mid_consume_loses_nothing(rabbitmq: Any, outage: str) -> N
         worker.join()
         broker.delete_job(job_id)
         broker.close()
+
+
+def test_consumers_opened_together_on_a_fresh_broker_are_opened_once(rabbitmq: Any) -> None:
+    """The first consumers of a process, subscribed from several threads at once, share one consuming
+    connection and are each opened once: a cancelled one must not live on, swallowing messages."""
+    job_id = f"t{uuid.uuid4().hex[:10]}"
+    setup = RabbitBroker(rabbitmq.url)
+    setup.declare_job(job_id, run_max_try=2)
+    try:
+        for _ in range(5):
+            _subscribe_together_then_cancel(rabbitmq.url, setup, job_id)
+    finally:
+        setup.delete_job(job_id)
+        setup.close()
+
+
+def _subscribe_together_then_cancel(url: str, setup: Broker, job_id: str) -> None:
+    names = queue_names(job_id)
+    broker = RabbitBroker(url)
+    sinks: list[queue.Queue[Delivery]] = [queue.Queue() for _ in range(3)]
+    tags: list[str] = []
+    starts = [
+        threading.Thread(target=lambda: tags.append(broker.consume(names.reports, 10, sinks[0]))),
+        threading.Thread(target=lambda: tags.append(broker.subscribe_announcements(sinks[1], "hello"))),
+        threading.Thread(target=lambda: tags.append(broker.consume(names.dead, 10, sinks[2]))),
+    ]
+    for thread in starts:
+        thread.start()
+    for thread in starts:
+        thread.join(WAIT)
+    try:
+        for tag in tags:
+            broker.cancel(tag)
+        setup.publish(names.reports, [b"after the cancel"])
+        later: queue.Queue[Delivery] = queue.Queue()
+        tag = broker.consume(names.reports, 10, later)
+        delivery = take(later)  # not taken by a stray copy of the cancelled consumer
+        assert delivery.body == b"after the cancel" and sinks[0].empty()
+        broker.settle(delivery, "ack")
+        broker.cancel(tag)
+    finally:
+        broker.close()

@@ -64,6 +64,7 @@ class RabbitBroker(Broker):
         self._where = self._pub_targets[0].endpoint.where + (f" (+{len(urls) - 1} nodes)" if len(urls) > 1 else "")
         self._op_timeout = op_timeout
         self._lock = threading.Lock()
+        self._link_lock = threading.Lock()  # held while the consuming connection is opened (_consumer_link)
         self._jobs: dict[str, int] = {}
         self._consumers: dict[str, Consumer] = {}
         self._closed = False
@@ -304,20 +305,18 @@ class RabbitBroker(Broker):
     # consumer channels (I/O thread)
 
     def _consumer_link(self) -> AmqpLink:
+        """The consuming connection, opened by the first thread that needs it while the others wait: a
+        second link racing it would, on connecting, open the consumers registered meanwhile a second
+        time (on the first link's connection), and a cancel closes only one of the two."""
         self._check_open()
-        with self._lock:
+        with self._link_lock:
             link = self._sub
-        if link is None:
-            link = AmqpLink(self._sub_targets, "sub", self._sub_up, lambda: None, self._op_timeout)
-            link.start()
-            with self._lock:
-                if self._sub is None:
+            if link is None:
+                link = AmqpLink(self._sub_targets, "sub", self._sub_up, lambda: None, self._op_timeout)
+                link.start()
+                with self._lock:
                     self._sub = link
-                    return link
-            link.close()  # another thread won the race
-            assert self._sub is not None
-            return self._sub
-        return link
+            return link
 
     def _sub_up(self, _conn: pika.SelectConnection) -> None:
         with self._lock:
