@@ -129,15 +129,29 @@ class JobAnnouncement(Strict):
     """Fanned out to every worker: a job to serve, or one that ended.
 
     "preparing" comes while the plan is still being published: a worker starts its processes
-    (and init()) but takes no message before "active".
+    (and init()) but takes no message before "active". "refused" tells one node (`node_id` and
+    `session`) that another live node already serves the job under its id (`detail` names both).
     """
 
     v: Literal[1] = WIRE_VERSION
     # It names folders and queues: no separators, no '..' (anyone can publish an announcement).
     job_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
     job_uri: str = Field(description="URI of the job's job.json in the store.")
-    state: Literal["preparing", "active", "ended"]
+    state: Literal["preparing", "active", "ended", "refused"]
+    node_id: str | None = None
+    session: str | None = None
+    detail: str = ""
     sig: str | None = Field(default=None, description="HMAC with the fleet's key (common/signing.py).")
+
+
+class NodeHello(Strict):
+    """A starting worker greets the coordinators (topic "hello"): each answers with its jobs' announcements
+    at once, so the worker need not wait for the next periodic one."""
+
+    v: Literal[1] = WIRE_VERSION
+    node_id: str
+    session: str = ""
+    host: str = ""
 
 
 REPLY_QUEUE_PATTERN = r"^bf\.reply\.[0-9a-f]{32}$"  # Broker.declare_reply_queue's names, and no other queue
@@ -175,6 +189,8 @@ class JobEvent(Strict):
     kind: EventKind
     detail: str = ""
     at: float = 0.0
+    session: str = Field(default="", description="The sending node process's random token (worker/intake/identity.py).")
+    host: str = Field(default="", description="Where that process runs, for messages about duplicate node ids.")
 
 
 def encode_report(report: BatchResult | JobEvent) -> bytes:

@@ -271,20 +271,38 @@ SEALED = b"S"  # a signed reports-queue message: this tag, the signature, a spac
 _SEAL_LEN = len(SIG_PREFIX) + 64
 
 
-def sign_announcement(key: bytes, job_id: str, job_uri: str, state: str, submission: bool = False) -> str:
+def sign_announcement(
+    key: bytes,
+    job_id: str,
+    job_uri: str,
+    state: str,
+    submission: bool = False,
+    refused: tuple[str, str, str] = ("", "", ""),
+) -> str:
     """Signature over an announcement (or, with `submission`, a job handed to the coordinator service):
-    the two never verify as each other, so a captured announcement cannot start a second coordinator."""
+    the two never verify as each other, so a captured announcement cannot start a second coordinator.
+    A "refused" announcement also signs whom it refuses and why (`refused`: node id, session, detail),
+    so a captured one cannot be turned against another node."""
     tag = _SUBMIT_TAG if submission else _ANNOUNCE_TAG
-    return _mac(key, _frame(tag, job_id.encode(), job_uri.encode(), state.encode()))
+    parts = [tag, job_id.encode(), job_uri.encode(), state.encode()]
+    if any(refused):  # only then: the other announcements' signatures stay as they were
+        parts += [field.encode() for field in refused]
+    return _mac(key, _frame(*parts))
 
 
 def verify_announcement(
-    key: bytes, job_id: str, job_uri: str, state: str, sig: str | None, submission: bool = False
+    key: bytes,
+    job_id: str,
+    job_uri: str,
+    state: str,
+    sig: str | None,
+    submission: bool = False,
+    refused: tuple[str, str, str] = ("", "", ""),
 ) -> None:
     what = "submission" if submission else f"{state} announcement"
     if not sig:
         raise SignatureError(UNSIGNED, f"the {what} of job {job_id} is unsigned")
-    if not _same(sign_announcement(key, job_id, job_uri, state, submission), sig):
+    if not _same(sign_announcement(key, job_id, job_uri, state, submission, refused), sig):
         raise SignatureError(FORGED, f"the {what} of job {job_id} is forged: its signature does not match")
 
 

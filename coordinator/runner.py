@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import shutil
 import threading
 import time
@@ -12,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from common.broker.base import Broker, queue_names
+from common.broker.base import Broker, Delivery, queue_names
 from common.errors import BatchfleetError, StorageError, UsageError
 from common.jobarea import JobArea
-from common.messages import BatchResult, JobAnnouncement, JobConfig
+from common.messages import BatchResult, JobAnnouncement, JobConfig, JobEvent
 from common.perf import PerfSampler
 from common.rejections import Rejections
 from common.settings import RunSettings
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     from coordinator.spec.loader import JobSpec, Resolved
 
 log = logging.getLogger(__name__)
+
+HELLO_SPACING = 0.5  # seconds between announcements answering workers' hellos
 
 
 @dataclass
@@ -222,24 +225,77 @@ class JobRun:
         else:
             threading.Thread(target=self._announce_loop, name="bf-announce", daemon=True).start()
 
-    def announcement(self, state: Literal["preparing", "active", "ended"]) -> bytes:
-        """The job's announcement, signed with the fleet's key when there is one."""
-        uri, key = JobArea(self.job.store_uri).job_file, self.options.signing_key
-        sig = sign_announcement(key, self.job.job_id, uri, state) if key is not None else None
-        return JobAnnouncement(job_id=self.job.job_id, job_uri=uri, state=state, sig=sig).model_dump_json().encode()
+    def announcement(
+        self,
+        state: Literal["preparing", "active", "ended", "refused"],
+        node_id: str | None = None,
+        session: str | None = None,
+        detail: str = "",
+    ) -> bytes:
+        """The job's announcement (with node_id and session, the node refused and why), signed with the
+        fleet's key when there is one: the refused node, its session and the reason are signed too."""
+        uri, key, job_id = JobArea(self.job.store_uri).job_file, self.options.signing_key, self.job.job_id
+        sig = None
+        if key is not None:
+            sig = sign_announcement(key, job_id, uri, state, refused=(node_id or "", session or "", detail))
+        body = JobAnnouncement(
+            job_id=job_id, job_uri=uri, state=state, node_id=node_id, session=session, detail=detail, sig=sig
+        )
+        return body.model_dump_json(exclude_none=True).encode()
 
-    def announce(self, state: Literal["preparing", "active", "ended"]) -> None:
-        """Tell every worker about the job once; a broker error is logged, not raised."""
+    def announce(
+        self,
+        state: Literal["preparing", "active", "ended", "refused"],
+        node_id: str | None = None,
+        session: str | None = None,
+        detail: str = "",
+    ) -> None:
+        """Tell every worker about the job once (with node_id and session, the node refused and why);
+        a broker error is logged, not raised."""
         try:
-            self.options.broker.announce(self.announcement(state))
+            self.options.broker.announce(self.announcement(state, node_id, session, detail))
             self._announced = True
         except Exception as exc:  # the broker reconnects; the announce loop repeats "active"
             log.warning("could not announce job %s: %s", self.job.job_id, exc)
 
+    def _refuse(self, event: JobEvent, line: str) -> None:
+        """A second live node under one node id: tell that node (by its session) to leave the job."""
+        self.overview.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}")
+        self.announce("refused", node_id=event.node_id, session=event.session, detail=line)
+
     def _announce_loop(self) -> None:
-        while not self._announcing.is_set():
-            self.announce("active")  # again and again: workers may start (or restart) any time
-            self._announcing.wait(self.options.announce_every)
+        """Announce the job every announce_every seconds, and at once when a worker says hello: a worker
+        started mid-job joins in well under a second instead of waiting for the next announcement."""
+        hellos: queue.Queue[Delivery] = queue.Queue()
+        tag: str | None = None
+        try:
+            tag = self.options.broker.subscribe_announcements(hellos, topic="hello")
+        except BatchfleetError as exc:
+            log.warning("job %s: not listening for workers' hellos (%s)", self.job.job_id, exc.line())
+        try:
+            while not self._announcing.is_set():
+                self.announce("active")  # again and again: workers may start (or restart) any time
+                self._await_hello(hellos)
+        finally:
+            if tag is not None:
+                with contextlib.suppress(BatchfleetError):
+                    self.options.broker.cancel(tag)
+
+    def _await_hello(self, hellos: queue.Queue[Delivery]) -> None:
+        """Return after announce_every seconds, at a stop, or on a hello (all waiting ones answered at once,
+        and no more often than every HELLO_SPACING seconds, whoever publishes them)."""
+        deadline = time.monotonic() + self.options.announce_every
+        earliest = time.monotonic() + HELLO_SPACING
+        while not self._announcing.is_set() and (left := deadline - time.monotonic()) > 0:
+            try:
+                hellos.get(timeout=min(left, 0.2))
+            except queue.Empty:
+                continue
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    hellos.get_nowait()
+            self._announcing.wait(max(earliest - time.monotonic(), 0))
+            return
 
     def follow(self, tally: Tally) -> Verdict:
         progress = Progress(tally.batches_total, self.started, enabled=self.options.progress, overview=self.overview)
@@ -267,6 +323,7 @@ class JobRun:
             node_grace=0.0 if self.options.embedded else 2 * self.options.announce_every + 5,
             rejections=self.rejections,
             secrets=self.options.secrets,
+            on_refuse=self._refuse,
         )
         try:
             return follower.follow()

@@ -17,6 +17,7 @@ from common.messages import BatchMessage, BatchResult, JobConfig, JobEvent
 from common.policy import is_stalled, threshold_breach
 from common.rejections import Rejections, describe
 from coordinator.follow.gate import ReportGate
+from coordinator.follow.nodes import NodeRegistry
 from coordinator.follow.settle import settle
 from coordinator.follow.tally import Tally
 
@@ -76,6 +77,7 @@ class Follower:
         node_grace: float = 0.0,
         rejections: Rejections | None = None,
         secrets: tuple[str, ...] = (),
+        on_refuse: Callable[[JobEvent, str], None] | None = None,
     ) -> None:
         self.broker = broker
         self.job = job
@@ -94,6 +96,8 @@ class Follower:
         self._orphaned: tuple[float, str] | None = None
         self.rejections = rejections or Rejections(log, f"the queues of job {job.job_id}")
         self.gate = ReportGate(job, signing_key, tally.batches_total, self.rejections, secrets)
+        self.nodes = NodeRegistry()  # one live session per node id (coordinator/follow/nodes.py)
+        self.on_refuse = on_refuse
 
     def follow(self) -> Verdict:
         """Block until every batch is resolved, a threshold breaks, init fails, it stalls or is cancelled."""
@@ -173,6 +177,13 @@ class Follower:
         return verdict
 
     def _event(self, event: JobEvent) -> Verdict | None:
+        admission = self.nodes.check(event)
+        if admission.refusal is not None:
+            log.error("job %s: %s", self.job.job_id, admission.refusal)
+            if self.on_refuse is not None:
+                self.on_refuse(event, admission.refusal)
+        if not admission.counts:
+            return None  # a second node under a live node's id: none of its news is about that node
         if event.kind == "heartbeat":
             busy = int(event.detail.partition("busy=")[2] or 0)
             self.tally.heartbeat(event.node_id, busy)

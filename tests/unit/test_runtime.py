@@ -216,13 +216,15 @@ def test_user_logs_hold_prints_and_errors(tmp_path: Path) -> None:
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", run_max_try=1, process_count_per_node=1)
     run_embedded(job, tmp_path / "work")
     user = tmp_path / "out" / "logs" / "user"
-    stdout = (user / "stdout" / "n1" / "process001.stdout.txt").read_text()
+    # Each file name carries the node process's session token (worker/intake/identity.py).
+    [stdout_file] = (user / "stdout" / "n1").glob("process001.*.stdout.txt")
+    stdout = stdout_file.read_text()
     assert "[n1 process001 batch=0] hello from run" in stdout
     assert "[n1 process001 batch=0] WARNING mine root logging 2" in stdout, "plain logging goes to stdout"
-    entry_log = (user / "entry_script_log" / "n1" / "process001.log.txt").read_text()
+    entry_log = next((user / "entry_script_log" / "n1").glob("process001.*.log.txt")).read_text()
     assert "logged 2" in entry_log and "root logging" not in entry_log
     assert (user / "entry_script_log" / "n1" / "own.txt").read_text() == "own file", "log_dir is the node's"
-    errors = (user / "error" / "n1" / "process001.txt").read_text()
+    errors = next((user / "error" / "n1").glob("process001.*.txt")).read_text()
     assert "KeyError" in errors and "Traceback" in errors
 
 
@@ -270,7 +272,7 @@ def test_prints_survive_a_timeout_kill(tmp_path: Path) -> None:
         process_count_per_node=1,
     )
     run_embedded(job, tmp_path / "work")
-    stdout = (tmp_path / "out" / "logs" / "user" / "stdout" / "n1" / "process001.stdout.txt").read_text()
+    stdout = next((tmp_path / "out" / "logs" / "user" / "stdout" / "n1").glob("process001.*.stdout.txt")).read_text()
     assert "[n1 process001 batch=0] about to hang" in stdout
 
 

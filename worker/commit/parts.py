@@ -21,6 +21,7 @@ class PartWriter:
     def __init__(self, storage: Storage, folder_uri: str, name: str) -> None:
         self.storage = storage
         self.folder = folder_uri
+        self.name = name  # the process, and its node's session token: no other writer has this name
         self.remote = is_remote(folder_uri)
         self._handle: BinaryIO | None = None
         self._path = ""
@@ -41,7 +42,7 @@ class PartWriter:
             # O_APPEND puts each write at the end of the file: where this one ended is known, where
             # it began only after the fact (a torn frame may lie before it).
             return make_ref(self._path, self._handle.tell() - len(data), len(data))
-        uri = join_uri(self.folder, f"{batch_id:09d}.{attempt}.part")
+        uri = join_uri(self.folder, f"{batch_id:09d}.{attempt}.{self.name}.part")
         self.storage.write_bytes(uri, head + data)
         return make_ref(uri, len(head), len(data))
 

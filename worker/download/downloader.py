@@ -39,7 +39,10 @@ class Fetched:
 
 def sweep_downloads(work_root: Path) -> int:
     """Remove batch download folders a previous run of this node left (it was killed mid-batch)."""
-    folders = [folder for folder in work_root.glob("*/batches") if folder.is_dir()]
+    # <work root>/<session>/<job>/batches (worker/intake/layout.py), and the older <work root>/<job>/batches
+    folders = [
+        folder for pattern in ("*/batches", "*/*/batches") for folder in work_root.glob(pattern) if folder.is_dir()
+    ]
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
     return len(folders)

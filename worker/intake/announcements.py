@@ -31,7 +31,8 @@ def read_announcement(body: bytes, key: bytes | None, rejections: Rejections) ->
     if key is not None:
         a = announcement
         try:
-            verify_announcement(key, a.job_id, a.job_uri, a.state, a.sig)
+            refused = (a.node_id or "", a.session or "", a.detail)
+            verify_announcement(key, a.job_id, a.job_uri, a.state, a.sig, refused=refused)
         except SignatureError as exc:
             rejections.drop(f"{exc.reason} announcement", "an unknown sender", exc.line())
             return None

@@ -1,6 +1,6 @@
 """Where one node keeps a job's local files: logs, user outputs, working dir, code.
 
-Everything a job owns on a node is below `root` (`<work root>/<job id>`), removed when the node
+Everything a job owns on a node is below `root` (`<work root>/<session>/<job id>`), removed when the node
 leaves the job; the code copy is the node's, per content hash, and children run in `working_dir`.
 """
 
@@ -25,9 +25,10 @@ class NodeLayout:
     output_is_local: bool
 
 
-def node_layout(job: JobConfig, work_root: Path) -> NodeLayout:
-    """Local outputs and logs are written in place; remote ones are staged and uploaded."""
-    root = work_root / job.job_id
+def node_layout(job: JobConfig, work_root: Path, session: str = "") -> NodeLayout:
+    """Local outputs and logs are written in place; remote ones are staged and uploaded. With the node
+    process's `session`, the job's folder is `<work root>/<session>/<job id>` (see worker/intake/identity.py)."""
+    root = (work_root / session if session else work_root) / job.job_id
     output_is_local = not is_remote(job.output_uri)
     log_root = Path(job.output_uri) / "logs" if output_is_local else root / "logs"
     output_dir = Path(job.output_uri) if output_is_local else root / "output"

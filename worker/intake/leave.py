@@ -22,22 +22,31 @@ log = logging.getLogger(__name__)
 
 
 def leave_job(
-    runtime: JobRuntime, node_id: str, options: StorageOptions, keep_work: bool, secrets: Iterable[str] = ()
+    runtime: JobRuntime,
+    node_id: str,
+    options: StorageOptions,
+    keep_work: bool,
+    secrets: Iterable[str] = (),
+    session: str = "",
 ) -> None:
-    flush_logs(runtime, node_id, options, secrets)
+    flush_logs(runtime, node_id, options, secrets, session)
     if not keep_work and runtime.layout.root.exists():
         remove_tree(runtime.layout.root)
         log.debug("removed %s", runtime.layout.root)
 
 
-def flush_logs(runtime: JobRuntime, node_id: str, options: StorageOptions, secrets: Iterable[str] = ()) -> None:
-    """Per-node perf CSV, and staged logs (known secrets masked) and outputs, to the job's output location."""
+def flush_logs(
+    runtime: JobRuntime, node_id: str, options: StorageOptions, secrets: Iterable[str] = (), session: str = ""
+) -> None:
+    """Per-node perf CSV (one per node process: named with its session token), and staged logs (known
+    secrets masked) and outputs, to the job's output location."""
     layout, job = runtime.layout, runtime.job
+    name = f"node_resource_usage.{session}.csv" if session else "node_resource_usage.csv"
     try:
         if runtime.sampler is not None:
             samples = runtime.sampler.stop()
             if samples:
-                write_perf_csv(samples, layout.log_root / "sys" / "perf" / node_id / "node_resource_usage.csv")
+                write_perf_csv(samples, layout.log_root / "sys" / "perf" / node_id / name)
         if runtime.outputs is not None:
             runtime.outputs.push()
         if not layout.logs_are_local:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,14 +20,7 @@ from typing import Any
 
 from common.broker.base import Broker, Delivery, Settle, job_of
 from common.errors import BatchfleetError
-from common.messages import (
-    BatchMessage,
-    BatchResult,
-    EventKind,
-    JobConfig,
-    JobEvent,
-    encode_report,
-)
+from common.messages import BatchMessage, BatchResult, EventKind, JobConfig, JobEvent, encode_report
 from common.perf import PerfSampler
 from common.policy import TryResult, keeps_packed, messages_window, prefetch_for, settle_for
 from common.redact import redact
@@ -39,8 +33,10 @@ from worker.download.downloader import Downloader, Fetched, sweep_downloads
 from worker.intake.admit import admit
 from worker.intake.announcements import JobRefused, load_job, read_announcement
 from worker.intake.gpus import device_for, process_count
+from worker.intake.identity import host_label, new_session
 from worker.intake.layout import node_layout
 from worker.intake.leave import leave_job, prune_caches
+from worker.intake.membership import Membership
 from worker.intake.prepare import prepare_job
 from worker.intake.runtime import JobRuntime, planned_total
 from worker.report.metrics import NodeMetrics
@@ -71,6 +67,8 @@ class NodeConfig:
     keep_work: bool = False  # keep <work root>/<job> after leaving a job (debugging)
     store_roots: tuple[str, ...] = ()  # announced jobs are read only from these (see intake/announcements.py)
     secrets: tuple[str, ...] = ()  # masked in what the node reports and uploads (key, passwords, tokens)
+    session: str = field(default_factory=new_session)  # this process's token: in its events and file names
+    host: str = field(default_factory=host_label)
 
 
 class WorkerNode:
@@ -80,7 +78,10 @@ class WorkerNode:
         self.broker = broker
         self.config = config
         self.options = config.storage_options or StorageOptions()
-        self.downloader = Downloader(config.work_root, self.options)
+        # Jobs' folders go below one of this process's own: two nodes under one id never share a local
+        # file either (the content-addressed caches stay shared, in the work root).
+        self.session_root = config.work_root / config.session
+        self.downloader = Downloader(self.session_root, self.options)
         self.sink: queue.Queue[Delivery] = queue.Queue()
         self._jobs: dict[str, JobRuntime] = {}
         self._refused: set[str] = set()
@@ -95,6 +96,7 @@ class WorkerNode:
         if key is not None:
             broker.tries_signer = lambda body, tries: sign_tries(key, body, tries)
         self.reporter = Reporter(broker, self._seal)
+        self.membership = Membership(broker, config.node_id, config.session, config.host)
 
     # lifecycle
 
@@ -105,6 +107,7 @@ class WorkerNode:
         prune_caches(self.config.work_root, [])
         if listen:
             self.broker.subscribe_announcements(self.sink)
+            self.membership.hello()  # coordinators answer with their running jobs' announcements
         for target, name in ((self._dispatch_loop, "bf-dispatch"), (self._heartbeat_loop, "bf-heartbeat")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -120,6 +123,8 @@ class WorkerNode:
             thread.join(timeout=grace)
         self.reporter.close()
         self.downloader.close()
+        if not self.config.keep_work:
+            shutil.rmtree(self.session_root, ignore_errors=True)  # this process's own folder (see __init__)
 
     def kill_now(self) -> None:
         """Kill every child at once (second stop signal); the broker takes unsettled work back."""
@@ -137,10 +142,11 @@ class WorkerNode:
         """Start a child pool and a consumer for a job (idempotent); without `go`, consume once
         the job is announced active."""
         with self._lock:
-            if job.job_id in self._jobs or job.job_id in self._refused or self._stopping.is_set():
+            taken = job.job_id in self._jobs or job.job_id in self._refused or self._stopping.is_set()
+            if taken or self.membership.benched(job.job_id):  # benched: another live node has our id there
                 return
             processes = process_count(self.config.processes, job.settings, self.config.gpus)
-            layout = node_layout(job, self.config.work_root)
+            layout = node_layout(job, self.config.work_root, self.config.session)
             runtime = JobRuntime(job, layout, None, processes)  # type: ignore[arg-type]
             if go:
                 runtime.go.set()
@@ -243,7 +249,8 @@ class WorkerNode:
         self._settle(runtime, left, "release", at_once=True)
 
     def _leave(self, runtime: JobRuntime) -> None:
-        leave_job(runtime, self.config.node_id, self.options, self.config.keep_work, self.config.secrets)
+        config = self.config
+        leave_job(runtime, config.node_id, self.options, config.keep_work, config.secrets, config.session)
         in_use = [path for served in list(self._jobs.values()) for path in served.prepared.used]
         prune_caches(self.config.work_root, in_use)
 
@@ -266,6 +273,7 @@ class WorkerNode:
         return {
             "job": ChildJob.of(job, runtime.prepared.args).as_dict(),
             "node_id": self.config.node_id,
+            "session": self.config.session,
             "process": process,
             "log_root": str(layout.log_root),
             "output_dir": str(layout.output_dir),
@@ -299,9 +307,11 @@ class WorkerNode:
         announcement = read_announcement(body, self.config.signing_key, self.rejections)
         if announcement is None or self._not_served.get(announcement.job_id, 0.0) > time.monotonic():
             return
-        if announcement.state == "ended":
+        if announcement.state == "ended" or self.membership.refuses_me(announcement):
             threading.Thread(target=self.end, args=(announcement.job_id,), daemon=True).start()
             return
+        if announcement.state == "refused":
+            return  # about another node
         runtime = self._jobs.get(announcement.job_id)
         if runtime is not None:
             if announcement.state == "active":
@@ -494,9 +504,8 @@ class WorkerNode:
 
     def _event(self, runtime: JobRuntime, kind: EventKind, detail: str) -> None:
         detail = redact(detail, self.config.secrets) if kind in ("init_failed", "refused") else detail
-        event = JobEvent(
-            job_id=runtime.job.job_id, node_id=self.config.node_id, kind=kind, detail=detail, at=time.time()
-        )
+        event = JobEvent(job_id=runtime.job.job_id, node_id=self.config.node_id, kind=kind, detail=detail,
+                         at=time.time(), session=self.config.session, host=self.config.host)  # fmt: skip
         try:
             self.broker.publish(runtime.names.reports, [self._seal(runtime.names.reports, encode_report(event))])
         except BatchfleetError as exc:

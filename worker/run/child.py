@@ -133,12 +133,15 @@ class Child:
         self.job = ChildJob(**spec["job"])
         self.node_id: str = spec["node_id"]
         self.process: str = spec["process"]
+        # The node process's session token is in every file name: two nodes under one id never share a file.
+        session = spec.get("session") or ""
         self.logs = UserLogs(
-            Path(spec["log_root"]), self.node_id, self.process, self.job.log_max_bytes, self.job.log_backups
+            Path(spec["log_root"]), self.node_id, self.process, self.job.log_max_bytes, self.job.log_backups, session
         )
         self.options: dict[str, Any] = spec.get("storage_options") or {}
         self.store = _open(self.job.store_uri, self.options)
-        self.parts = PartWriter(self.store, JobArea(self.job.store_uri).node_parts(self.node_id), self.process)
+        name = f"{self.process}.{session}" if session else self.process
+        self.parts = PartWriter(self.store, JobArea(self.job.store_uri).node_parts(self.node_id), name)
         self.entry: EntryPoints | None = None
         self.read_batch: Callable[..., Any] | None = None
         self.item_of: Callable[[Any], Any] | None = None

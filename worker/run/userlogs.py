@@ -93,10 +93,16 @@ class TaggedStream(io.TextIOBase):
 
 
 class UserLogs:
-    """Opens logs/user/{stdout,stderr,entry_script_log,error}/<node>/<process>.* for one child."""
+    """Opens logs/user/{stdout,stderr,entry_script_log,error}/<node>/<process>.<session>.* for one child."""
 
     def __init__(
-        self, log_root: Path, node_id: str, process: str, max_bytes: int = 10 * 1024**2, backups: int = 5
+        self,
+        log_root: Path,
+        node_id: str,
+        process: str,
+        max_bytes: int = 10 * 1024**2,
+        backups: int = 5,
+        session: str = "",
     ) -> None:
         self.node_id = node_id
         self.process = process
@@ -104,11 +110,13 @@ class UserLogs:
         self.backups = backups
         self.batch: int | None = None
         user = log_root / "user"
+        # With the node process's session token: two nodes under one id never write one file.
+        name = f"{process}.{session}" if session else process
         self.paths = {
-            "stdout": user / "stdout" / node_id / f"{process}.stdout.txt",
-            "stderr": user / "stderr" / node_id / f"{process}.stderr.txt",
-            "entry": user / "entry_script_log" / node_id / f"{process}.log.txt",
-            "error": user / "error" / node_id / f"{process}.txt",
+            "stdout": user / "stdout" / node_id / f"{name}.stdout.txt",
+            "stderr": user / "stderr" / node_id / f"{name}.stderr.txt",
+            "entry": user / "entry_script_log" / node_id / f"{name}.log.txt",
+            "error": user / "error" / node_id / f"{name}.txt",
         }
         for path in self.paths.values():
             path.parent.mkdir(parents=True, exist_ok=True)
