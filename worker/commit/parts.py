@@ -16,7 +16,8 @@ from common.storage import Storage, is_remote, join_uri
 
 
 class PartWriter:
-    """Commits one process's batches under <job area>/parts/<node>/."""
+    """Commits one process's batches under <job area>/parts/<node>/ (a segment file named for the process
+    and its node's session token; on object storage, one object per batch in a folder so named)."""
 
     def __init__(self, storage: Storage, folder_uri: str, name: str) -> None:
         self.storage = storage
@@ -42,7 +43,9 @@ class PartWriter:
             # O_APPEND puts each write at the end of the file: where this one ended is known, where
             # it began only after the fact (a torn frame may lie before it).
             return make_ref(self._path, self._handle.tell() - len(data), len(data))
-        uri = join_uri(self.folder, f"{batch_id:09d}.{attempt}.{self.name}.part")
+        # <node>/<process>.<session>/<batch>.<attempt>.part: the writer in the folder, so the name stays
+        # one the coordinator rebuilds from the batch id (coordinator/follow/partrefs.py).
+        uri = join_uri(self.folder, self.name, f"{batch_id:09d}.{attempt}.part")
         self.storage.write_bytes(uri, head + data)
         return make_ref(uri, len(head), len(data))
 
