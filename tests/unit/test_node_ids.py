@@ -14,7 +14,6 @@ import pytest
 from common.broker.memory import MemoryBroker
 from common.messages import JobEvent
 from coordinator.follow.nodes import LIVE_FOR, NodeRegistry
-from coordinator.follow.tally import Tally
 from coordinator.runner import JobRun, RunOptions, finish_job
 from tests.runtime_helpers import make_files, make_job, write_script
 from worker.intake.node import NodeConfig, WorkerNode
@@ -88,7 +87,7 @@ def fleet_job(tmp: Path, files: int, **settings: Any) -> tuple[JobRun, MemoryBro
 
 def follow_in_thread(run: JobRun, result: dict[str, Any]) -> threading.Thread:
     batches, items = run.submit()
-    thread = threading.Thread(target=lambda: result.update(summary=finish_job(run, Tally(batches), items)))
+    thread = threading.Thread(target=lambda: result.update(summary=finish_job(run, run.new_tally(batches), items)))
     thread.start()
     return thread
 
