@@ -30,7 +30,7 @@ def test_a_duplicate_node_id_is_refused_and_shares_no_file(tmp_path: Path, rabbi
     code.mkdir()
     (code / "component.yaml").write_text(COMPONENT)
     (code / "entry.py").write_text(SLOW_ENTRY)
-    env = fleet_env(s3.endpoint_url)
+    env = fleet_env(s3.endpoint_url, BATCHFLEET_STORE=f"{bucket}/store")  # signed, as a fleet is
     logs = [tmp_path / "twin-a.log", tmp_path / "twin-b.log"]
     procs = []
     for log in logs:

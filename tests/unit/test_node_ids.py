@@ -12,10 +12,15 @@ from typing import Any
 import pytest
 
 from common.broker.memory import MemoryBroker
-from common.messages import JobEvent
+from common.messages import JobAnnouncement, JobEvent
+from common.rejections import Rejections
+from common.signing import sign_announcement, sign_job
+from common.storage import StorageOptions
 from coordinator.follow.nodes import LIVE_FOR, NodeRegistry
+from coordinator.plan.snapshot import snapshot_code
 from coordinator.runner import JobRun, RunOptions, finish_job
 from tests.runtime_helpers import make_files, make_job, write_script
+from worker.intake.announcements import read_announcement
 from worker.intake.node import NodeConfig, WorkerNode
 
 
@@ -65,6 +70,31 @@ def test_nodes_without_a_session_are_not_compared() -> None:
     assert nodes.check(event("heartbeat", "")).counts
 
 
+def test_a_refusal_is_signed_with_whom_it_refuses_and_why() -> None:
+    """Anyone may publish announcements: a captured refusal cannot be turned against another node
+    (or given another reason), and an unsigned one is dropped by a node that has the fleet's key."""
+    key, uri = b"k" * 32, "s3://b/store/j1/job.json"
+    whom = ("twin", "aaaa1111", "node id twin is already used by hostA")
+    sig = sign_announcement(key, "j1", uri, "refused", refused=whom)
+    genuine = JobAnnouncement(job_id="j1", job_uri=uri, state="refused", node_id=whom[0], session=whom[1],
+                              detail=whom[2], sig=sig)  # fmt: skip
+    rejections = Rejections(logging.getLogger("test"), "the announcements")
+
+    def believed(announcement: JobAnnouncement) -> bool:
+        return read_announcement(announcement.model_dump_json().encode(), key, rejections) is not None
+
+    assert believed(genuine)
+    assert not believed(genuine.model_copy(update={"session": "bbbb2222"}))
+    assert not believed(genuine.model_copy(update={"node_id": "other"}))
+    assert not believed(genuine.model_copy(update={"detail": "leave now"}))
+    assert not believed(genuine.model_copy(update={"sig": None}))
+    assert not believed(genuine.model_copy(update={"state": "ended"}))  # nor serves as another state
+    # The other states' signatures are as they were: nothing to refuse, nothing more signed.
+    active = sign_announcement(key, "j1", uri, "active")
+    assert believed(JobAnnouncement(job_id="j1", job_uri=uri, state="active", sig=active))
+
+
+KEY = b"node-ids-test-fleet-key"
 SLOW = """\
 import os, time
 
@@ -75,13 +105,15 @@ def run(mini_batch):
 
 
 def fleet_job(tmp: Path, files: int, **settings: Any) -> tuple[JobRun, MemoryBroker, dict[str, Any]]:
-    """A fleet-mode job (announced, no node of its own) on an in-memory broker, followed on a thread."""
+    """A fleet-mode job (announced, no node of its own, signed as a fleet's are) on an in-memory broker."""
     make_files(tmp / "data", files)
     write_script(tmp / "code", SLOW)
     job = make_job(tmp, tmp / "code", tmp / "data", mini_batch_size=1, process_count_per_node=1, **settings)
+    code_uri, digest, _ = snapshot_code(tmp / "code", str(tmp / "store"), StorageOptions())
+    job = sign_job(KEY, job.model_copy(update={"code_uri": code_uri, "code_hash": digest}))
     broker = MemoryBroker()
     options = RunOptions(store_uri=str(tmp / "store"), broker=broker, embedded=False, progress=False,
-                         announce_every=3600, node_wait=5)  # fmt: skip
+                         announce_every=3600, node_wait=5, signing_key=KEY)  # fmt: skip
     return JobRun(job, options), broker, {}
 
 
@@ -93,7 +125,8 @@ def follow_in_thread(run: JobRun, result: dict[str, Any]) -> threading.Thread:
 
 
 def node(broker: MemoryBroker, tmp: Path, name: str, host: str, node_id: str = "twin") -> WorkerNode:
-    config = NodeConfig(node_id=node_id, work_root=tmp / name, heartbeat_interval=0.5, sample_perf=False, host=host)
+    config = NodeConfig(node_id=node_id, work_root=tmp / name, heartbeat_interval=0.5, sample_perf=False, host=host,
+                        signing_key=KEY, store_roots=(str(tmp),))  # fmt: skip
     worker = WorkerNode(broker, config)
     worker.start(listen=True)
     return worker
