@@ -14,8 +14,6 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from common.broker.base import Broker, Delivery, Settle, job_of
@@ -25,15 +23,15 @@ from common.perf import PerfSampler
 from common.policy import TryResult, keeps_packed, messages_window, prefetch_for, settle_for
 from common.redact import redact
 from common.rejections import Rejections
-from common.settings import predefined_args
 from common.signing import check_job_signature, seal_report, sign_tries
 from common.storage import StorageOptions
 from worker.commit.outputs import OutputSync
 from worker.download.downloader import Downloader, Fetched, sweep_downloads
 from worker.intake.admit import admit
 from worker.intake.announcements import JobRefused, load_job, read_announcement
-from worker.intake.gpus import device_for, process_count
-from worker.intake.identity import host_label, new_session
+from worker.intake.children import pool_config
+from worker.intake.config import NodeConfig
+from worker.intake.gpus import process_count
 from worker.intake.layout import node_layout
 from worker.intake.leave import leave_job, prune_caches
 from worker.intake.membership import Membership
@@ -41,34 +39,14 @@ from worker.intake.prepare import prepare_job
 from worker.intake.runtime import JobRuntime, planned_total
 from worker.report.metrics import NodeMetrics
 from worker.report.reporter import Outgoing, Reporter
-from worker.run.child import ChildJob
 from worker.run.environment import EnvironmentBuildError
-from worker.run.pool import ChildPool, PoolConfig, Task
+from worker.run.pool import ChildPool, Task
 
 log = logging.getLogger(__name__)
 
 STOP = "\0stop"  # a sink entry that is no queue's name
 PREPARED_WAIT = 600.0  # seconds a job announced "preparing" may take to become active
 NOT_SERVED_FOR = 60.0  # seconds an announced job refused is not looked at again
-
-
-@dataclass
-class NodeConfig:
-    node_id: str
-    work_root: Path
-    processes: int | None = None
-    storage_options: StorageOptions | None = None
-    heartbeat_interval: float = 5.0
-    commit_timeout: float = 300.0
-    signing_key: bytes | None = None
-    sample_perf: bool = True
-    gpus: list[str] = field(default_factory=list)  # one child per GPU when the job does not set process_count_per_node
-    environment: str = "job"  # "current": children run in this Python whatever the job asks
-    keep_work: bool = False  # keep <work root>/<job> after leaving a job (debugging)
-    store_roots: tuple[str, ...] = ()  # announced jobs are read only from these (see intake/announcements.py)
-    secrets: tuple[str, ...] = ()  # masked in what the node reports and uploads (key, passwords, tokens)
-    session: str = field(default_factory=new_session)  # this process's token: in its events and file names
-    host: str = field(default_factory=host_label)
 
 
 class WorkerNode:
@@ -152,7 +130,7 @@ class WorkerNode:
                 runtime.go.set()
             if not self._prepare(runtime):
                 return
-            runtime.pool = ChildPool(self._pool_config(runtime))
+            runtime.pool = ChildPool(pool_config(runtime, self.config, self.options, self._finish, self._init_failed))
             self._jobs[job.job_id] = runtime
             self._by_queue[runtime.names.batches] = runtime
         runtime.pool.start()
@@ -253,37 +231,6 @@ class WorkerNode:
         leave_job(runtime, config.node_id, self.options, config.keep_work, config.secrets, config.session)
         in_use = [path for served in list(self._jobs.values()) for path in served.prepared.used]
         prune_caches(self.config.work_root, in_use)
-
-    def _pool_config(self, runtime: JobRuntime) -> PoolConfig:
-        job = runtime.job
-        return PoolConfig(
-            processes=runtime.processes,
-            run_timeout=job.settings.run_invocation_timeout,
-            commit_timeout=self.config.commit_timeout,
-            init_max_try=job.settings.init_max_try,
-            spec_for=lambda process: self._child_spec(runtime, process),
-            on_outcome=lambda task, outcome, process: self._finish(runtime, task, outcome, process),
-            on_init_failed=lambda line, tb: self._init_failed(runtime, line, tb),
-            batch_seconds=lambda: runtime.batch_seconds,
-            python=runtime.prepared.python,
-        )
-
-    def _child_spec(self, runtime: JobRuntime, process: str) -> dict[str, Any]:
-        job, layout = runtime.job, runtime.layout
-        return {
-            "job": ChildJob.of(job, runtime.prepared.args).as_dict(),
-            "node_id": self.config.node_id,
-            "session": self.config.session,
-            "process": process,
-            "log_root": str(layout.log_root),
-            "output_dir": str(layout.output_dir),
-            "working_dir": str(layout.working_dir),
-            "code_dir": str(layout.code_dir),
-            "site_packages": runtime.prepared.site_packages,
-            "storage_options": self.options.model_dump(),
-            "predefined_args": predefined_args(job.settings, job.entry_script, job.input_data, runtime.processes),
-            "gpu": device_for(process, self.config.gpus),
-        }
 
     # dispatch
 
