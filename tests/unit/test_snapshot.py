@@ -161,6 +161,26 @@ def test_a_node_keeps_one_read_only_copy_per_hash(tmp_path: Path) -> None:
     assert not work.exists()
 
 
+def test_a_copy_another_process_made_meanwhile_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two nodes under one id share a work root: the second to finish its download keeps the first's copy."""
+    from worker.download import snapshot
+
+    root = code_folder(tmp_path / "code")
+    uri, digest, _ = snapshot_code(root, str(tmp_path / "store"), OPTIONS)
+    job = job_for(uri, digest)
+    copy = code_cache(tmp_path / "work", job)
+    download = snapshot._download
+
+    def racing(job: JobConfig, folder: Path, options: StorageOptions) -> None:
+        download(job, copy, options)  # the other process's copy lands first
+        download(job, folder, options)
+
+    monkeypatch.setattr(snapshot, "_download", racing)
+    assert fetch_code(job, copy, OPTIONS) is True
+    assert snapshot_digest(copy) == digest
+    assert [p.name for p in copy.parent.iterdir()] == [digest]  # our partial copy is gone
+
+
 def test_a_changed_snapshot_is_refused_and_not_cached(tmp_path: Path) -> None:
     root = code_folder(tmp_path / "code")
     uri, digest, _ = snapshot_code(root, str(tmp_path / "store"), OPTIONS)

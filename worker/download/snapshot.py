@@ -58,7 +58,14 @@ def fetch_code(job: JobConfig, code_dir: Path, options: StorageOptions) -> bool:
             _download(job, partial, options)
             _check(job, partial)
             _read_only(partial)
-            partial.rename(code_dir)
+            try:
+                partial.rename(code_dir)
+            except OSError:
+                if not code_dir.is_dir():
+                    raise
+                # Another process on this work root (a second node under the same id) made the same
+                # checked copy first: it is used, and ours goes (the thread lock spans one process only).
+                return True
             code_dir.chmod(stat.S_IMODE(code_dir.stat().st_mode) & ~0o222)
         finally:
             if partial.exists():
