@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -137,3 +138,32 @@ def test_a_failed_build_keeps_nothing_and_tells_the_last_lines(tmp_path: Path, m
     assert "could not build the job's environment" in caught.value.line()
     assert "no matching distribution for nosuch" in caught.value.tail
     assert not any((tmp_path / "work" / "envs").glob("*/bin"))
+
+
+HOLDER = """\
+import sys, time
+from pathlib import Path
+from filelock import FileLock
+
+folder = Path(sys.argv[1])
+with FileLock(folder.parent / f"{folder.name}.lock"):
+    print("locked", flush=True)
+    time.sleep(0.5)  # building, as far as anyone else can tell
+    folder.mkdir(parents=True)
+    (folder / sys.argv[2]).write_text("")
+"""
+
+
+def test_another_process_building_it_is_waited_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes on one work root (two nodes under one id): the second waits for the first's build
+    and uses it, instead of removing it as an unfinished one."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(envmod.subprocess, "run", fake_steps(calls))
+    env = PythonEnvironment(requirements=["bfdep==1.0"])
+    folder = tmp_path / "work" / "envs" / environment_key(env)
+    folder.parent.mkdir(parents=True)
+    command = [sys.executable, "-c", HOLDER, str(folder), envmod.COMPLETE]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        built = ensure_environment(env, tmp_path / "work", tmp_path / "log.txt")
+    assert built.cached and calls == [], calls

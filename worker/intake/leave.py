@@ -71,7 +71,8 @@ def prune_caches(work_root: Path, in_use: Iterable[Path], max_age: float = CACHE
             if entry.resolve() in keep or entry.stat().st_mtime > cutoff:  # a partial one too, once old
                 continue
             remove_tree(entry)
-            entry.with_name(f"{entry.name}.requirements.txt").unlink(missing_ok=True)
+            for beside in (f"{entry.name}.requirements.txt", f"{entry.name}.lock"):  # an environment's
+                entry.with_name(beside).unlink(missing_ok=True)
             removed.append(entry)
     if removed:
         log.info("removed %d cache entries unused for %.0f days", len(removed), max_age / 86400)

@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 from common.errors import BatchfleetError
 from common.messages import PythonEnvironment
 from common.redact import without_own_secrets
@@ -103,7 +105,11 @@ def ensure_environment(env: PythonEnvironment, work_root: Path, log_file: Path) 
     started = time.perf_counter()
     folder = work_root / ENV_CACHE / environment_key(env)
     notes = [*env.notes(), *filter(None, [python_pin_note(env.python)])]
-    with _lock_for(str(folder)):
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # The thread lock serves this process, the file lock the others on this work root (a second node
+    # under the same id, or one sharing --work-dir): one builds, the others wait and find it built,
+    # rather than removing a build in progress as "unfinished". The OS drops a dead holder's lock.
+    with _lock_for(str(folder)), FileLock(folder.parent / f"{folder.name}.lock"):
         cached = (folder / COMPLETE).is_file()
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "a", encoding="utf-8") as out:
