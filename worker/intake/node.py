@@ -62,6 +62,7 @@ class WorkerNode:
         self.downloader = Downloader(self.session_root, self.options)
         self.sink: queue.Queue[Delivery] = queue.Queue()
         self._jobs: dict[str, JobRuntime] = {}
+        self._preparing: dict[str, JobRuntime] = {}  # being prepared on their own threads (see serve)
         self._refused: set[str] = set()
         self._by_queue: dict[str, JobRuntime] = {}
         self._lock = threading.Lock()
@@ -118,22 +119,33 @@ class WorkerNode:
 
     def serve(self, job: JobConfig, go: bool = True) -> None:
         """Start a child pool and a consumer for a job (idempotent); without `go`, consume once
-        the job is announced active."""
+        the job is announced active. Preparing (code, environment build, side inputs) holds no lock."""
         with self._lock:
-            taken = job.job_id in self._jobs or job.job_id in self._refused or self._stopping.is_set()
-            if taken or self.membership.benched(job.job_id):  # benched: another live node has our id there
+            taken = job.job_id in self._jobs or job.job_id in self._preparing or job.job_id in self._refused
+            if taken or self._stopping.is_set() or self.membership.benched(job.job_id):  # benched: see membership
                 return
             processes = process_count(self.config.processes, job.settings, self.config.gpus)
             layout = node_layout(job, self.config.work_root, self.config.session)
             runtime = JobRuntime(job, layout, None, processes)  # type: ignore[arg-type]
             if go:
                 runtime.go.set()
-            if not self._prepare(runtime):
-                return
-            runtime.pool = ChildPool(pool_config(runtime, self.config, self.options, self._finish, self._init_failed))
-            self._jobs[job.job_id] = runtime
-            self._by_queue[runtime.names.batches] = runtime
-        runtime.pool.start()
+            self._preparing[job.job_id] = runtime
+        prepared, pool = False, None
+        try:
+            prepared = self._prepare(runtime)
+        finally:
+            with self._lock:
+                del self._preparing[job.job_id]
+                if prepared and not (runtime.ended or self._stopping.is_set()):
+                    pool = runtime.pool = ChildPool(pool_config(runtime, self.config, self.options, self._finish,
+                                                                self._init_failed))  # fmt: skip
+                    self._jobs[job.job_id] = runtime
+                    self._by_queue[runtime.names.batches] = runtime
+        if prepared and pool is None:  # the job ended (or the node stopped) while it was being prepared
+            self._leave(runtime)
+        if pool is None:
+            return
+        pool.start()
         self.metrics.job_started(job.job_id)
         self._event(runtime, "node_started", f"processes={processes} pid={os.getpid()}; {runtime.prepared.describe()}")
         threading.Thread(target=self._consume_when_ready, args=(runtime,), daemon=True).start()
@@ -186,6 +198,8 @@ class WorkerNode:
     def end(self, job_id: str, grace: float = 10.0) -> None:
         """Stop serving a job: running batches finish within `grace`, the rest go back to the queue."""
         with self._lock:
+            if job_id in self._preparing:
+                self._preparing[job_id].ended = True  # serve() leaves it once prepared
             runtime = self._jobs.pop(job_id, None)
             if runtime is None:
                 return
@@ -259,7 +273,7 @@ class WorkerNode:
             return
         if announcement.state == "refused":
             return  # about another node
-        runtime = self._jobs.get(announcement.job_id)
+        runtime = self._jobs.get(announcement.job_id) or self._preparing.get(announcement.job_id)
         if runtime is not None:
             if announcement.state == "active":
                 runtime.go.set()
@@ -277,7 +291,9 @@ class WorkerNode:
         except BatchfleetError as exc:
             log.error("cannot serve job %s: %s", announcement.job_id, exc.line())
             return
-        self.serve(job, go=announcement.state == "active")
+        # An environment build can take minutes: the dispatcher goes on running the node's other jobs.
+        name = f"bf-serve-{job.job_id}"
+        threading.Thread(target=self.serve, args=(job, announcement.state == "active"), name=name, daemon=True).start()
 
     def _seal(self, queue_name: str, body: bytes) -> bytes:
         """A reports-queue message signed for its job, when the node has the fleet's key."""
