@@ -446,3 +446,35 @@ def test_the_window_counts_the_mini_batches_messages_really_carry(tmp_path: Path
         assert runtime.window == 128 and runtime.prefetch == 128, (runtime.window, runtime.prefetch)
     finally:
         node.stop()
+
+
+def test_only_tries_that_ran_to_their_end_set_the_pace(tmp_path: Path) -> None:
+    from coordinator.follow.follower import Follower
+    from coordinator.follow.tally import Tally
+    from worker.intake.node import NodeConfig, WorkerNode
+
+    make_files(tmp_path / "data", 4)
+    # f00000 fails at once, as a child killed just after it started would: no pace to learn from it
+    write_script(
+        tmp_path / "code",
+        """
+        import os, time
+        def run(b):
+            if os.path.basename(b[0]) == "f00000.txt":
+                raise ValueError("poison")
+            time.sleep(0.05)
+            return b
+        """,
+    )
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=1, run_max_try=1)
+    broker, batches = submit_in_memory(job)
+    node = WorkerNode(broker, NodeConfig(node_id="n1", work_root=tmp_path / "work"))
+    node.start(listen=False)
+    node.serve(job)
+    try:
+        assert Follower(broker, job, Tally(batches)).follow().state == "succeeded"
+        runtime = node._jobs[job.job_id]
+        assert runtime.finished == 3, "the failed try was taken for the batches' pace"
+        assert runtime.batch_seconds is not None and runtime.batch_seconds >= 0.05
+    finally:
+        node.stop()

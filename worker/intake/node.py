@@ -402,7 +402,11 @@ class WorkerNode:
             log.warning("could not upload outputs of batch %d: %s", task.batch_id, exc.line())
             action = "requeue"
         self.metrics.observe(report)
-        self._tune_prefetch(runtime, report.seconds)
+        if kind == "committed":
+            # Only a try that ran to its end tells how long a batch takes. A child killed or a batch
+            # that raised right after it started would pass for a fast batch: the node would deepen
+            # its window (which never shrinks) and hoard the queue other nodes should share.
+            self._tune_prefetch(runtime, report.seconds)
         self._settle(runtime, [task.delivery], action, report=encode_report(report),
                      after=lambda: self._done(runtime, task))  # fmt: skip
 
