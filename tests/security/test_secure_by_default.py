@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.fleet_helpers import run_cli, start_worker, stop
+from tests.fleet_helpers import run_cli, start_worker, stop, wait_for
 from tests.integration.fault_helpers import (
     Coordinator,
     fleet_run_args,
@@ -125,3 +125,23 @@ def test_an_insecure_fleet_never_merges_another_batchs_frame(
     listed = s3.client().list_objects_v2(Bucket=bucket, Prefix="out/parallel_run_step")
     assert listed.get("KeyCount", 0) == 0, "rows that are not batch 5's were merged"
     assert "failed" in read_text(s3, f"{fleet['output']}/logs/job_result.txt")
+
+
+def test_an_ended_announcement_stops_no_job_whose_area_says_it_runs(
+    tmp_path: Path, insecure: dict[str, Any], hostile: Hostile, s3: MotoS3
+) -> None:
+    """Without signatures a forged "ended" is believed only if the job's area holds its ended marker
+    (the coordinator writes it first); the same check stops a replayed signed one for a resumed job."""
+    fleet = insecure
+    log = tmp_path / "workers" / "node-a.log"
+
+    def attack(job: str) -> None:
+        hostile.announce(job, f"{fleet['store']}/{job}/job.json", "ended")
+        assert wait_for(lambda: "ended announcement of a running job" in log_text(log), 30), log_text(log)
+
+    result, worker_log = gated_run(tmp_path, fleet, s3, attack)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6/6 mini-batches committed, 0 failed; 12 items succeeded, 0 failed" in result.stdout
+    merged = read_text(s3, f"{fleet['output']}/parallel_run_step.txt").splitlines()
+    assert merged == [f"{name} value-{i}" for i, name in enumerate(fleet["names"])]
+    assert worker_log.count("stopped serving job") == 1, "only the coordinator's own end stopped it"

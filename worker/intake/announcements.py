@@ -65,3 +65,13 @@ def load_job(announcement: JobAnnouncement, roots: tuple[str, ...], options: Sto
     if open_storage(ended, options).exists(ended):
         raise JobRefused(f"job {job.job_id} has ended; it is not served again")
     return job
+
+
+def has_ended(job: JobConfig, options: StorageOptions) -> bool:
+    """The job's area holds its ended marker (written before the coordinator announces "ended").
+    A store that does not answer proves nothing either way: the announcement is believed."""
+    ended = JobArea(job.store_uri).ended
+    try:
+        return open_storage(ended, options).exists(ended)
+    except BatchfleetError:
+        return True

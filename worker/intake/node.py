@@ -28,7 +28,7 @@ from common.storage import StorageOptions
 from worker.commit.outputs import OutputSync
 from worker.download.downloader import Downloader, Fetched, sweep_downloads
 from worker.intake.admit import admit
-from worker.intake.announcements import JobRefused, load_job, read_announcement
+from worker.intake.announcements import JobRefused, has_ended, load_job, read_announcement
 from worker.intake.children import pool_config
 from worker.intake.config import NodeConfig
 from worker.intake.gpus import process_count
@@ -268,12 +268,16 @@ class WorkerNode:
         announcement = read_announcement(body, self.config.signing_key, self.rejections)
         if announcement is None or self._not_served.get(announcement.job_id, 0.0) > time.monotonic():
             return
-        if announcement.state == "ended" or self.membership.refuses_me(announcement):
+        if self.membership.refuses_me(announcement):
             threading.Thread(target=self.end, args=(announcement.job_id,), daemon=True).start()
+            return
+        runtime = self._jobs.get(announcement.job_id) or self._preparing.get(announcement.job_id)
+        if announcement.state == "ended":
+            if runtime is not None:
+                threading.Thread(target=self._end_if_ended, args=(runtime,), daemon=True).start()
             return
         if announcement.state == "refused":
             return  # about another node
-        runtime = self._jobs.get(announcement.job_id) or self._preparing.get(announcement.job_id)
         if runtime is not None:
             if announcement.state == "active":
                 runtime.go.set()
@@ -294,6 +298,15 @@ class WorkerNode:
         # An environment build can take minutes: the dispatcher goes on running the node's other jobs.
         name = f"bf-serve-{job.job_id}"
         threading.Thread(target=self.serve, args=(job, announcement.state == "active"), name=name, daemon=True).start()
+
+    def _end_if_ended(self, runtime: JobRuntime) -> None:
+        """Stop serving a job its area says has ended: a replayed "ended" for a resumed job (or, on an
+        unsigned fleet, a forged one) finds no marker there, the coordinator's own end always does."""
+        if has_ended(runtime.job, self.options):
+            self.end(runtime.job.job_id)
+        else:
+            detail = f"job {runtime.job.job_id} has no ended marker in its area"
+            self.rejections.drop("ended announcement of a running job", "an unknown sender", detail)
 
     def _seal(self, queue_name: str, body: bytes) -> bytes:
         """A reports-queue message signed for its job, when the node has the fleet's key."""
