@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from common.jobarea import JobArea
 from common.messages import JobAnnouncement, JobConfig
 from common.signing import sign_announcement, sign_job
+from common.storage import StorageOptions, open_storage
 from tests.unit.test_node_ids import KEY, fleet_job, follow_in_thread, node
 from worker.intake import node as node_module
 from worker.intake.announcements import load_job
@@ -54,6 +56,8 @@ def test_a_long_preparation_does_not_hold_up_other_jobs(tmp_path: Path, monkeypa
         assert result["summary"].state == "succeeded", result["summary"].reason
         merged = (tmp_path / "out" / "parallel_run_step.txt").read_text().splitlines()
         assert sorted(merged) == [f"f{i:05d}.txt" for i in range(6)]
+        ended = JobArea(slow.store_uri).ended  # the coordinator marks the area first; workers check it
+        open_storage(ended, StorageOptions()).write_bytes(ended, b"1")
         announce(broker, slow, "ended")  # ends while still being prepared
         assert wait_for(lambda: worker._preparing["slow"].ended)
         built.set()
