@@ -236,7 +236,9 @@ def check_job_signature(job: JobConfig, key: bytes | None) -> None:
     """With a key, the job file must be signed by it (its code hash is part of what is signed)."""
     if key is None:
         return
-    if not job.code_hash:
+    if not job.code_hash and "://" in job.code_uri:
+        # Stored code must be a snapshot under its hash; a local code folder (embedded mode, or a
+        # shared folder) runs in place and the signature still covers its path and the whole job.
         raise SignatureError("unsigned", f"job {job.job_id} has no code snapshot hash; it was not submitted signed")
     verify_snapshot(key, job.job_id, job_digest(job), job.code_sig)
 

@@ -112,3 +112,15 @@ def test_store_roots_default_to_the_store(tmp_path: Path) -> None:
     assert store_roots([["s3://a/x", str(tmp_path / "s" / ".." / "t")]], "ignored") == ("s3://a/x", str(tmp_path / "t"))
     with pytest.raises(UsageError, match="unsupported scheme"):
         store_roots([["gs://b/x"]], "s3://b")
+
+
+def test_an_embedded_run_with_the_fleet_key_in_its_environment_runs(tmp_path: Path) -> None:
+    """A key in the environment (a fleet user's shell) signs the job; its local code folder runs in
+    place without a snapshot hash, so the in-process node must not refuse it."""
+    spec = make_component(tmp_path / "code", files=3)
+    result = batchfleet(
+        "run", spec, "--input", f"data={tmp_path / 'code' / 'data'}", "--output", f"scored={tmp_path / 'out'}",
+        "--store", tmp_path / "store", "--no-progress", env={"BATCHFLEET_SIGNING_KEY": "k" * 32},
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert len((tmp_path / "out" / "parallel_run_step.txt").read_text().splitlines()) == 3
