@@ -20,6 +20,7 @@ from typing import Any
 
 from common.errors import BatchfleetError, UsageError
 from common.messages import BatchMessage, JobConfig
+from common.storage.base import is_remote
 
 KEY_ENV = "BATCHFLEET_SIGNING_KEY"
 KEY_FILE_ENV = "BATCHFLEET_SIGNING_KEY_FILE"
@@ -236,7 +237,7 @@ def check_job_signature(job: JobConfig, key: bytes | None) -> None:
     """With a key, the job file must be signed by it (its code hash is part of what is signed)."""
     if key is None:
         return
-    if not job.code_hash and "://" in job.code_uri:
+    if not job.code_hash and is_remote(job.code_uri):
         # Stored code must be a snapshot under its hash; a local code folder (embedded mode, or a
         # shared folder) runs in place and the signature still covers its path and the whole job.
         raise SignatureError("unsigned", f"job {job.job_id} has no code snapshot hash; it was not submitted signed")
