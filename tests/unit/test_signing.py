@@ -328,3 +328,26 @@ def test_message_signature_is_not_a_snapshot_signature() -> None:
     body = digest.encode()
     with pytest.raises(SignatureError):
         verify_snapshot(KEY, "job-a", digest, sign_message(KEY, "job-a", 0, body))
+
+
+@pytest.mark.parametrize("code_uri", ["/srv/code", "s3://bucket/store/_code/abc"])
+def test_a_job_without_a_code_hash_needs_the_key_and_stored_code_needs_its_hash(tmp_path: Path, code_uri: str) -> None:
+    """Anyone may write a job file: without the key's signature nothing is served, and code from a
+    store is served only as a snapshot under its hash (a local folder runs in place)."""
+    from common.signing import check_job_signature, sign_job
+    from tests.runtime_helpers import make_job
+
+    key = b"k" * 32
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data").model_copy(
+        update={"code_uri": code_uri, "code_hash": None}
+    )
+    with pytest.raises(BatchfleetError):
+        check_job_signature(job, key)  # unsigned (a forged job file)
+    with pytest.raises(BatchfleetError):
+        check_job_signature(sign_job(b"x" * 32, job), key)  # signed with another key
+    signed = sign_job(key, job)
+    if code_uri.startswith("s3://"):
+        with pytest.raises(BatchfleetError):
+            check_job_signature(signed, key)
+    else:
+        check_job_signature(signed, key)
