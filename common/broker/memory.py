@@ -7,7 +7,7 @@ import queue
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,28 +128,52 @@ class MemoryBroker(Broker):
             self._dispatch(consumer.queue_name)
 
     def settle(self, delivery: Delivery, action: Settle, reason: str | None = None) -> None:
-        consumer_tag, delivery_tag, member = _tag_parts(delivery.tag)
         with self._lock:
-            consumer = self._consumers.get(consumer_tag)
-            if consumer is None:
-                return  # consumer gone: the message was already returned, as on RabbitMQ
-            message = consumer.unsettled.get(delivery_tag)
-            if message is None:
-                raise BrokerError(f"delivery {delivery_tag} on {delivery.queue} was already settled")
-            q = self._queues.get(consumer.queue_name)
-            if member is not None:
-                self._settle_member(q, delivery, member, action, reason)
-                if member.hold.settled_all:
-                    consumer.unsettled.pop(delivery_tag)
-            else:
+            queue_name = self._settle(delivery, action, reason)
+            if queue_name is not None:
+                self._dispatch(queue_name)
+
+    def settle_many(self, settles: Sequence[tuple[Delivery, Settle]]) -> None:
+        """One turn of the lock and one dispatch for the lot (a node settles its reports' batches so)."""
+        first_error: BrokerError | None = None
+        touched: set[str] = set()
+        with self._lock:
+            for delivery, action in settles:
+                try:
+                    queue_name = self._settle(delivery, action, None)
+                except BrokerError as exc:
+                    first_error = first_error or exc
+                    continue
+                if queue_name is not None:
+                    touched.add(queue_name)
+            for queue_name in touched:
+                self._dispatch(queue_name)
+        if first_error is not None:
+            raise first_error
+
+    def _settle(self, delivery: Delivery, action: Settle, reason: str | None) -> str | None:
+        """Settle one delivery (lock held); the queue to dispatch from, None when its consumer is gone."""
+        consumer_tag, delivery_tag, member = _tag_parts(delivery.tag)
+        consumer = self._consumers.get(consumer_tag)
+        if consumer is None:
+            return None  # consumer gone: the message was already returned, as on RabbitMQ
+        message = consumer.unsettled.get(delivery_tag)
+        if message is None:
+            raise BrokerError(f"delivery {delivery_tag} on {delivery.queue} was already settled")
+        q = self._queues.get(consumer.queue_name)
+        if member is not None:
+            self._settle_member(q, delivery, member, action, reason)
+            if member.hold.settled_all:
                 consumer.unsettled.pop(delivery_tag)
-                if q is not None and action == "requeue":
-                    self._return(q, message, front=True)
-                elif q is not None and action == "dead":
-                    self._dead_letter(q, message, reason or "rejected")
-                elif q is not None and action == "release":
-                    q.ready.appendleft(message)  # its count unchanged
-            self._dispatch(consumer.queue_name)
+        else:
+            consumer.unsettled.pop(delivery_tag)
+            if q is not None and action == "requeue":
+                self._return(q, message, front=True)
+            elif q is not None and action == "dead":
+                self._dead_letter(q, message, reason or "rejected")
+            elif q is not None and action == "release":
+                q.ready.appendleft(message)  # its count unchanged
+        return consumer.queue_name
 
     def _settle_member(self, q: _Queue | None, delivery: Delivery, member: Member, action: Settle,
                        reason: str | None) -> None:  # fmt: skip

@@ -70,6 +70,9 @@ def read_part(storage: Storage, ref: str) -> bytes:
     return storage.read_range(uri, offset, length) if length else b""
 
 
+READ_BUFFER = 1 << 20
+
+
 class PartReader:
     """Reads parts back, keeping local segment files open (the merge reads thousands of frames)."""
 
@@ -97,7 +100,9 @@ class PartReader:
             return self.storage.read_range(uri, offset, length)
         handle = self._open.get(uri)
         if handle is None:
-            handle = self._open[uri] = open(uri, "rb")
+            # Frames are read in order from files only ever appended to: a deep buffer serves most
+            # of them without a system call (each one costs the merge thread a turn of the GIL).
+            handle = self._open[uri] = open(uri, "rb", buffering=READ_BUFFER)
         handle.seek(offset)
         return handle.read(length)
 

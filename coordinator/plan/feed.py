@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 READY = 10_000  # messages kept waiting in the queue, at most (workers hold a few hundred)
 CHUNK = 2000  # lines published per call
 IDLE = 0.01  # seconds between looks at a full queue
+BLOCK = 1 << 20  # bytes read from the manifest at a time
 
 
 class PlanFeeder:
@@ -78,37 +79,25 @@ class PlanFeeder:
             self._done.set()
 
     def _feed(self, source: BinaryIO) -> None:
+        lines = _Lines(source)
         batch_id = 0
-        lines: list[bytes] = []
         while not self._stop.is_set():
             room = READY - self._broker.depth(self._queue_name)
             if room <= 0:
                 self._stop.wait(IDLE)
                 continue
-            while len(lines) < min(room, CHUNK):
-                start = source.tell()
-                line = source.readline()
-                if not line.endswith(b"\n"):  # the end so far (or half a line the planner is writing)
-                    source.seek(start)
-                    break
-                if self._skip is None or not self._skip(batch_id):
-                    lines.append(line[:-1])
-                batch_id += 1
-            if lines:
-                self.sent += self._broker.publish(self._queue_name, lines, self._per_message)
-                lines = []
+            taken = lines.take(min(room, CHUNK))
+            if taken:
+                first, batch_id = batch_id, batch_id + len(taken)
+                if self._skip is not None:
+                    taken = [line for number, line in enumerate(taken, first) if not self._skip(number)]
+                if taken:
+                    self.sent += self._broker.publish(self._queue_name, taken, self._per_message)
                 continue
             with self._wake:
-                if self._planned and self._at_end(source):
+                if self._planned and lines.at_end():
                     return
                 self._wake.wait(IDLE * 10)
-
-    @staticmethod
-    def _at_end(source: BinaryIO) -> bool:
-        start = source.tell()
-        more = source.read(1)
-        source.seek(start)
-        return not more
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once every line is published (or feeding failed or was stopped)."""
@@ -119,3 +108,37 @@ class PlanFeeder:
         with self._wake:
             self._wake.notify()
         self._thread.join()
+
+
+class _Lines:
+    """Complete lines of a file another thread is still appending to, read a block at a time (a
+    system call per line, as readline() and tell() make, costs more than the line's publishing)."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self._ready: list[bytes] = []  # complete lines read and not yet taken
+        self._rest = b""  # a line the planner has not finished writing yet
+
+    def take(self, most: int) -> list[bytes]:
+        """Up to `most` complete lines (without their newlines); fewer at the end written so far."""
+        while len(self._ready) < most:
+            block = self._source.read(BLOCK)
+            if not block:
+                break
+            text = self._rest + block
+            end = text.rfind(b"\n")
+            if end < 0:
+                self._rest = text
+                continue
+            self._ready += text[:end].split(b"\n")
+            self._rest = text[end + 1 :]
+        taken = self._ready[:most]
+        del self._ready[:most]
+        return taken
+
+    def at_end(self) -> bool:
+        """Nothing left: every line taken, no half line held, no more bytes in the file."""
+        if self._ready or self._rest:
+            return False
+        self._rest = self._source.read(1)
+        return not self._rest

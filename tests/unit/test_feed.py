@@ -84,3 +84,17 @@ def test_close_stops_a_feeder_waiting_for_room(tmp_path: Path, monkeypatch: pyte
     assert memory.depth(Q) == 2 and not feeder.wait(0)
     feeder.close()
     assert feeder.wait(0)
+
+
+def test_lines_cut_across_small_reads_keep_their_order_and_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feed, "BLOCK", 7)  # reads end mid-line, and hold several lines at once
+    monkeypatch.setattr(feed, "CHUNK", 4)
+    memory, manifest = broker(), tmp_path / "plan.jsonl"
+    manifest.write_bytes(b"".join(b"line %d\n" % i for i in range(23)))
+    feeder = PlanFeeder(memory, Q, manifest, skip=lambda batch: batch % 5 == 0, complete=True)
+    assert feeder.wait(10) and feeder.error is None
+    feeder.close()
+    peaks: list[int] = []
+    assert drain(memory, feeder.sent, peaks) == [b"line %d" % i for i in range(23) if i % 5]

@@ -103,6 +103,18 @@ def test_double_settle_is_an_error(broker: MemoryBroker) -> None:
         broker.settle(d, "ack")
 
 
+def test_settle_many_settles_the_rest_then_raises_the_first_error(broker: MemoryBroker) -> None:
+    broker.publish(NAMES.batches, [b"a", b"b", b"c", b"d"])
+    sink: queue.Queue[Delivery] = queue.Queue()
+    broker.consume(NAMES.batches, 3, sink)
+    a, b, c = take(sink), take(sink), take(sink)
+    broker.settle(b, "ack")
+    with pytest.raises(BrokerError, match="already settled"):
+        broker.settle_many([(a, "ack"), (b, "ack"), (c, "requeue")])
+    assert broker.unsettled(NAMES.batches) == 2  # d, then c again (a try counted), fill the window
+    assert sorted((d.body, d.attempt) for d in (take(sink), take(sink))) == [(b"c", 2), (b"d", 1)]
+
+
 def test_cancel_returns_unsettled_with_a_counted_try(broker: MemoryBroker) -> None:
     broker.publish(NAMES.batches, [b"a", b"b", b"c"])
     sink: queue.Queue[Delivery] = queue.Queue()

@@ -17,9 +17,11 @@ from common.signing import (
     SignatureError,
     canonical_body,
     load_key,
+    sign_batch,
     sign_message,
     sign_snapshot,
     snapshot_digest,
+    verify_batch,
     verify_message,
     verify_snapshot,
 )
@@ -176,6 +178,47 @@ def test_changed_batch_id_is_forged() -> None:
     with pytest.raises(SignatureError) as err:
         verify_message(KEY, "job-a", 4, body, sig)
     assert err.value.reason == FORGED
+
+
+def planned_line(msg: BatchMessage, key: bytes = KEY) -> bytes:
+    """A batch as the planner puts it on the wire: the canonical text, its signature pasted in last."""
+    body = canonical_body(msg.model_dump(exclude={"sig"}, exclude_none=True))
+    return body[:-1] + b',"sig":"' + sign_message(key, msg.job_id, msg.batch_id, body).encode() + b'"}'
+
+
+def test_a_planned_line_verifies_as_sent_without_dumping_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    line = planned_line(message())
+    parsed = BatchMessage.model_validate_json(line)
+    monkeypatch.setattr("common.signing._signed_body", lambda m: pytest.fail("the model was dumped again"))
+    verify_batch(KEY, "job-a", parsed, line)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(b"in/1.csv", b"in/9.csv"), (b'"batch_id":3', b'"batch_id":4')],
+)
+def test_a_changed_byte_before_the_signature_is_forged(old: bytes, new: bytes) -> None:
+    line = planned_line(message()).replace(old, new, 1)
+    parsed = BatchMessage.model_validate_json(line)
+    with pytest.raises(SignatureError) as err:
+        verify_batch(KEY, "job-a", parsed, line)
+    assert err.value.reason == FORGED
+
+
+def test_a_body_in_another_form_falls_back_to_the_canonical_check() -> None:
+    msg = sign_batch(KEY, message())
+    wire = msg.model_dump_json(indent=1).encode()  # other spacing and order: not the planner's text
+    verify_batch(KEY, "job-a", BatchMessage.model_validate_json(wire), wire)
+    with pytest.raises(SignatureError) as err:
+        verify_batch(KEY, "job-b", BatchMessage.model_validate_json(wire), wire)
+    assert err.value.reason == OTHER_JOB
+
+
+def test_a_planned_line_replayed_to_another_job_is_refused() -> None:
+    line = planned_line(message(job_id="job-a"))
+    with pytest.raises(SignatureError) as err:
+        verify_batch(KEY, "job-b", BatchMessage.model_validate_json(line), line)
+    assert err.value.reason == OTHER_JOB
 
 
 def test_message_replayed_to_another_job_is_refused() -> None:

@@ -41,7 +41,7 @@ def _refusal(delivery: Delivery, message: BatchMessage, job: JobConfig, key: byt
         return f"message for job {message.job_id} on {delivery.queue}"
     if key is not None:
         try:
-            verify_batch(key, job.job_id, message)
+            verify_batch(key, job.job_id, message, delivery.body)
         except BatchfleetError as exc:
             return exc.line()
     if (message.input and message.input not in job.inputs) or (not message.input and not job.input_data):
