@@ -99,6 +99,11 @@ class Delivery:
         return str(value) if value is not None else None
 
 
+# Where a consumer's deliveries go. The node and the follower pass a SimpleQueue: a Queue's
+# Python-level locking costs a busy process microseconds and a turn of the GIL per message.
+Sink = queue.SimpleQueue[Delivery] | queue.Queue[Delivery]
+
+
 class Broker(ABC):
     """Queues per job, confirmed publishing, prefetch-limited consumers, dead letters.
 
@@ -123,7 +128,7 @@ class Broker(ABC):
         return how many bodies, once the broker has confirmed all of them."""
 
     @abstractmethod
-    def consume(self, queue_name: str, prefetch: int, sink: queue.Queue[Delivery]) -> str:
+    def consume(self, queue_name: str, prefetch: int, sink: Sink) -> str:
         """Start delivering to `sink`, at most `prefetch` unsettled; return a consumer tag."""
 
     @abstractmethod
@@ -173,7 +178,7 @@ class Broker(ABC):
         a worker's "hello" to coordinators (which answer with their jobs' announcements)."""
 
     @abstractmethod
-    def subscribe_announcements(self, sink: queue.Queue[Delivery], topic: Topic = "announce") -> str:
+    def subscribe_announcements(self, sink: Sink, topic: Topic = "announce") -> str:
         """Receive a topic's messages (auto-acked; Delivery.queue is the topic) on `sink`; return a consumer tag."""
 
     @abstractmethod

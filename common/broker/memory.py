@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import queue
 import threading
 import uuid
 from collections import deque
@@ -17,6 +16,7 @@ from common.broker.base import (
     Broker,
     Delivery,
     Settle,
+    Sink,
     Topic,
     attempt_of,
     delivery_limit,
@@ -38,7 +38,7 @@ class _Consumer:
     tag: str
     queue_name: str
     prefetch: int
-    sink: queue.Queue[Delivery]
+    sink: Sink
     unsettled: dict[int, _Message] = field(default_factory=dict)
     paused: bool = False
 
@@ -59,7 +59,7 @@ class MemoryBroker(Broker):
         self._lock = threading.RLock()
         self._queues: dict[str, _Queue] = {}
         self._consumers: dict[str, _Consumer] = {}
-        self._announce_sinks: dict[str, tuple[queue.Queue[Delivery], Topic]] = {}
+        self._announce_sinks: dict[str, tuple[Sink, Topic]] = {}
         self._tags = itertools.count(1)
         self._closed = False
 
@@ -89,7 +89,7 @@ class MemoryBroker(Broker):
             self._dispatch(queue_name)
         return count
 
-    def consume(self, queue_name: str, prefetch: int, sink: queue.Queue[Delivery]) -> str:
+    def consume(self, queue_name: str, prefetch: int, sink: Sink) -> str:
         if prefetch < 1:
             raise ValueError("prefetch must be at least 1")
         with self._lock:
@@ -217,7 +217,7 @@ class MemoryBroker(Broker):
         for sink in sinks:
             sink.put(Delivery(queue=topic, body=body, attempt=1, tag=None))
 
-    def subscribe_announcements(self, sink: queue.Queue[Delivery], topic: Topic = "announce") -> str:
+    def subscribe_announcements(self, sink: Sink, topic: Topic = "announce") -> str:
         with self._lock:
             tag = f"ann-{next(self._tags)}"
             self._announce_sinks[tag] = (sink, topic)

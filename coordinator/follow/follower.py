@@ -87,7 +87,7 @@ class Follower:
         self.on_failed = on_failed
         self.signing_key = signing_key
         self.names = queue_names(job.job_id)
-        self.sink: queue.Queue[Delivery] = queue.Queue()
+        self.sink: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._tags: list[str] = []
         self._parked: dict[int, _Parked] = {}
         # Every node dropped (init() failed): since when, and why. A fleet waits node_grace seconds

@@ -60,7 +60,7 @@ class WorkerNode:
         # file either (the content-addressed caches stay shared, in the work root).
         self.session_root = config.work_root / config.session
         self.downloader = Downloader(self.session_root, self.options)
-        self.sink: queue.Queue[Delivery] = queue.Queue()
+        self.sink: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._jobs: dict[str, JobRuntime] = {}
         self._preparing: dict[str, JobRuntime] = {}  # being prepared on their own threads (see serve)
         self._refused: set[str] = set()

@@ -48,11 +48,15 @@ class Reporter:
         # Waiting a moment after the first report gathers the next ones: fast batches then cost
         # one wake-up, publish and settle per group rather than per report (on both sides).
         self.linger = linger
-        self._queue: queue.Queue[Outgoing | None] = queue.Queue()
+        self._queue: queue.SimpleQueue[Outgoing | None] = queue.SimpleQueue()
+        self._pending = 0  # put and not yet sent and settled (flush waits for none)
+        self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="bf-reporter", daemon=True)
         self._thread.start()
 
     def put(self, item: Outgoing) -> None:
+        with self._idle:
+            self._pending += 1
         self._queue.put(item)
 
     def settle_now(self, items: list[Outgoing]) -> None:
@@ -61,7 +65,8 @@ class Reporter:
 
     def flush(self) -> None:
         """Return once everything put so far is published and settled."""
-        self._queue.join()
+        with self._idle:
+            self._idle.wait_for(lambda: not self._pending)
 
     def close(self) -> None:
         self._queue.put(None)
@@ -71,7 +76,6 @@ class Reporter:
         while True:
             first = self._queue.get()
             if first is None:
-                self._queue.task_done()
                 return
             if self.linger and self._queue.qsize() < self.max_batch:
                 time.sleep(self.linger)
@@ -83,14 +87,15 @@ class Reporter:
                     break
                 if more is None:
                     self._queue.put(None)  # handled on the next turn, after this group
-                    self._queue.task_done()
                     break
                 items.append(more)
             try:
                 self._send(items)
             finally:
-                for _ in items:
-                    self._queue.task_done()
+                with self._idle:
+                    self._pending -= len(items)
+                    if not self._pending:
+                        self._idle.notify_all()
 
     def _send(self, items: list[Outgoing]) -> None:
         by_queue: dict[str, list[Outgoing]] = {}

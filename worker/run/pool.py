@@ -97,7 +97,7 @@ class ChildPool:
 
     def __init__(self, config: PoolConfig) -> None:
         self.config = config
-        self.tasks: queue.Queue[Task | None] = queue.Queue()
+        self.tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._ctx = multiprocessing.get_context("spawn")
         self._stopping = threading.Event()
         self.ready = threading.Event()  # some child has loaded the user code and run init()

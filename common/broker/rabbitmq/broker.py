@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -14,7 +13,7 @@ import pika
 import pika.exceptions as pex
 from pika.channel import Channel
 
-from common.broker.base import REPLY_PREFIX, Broker, Delivery, Settle, Topic, delivery_limit, queue_names
+from common.broker.base import REPLY_PREFIX, Broker, Delivery, Settle, Sink, Topic, delivery_limit, queue_names
 from common.broker.packs import pack_bodies
 from common.broker.rabbitmq.endpoint import channel_error, connection_targets
 from common.broker.rabbitmq.io import AmqpLink, Op, Step, delete_step, run_steps
@@ -187,7 +186,7 @@ class RabbitBroker(Broker):
 
     # consuming
 
-    def consume(self, queue_name: str, prefetch: int, sink: queue.Queue[Delivery]) -> str:
+    def consume(self, queue_name: str, prefetch: int, sink: Sink) -> str:
         if prefetch < 1:
             raise ValueError("prefetch must be at least 1")
         return self._subscribe(
@@ -195,7 +194,7 @@ class RabbitBroker(Broker):
             f"consuming from queue {queue_name}",
         )
 
-    def subscribe_announcements(self, sink: queue.Queue[Delivery], topic: Topic = "announce") -> str:
+    def subscribe_announcements(self, sink: Sink, topic: Topic = "announce") -> str:
         spec = Consumer(f"bf-ann-{uuid.uuid4().hex[:12]}", topic, 1, sink, announce=True)
         return self._subscribe(spec, f"subscribing to {topic} messages")
 

@@ -12,7 +12,7 @@ from typing import Any
 import pika
 from pika.channel import Channel
 
-from common.broker.base import REASON_HEADER, Delivery, Settle, attempt_of, queue_names
+from common.broker.base import REASON_HEADER, Delivery, Settle, Sink, attempt_of, queue_names
 from common.broker.packs import Member, PackHold, unpack
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class Consumer:
     tag: str
     queue_name: str
     prefetch: int
-    sink: queue.Queue[Delivery]
+    sink: Sink
     announce: bool = False
     session: Session | None = None
     waiter: Any = None  # the Op that waits for the first basic.consume-ok
