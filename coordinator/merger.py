@@ -41,6 +41,7 @@ FETCHERS = 8  # parallel GETs of remote parts
 AHEAD = 4096  # remote parts fetched ahead of the merge at most (held in memory or spilled)
 OUTAGE_PATIENCE = 300.0  # seconds the end of the merge waits out an unreachable store
 BACKOFF_MAX = 8.0  # seconds between tries while the store does not answer
+PACE = 0.05  # seconds the merge gathers commits before its next pass
 
 
 class RemoteWindow:
@@ -144,6 +145,10 @@ class StreamMerger:
         while not self._stop.is_set():
             if self._outage is None:
                 self.tally.changed.wait(0.5)
+                # Gather commits for a moment: waking at each one would cost every commit a wake-up
+                # of this thread and a turn of the GIL; finish() merges what is left at once.
+                if self._stop.wait(PACE):
+                    break
                 self.tally.changed.clear()
             elif self._stop.wait(delay):  # the store is down: try again later, not at every report
                 break

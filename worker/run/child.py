@@ -28,6 +28,7 @@ from worker.commit.parts import PartWriter, commit_rows
 from worker.run.context import MiniBatchContext
 from worker.run.entry import EntryPoints, load_entry
 from worker.run.outbox import HOLD, Outbox
+from worker.run.pipes import readable
 from worker.run.userlogs import UserLogs
 
 if TYPE_CHECKING:
@@ -326,7 +327,7 @@ def _serve(child: Child, conn: Connection, outbox: Outbox, progress: Any) -> Non
         if progress is not None:
             progress.value += 1
         outcome = child.run_task(pending.popleft(), outbox)
-        if not pending and conn.poll(0):
+        if not pending and readable(conn, 0):
             message = conn.recv()
             if message[0] == "stop":
                 outbox.put(outcome, hold=False)

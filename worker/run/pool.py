@@ -22,6 +22,7 @@ from typing import Any
 from common.policy import init_gives_up, pipeline_depth
 from worker.run.child import child_main
 from worker.run.childenv import secrets_withheld
+from worker.run.pipes import readable
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +337,7 @@ class ChildPool:
                 )
                 return outcome if overran == task.seq else {**outcome, "culprit": overran}
             message = slot.conn.recv()
-            if message[0] == "ran" and slot.conn.poll(self.config.commit_timeout):
+            if message[0] == "ran" and readable(slot.conn, self.config.commit_timeout):
                 message = slot.conn.recv()
             if message[0] == "done":
                 head, *rest = message[1]
@@ -361,7 +362,7 @@ class ChildPool:
         assert slot.conn is not None
         deadline = head.sent + self.config.run_timeout
         watching = 0
-        while not slot.conn.poll(max(deadline - time.monotonic(), 0)):
+        while not readable(slot.conn, max(deadline - time.monotonic(), 0)):
             started = slot.started()
             if started <= head.seq or started == watching:
                 return max(started, head.seq)
