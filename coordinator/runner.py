@@ -21,7 +21,7 @@ from common.perf import PerfSampler
 from common.rejections import Rejections
 from common.settings import RunSettings
 from common.signing import sign_announcement, sign_job
-from common.storage import StorageOptions, open_storage
+from common.storage import StorageOptions, is_remote, open_storage
 from common.storage.outage import wait_out
 from coordinator.follow.follower import Follower, Verdict, await_nodes_stopped
 from coordinator.follow.gate import ReportGate
@@ -143,6 +143,8 @@ class JobRun:
         self.trylog: TryLog | None = None
         self.feeder: PlanFeeder | None = None
         sweep_scratch()  # what coordinators killed mid-job left in the temp folder
+        if not is_remote(job.store_uri):
+            sweep_scratch(Path(job.store_uri))  # and in a resumed job's area (its plan manifest)
         self.rejections = Rejections(log, f"the queues of job {job.job_id}")
 
     def new_tally(self, batches: int) -> Tally:
@@ -171,7 +173,7 @@ class JobRun:
         if opts.embedded:
             # The in-memory queue is fed from the manifest as it drains (plan/feed.py): planning
             # goes on at disk speed, and the plan is never held in memory whole.
-            manifest = new_manifest()
+            manifest = new_manifest(self.job.store_uri)
             self.feeder = PlanFeeder(opts.broker, names.batches, manifest)
             try:
                 manifest, batches, items = write_plan(

@@ -24,9 +24,11 @@ _NAME = re.compile(r"bf-(?:plan|trylog|merge|node)-(\d+)-")
 QUIET = 60.0  # seconds a gone process's folder must have been left alone (a pid seen from another namespace)
 
 
-def scratch_dir(kind: str) -> Path:
-    """A new scratch folder of this process (the caller removes it)."""
-    return Path(tempfile.mkdtemp(prefix=f"bf-{kind}-{os.getpid()}-"))
+def scratch_dir(kind: str, parent: Path | None = None) -> Path:
+    """A new scratch folder of this process (the caller removes it), in `parent` or the temp folder."""
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"bf-{kind}-{os.getpid()}-", dir=parent))
 
 
 def sweep_scratch(root: Path | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import re
 import secrets
@@ -37,8 +38,14 @@ def new_job_id(name: str) -> str:
     return f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
 
 
-def new_manifest() -> Path:
-    """Where a plan is written locally: a file in a new temporary folder (the caller removes it)."""
+def new_manifest(store_uri: str | None = None) -> Path:
+    """Where a plan is written locally: a file in a new temporary folder (the caller removes it).
+
+    With a local job area the folder is made inside it, so the finished plan is linked into place
+    (a million mini-batches are hundreds of MB: a copy costs seconds of a busy machine's disk).
+    """
+    if store_uri is not None and not is_remote(store_uri):
+        return scratch_dir("plan", Path(store_uri)) / PLAN_FILE
     return scratch_dir("plan") / PLAN_FILE
 
 
@@ -62,7 +69,7 @@ def write_plan(
     Returns (local manifest, batches, items); the manifest is `manifest` when given (its folder is
     the caller's), else a file in a new temporary folder.
     """
-    local = manifest or new_manifest()
+    local = manifest or new_manifest(job.store_uri)
     batches = items = 0
     chunk: list[bytes] = []
     chunk_size = FIRST_CHUNK
@@ -76,19 +83,33 @@ def write_plan(
                     _hand_over(out, chunk, sink)
                     chunk, chunk_size = [], min(chunk_size * 2, PUBLISH_CHUNK)
             _hand_over(out, chunk, sink)
-        storage = open_storage(job.store_uri, options)
-        storage.upload(local, JobArea(job.store_uri).plan)
+        _store_plan(local, JobArea(job.store_uri).plan, options)
     except BaseException:
         shutil.rmtree(local.parent, ignore_errors=True)
         raise
     return local, batches, items
 
 
+def _store_plan(local: Path, uri: str, options: StorageOptions) -> None:
+    """The manifest becomes the job area's plan: a hard link when both are on one local disk."""
+    if not is_remote(uri):
+        target = Path(uri)
+        linked = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.link(local, linked)
+            os.replace(linked, target)
+            return
+        except OSError:
+            linked.unlink(missing_ok=True)  # another disk, or links not supported: copy it
+    open_storage(uri, options).upload(local, uri)
+
+
 def _hand_over(out: BinaryIO, chunk: list[bytes], sink: Callable[[list[bytes]], object] | None) -> None:
     """A chunk of plan lines into the manifest (one write) and to the publisher."""
     if not chunk:
         return
-    out.write(b"\n".join(chunk) + b"\n")
+    out.write(b"\n".join(chunk))
+    out.write(b"\n")
     if sink is not None:
         out.flush()  # a sink may read the lines back from the manifest (plan/feed.py)
         sink(chunk)

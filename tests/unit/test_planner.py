@@ -69,6 +69,24 @@ def test_write_plan_streams_growing_chunks_to_the_sink(tmp_path: Path) -> None:
     shutil.rmtree(manifest.parent)
 
 
+@pytest.mark.parametrize("links", [True, False])
+def test_a_local_job_area_gets_the_manifest_linked_not_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, links: bool
+) -> None:
+    make_files(tmp_path / "data", 5)
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=2)
+    if not links:  # another disk, or a file system without hard links: the plan is copied
+        monkeypatch.setattr("coordinator.plan.submit.os.link", lambda *a: (_ for _ in ()).throw(OSError("no links")))
+    manifest, batches, _ = write_plan(job, StorageOptions())
+    plan = Path(job.store_uri) / "plan.jsonl"
+    assert manifest.parent.parent == Path(job.store_uri)  # scratch made in the area, on its disk
+    assert plan.read_bytes() == manifest.read_bytes() and batches == 3
+    assert plan.samefile(manifest) is links
+    shutil.rmtree(manifest.parent)
+    assert len(plan.read_bytes().splitlines()) == 3
+    assert sorted(p.name for p in Path(job.store_uri).iterdir()) == ["plan.jsonl"]
+
+
 def test_signed_plan_lines_verify_after_the_wire(tmp_path: Path) -> None:
     make_files(tmp_path / "data", 4)
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=2)

@@ -15,6 +15,8 @@ from common.signing import (
     OTHER_JOB,
     UNSIGNED,
     SignatureError,
+    _frame,
+    _mac,
     canonical_body,
     load_key,
     sign_batch,
@@ -394,3 +396,11 @@ def test_a_job_without_a_code_hash_needs_the_key_and_stored_code_needs_its_hash(
             check_job_signature(signed, key)
     else:
         check_job_signature(signed, key)
+
+
+def test_a_message_signature_is_the_mac_of_its_framed_parts() -> None:
+    """Hashing the job's prefix once per job signs exactly what the framed message would."""
+    body = b'{"batch_id":7}'
+    framed = _frame(b"batchfleet/message/v1", b"job-a", b"7", body)
+    assert sign_message(KEY, "job-a", 7, body) == _mac(KEY, framed)
+    assert sign_message(KEY, "job-b", 7, body) != _mac(KEY, framed)
