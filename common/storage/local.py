@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from operator import attrgetter
 from pathlib import Path
 
 from common.errors import StorageError
+from common.storage import walker
 from common.storage.base import NameRun, ObjectInfo, Storage
+
+PIPE_BUFFER = 1 << 20  # bytes read from the lister at a time
 
 
 def _sort_key(entry: os.DirEntry[str]) -> str:
@@ -36,32 +42,31 @@ def _walk_sorted(root: str, prefix: str = "", sizes: bool = True) -> Iterator[Ob
             yield ObjectInfo(entry.path, prefix + entry.name, size)
 
 
-def _walk_names(root: str, prefix: str) -> Iterator[NameRun]:
-    """The files below root in sorted order, a folder's run of names at a time (no object per file)."""
+def _walk_elsewhere(root: str) -> Iterator[NameRun]:
+    """walker.walk_names(root) run in a child process (see common/storage/walker.py), streamed."""
+    command = [sys.executable, "-I", "-S", walker.__file__, root]
     try:
-        with os.scandir(root) as scan:
-            entries = list(scan)
-    except (FileNotFoundError, NotADirectoryError):
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=PIPE_BUFFER)
+    except OSError:  # no interpreter to start (an embedded Python): list here
+        yield from (NameRun(*run) for run in walker.walk_names(root))
         return
-    base = os.path.join(root, "")
-    folders = [entry for entry in entries if entry.is_dir()]
-    if not folders:  # most folders: a C-level sort of plain names
-        names = sorted([entry.name for entry in entries if entry.is_file()])
-        del entries  # a flat folder of a million files: keep its names, not its DirEntry objects
-        if names:
-            yield NameRun(base, prefix, names)
-        return
-    run: list[str] = []
-    for entry in sorted(entries, key=_sort_key):
-        if entry.is_dir():
-            if run:
-                yield NameRun(base, prefix, run)
-                run = []
-            yield from _walk_names(entry.path, f"{prefix}{entry.name}/")
-        elif entry.is_file():
-            run.append(entry.name)
-    if run:
-        yield NameRun(base, prefix, run)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        while True:
+            try:
+                run = pickle.load(proc.stdout)
+            except EOFError:
+                break
+            yield NameRun(*run)
+        error = proc.stderr.read().decode(errors="replace").strip().splitlines()
+        if proc.wait() != 0:
+            raise StorageError(f"cannot list {root}: {error[-1] if error else f'lister exited {proc.returncode}'}")
+    finally:
+        if proc.poll() is None:  # the caller stopped early
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 class LocalStorage(Storage):
@@ -112,7 +117,7 @@ class LocalStorage(Storage):
         if root.is_file():
             yield NameRun(str(root)[: -len(root.name)], "", [root.name])
             return
-        yield from _walk_names(str(root), "")
+        yield from _walk_elsewhere(str(root))
 
     def download(self, uri: str, dest: Path) -> None:
         try:
