@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -82,16 +83,114 @@ def rabbitmq(base: Path) -> Iterator[str]:
     base.mkdir(parents=True, exist_ok=True)
     print("starting a private RabbitMQ node ...", flush=True)
     node = start_rabbitmq(base)
+    _private_node[:] = [node]
     try:
         yield node.url
     finally:
+        _private_node.clear()
         node.close()
+
+
+_private_node: list[Any] = []  # the private RabbitMQ node (tests.servers.RabbitNode), while one runs
+
+
+def rabbit_pid() -> int | None:
+    """The private RabbitMQ node's process (beam.smp runs below it), None for an external server."""
+    return _private_node[0].pid if _private_node else None
+
+
+def rabbit_counters() -> dict[str, int]:
+    """The private node's global message counters (messages_received_total, ...), {} without one."""
+    if not _private_node:
+        return {}
+    done = _private_node[0].ctl("eval", "rabbit_global_counters:overview().", timeout=30)
+    counters: dict[str, int] = {}
+    for key, value in re.findall(r"(messages_[a-z_]+|basic_[a-z_]+|publishers|consumers)\s*=>\s*(\d+)", done.stdout):
+        counters[key] = counters.get(key, 0) + int(value)
+    return counters
+
+
+def tree_cpu(pid: int | None) -> float:
+    """CPU seconds so far of a live process and its descendants: the live ones, and those that ended
+    and were waited for (a worker's job processes end with their job). 0 when it is gone."""
+    import psutil
+
+    if pid is None:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds so far of one live process alone (its threads, not its children); 0 when it is gone."""
+    import psutil
+
+    if pid is None:
+        return 0.0
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's waited-for children so far (their own children included)."""
+    if os.name != "posix":
+        return 0.0
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuMeter:
+    """CPU seconds spent during one timed command: the command's own (by rusage, its children
+    included) and each probe's (a long-lived process: a worker, the broker) as the difference of
+    its totals before and after. Where the CPU goes, which wall times on a shared machine hide."""
+
+    def __init__(self, **probes: Callable[[], float]) -> None:
+        self.probes = probes
+        self._start: dict[str, float] = {}
+        self._command = 0.0
+
+    def begin(self) -> None:
+        self._start = {name: probe() for name, probe in self.probes.items()}
+        self._command = children_cpu()
+
+    def end(self, label: str) -> dict[str, float]:
+        """{"<label>_cpu_s": the command's, "<probe>_cpu_s": each probe's}, since begin()."""
+        figures = {f"{label}_cpu_s": children_cpu() - self._command}
+        for name, probe in self.probes.items():
+            figures[f"{name}_cpu_s"] = probe() - self._start[name]
+        return figures
+
+
+def median_figures(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each figure over the runs that have it."""
+    import statistics
+
+    keys = sorted({key for run in runs for key in run})
+    return {key: round(statistics.median(run[key] for run in runs if key in run), 2) for key in keys}
 
 
 class Worker:
     """`batchfleet worker` as its own process (a service started before the jobs it serves)."""
 
-    def __init__(self, url: str, node_id: str, work: Path, processes: int, env: dict[str, str]) -> None:
+    def __init__(
+        self, url: str, node_id: str, work: Path, processes: int, env: dict[str, str], extra: tuple[str, ...] = ()
+    ) -> None:
         work.mkdir(parents=True, exist_ok=True)
         self.log = work / f"{node_id}.log"
         self._log_start = self.log.stat().st_size if self.log.exists() else 0
@@ -99,7 +198,7 @@ class Worker:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "batchfleet", "worker", "--broker", url, "--node-id", node_id,
                  "--processes", str(processes), "--work-dir", str(work / node_id), "--grace", "10",
-                 "--store-allow", str(work.parent)],  # a benchmark's stores are beside its worker's folder
+                 "--store-allow", str(work.parent), *extra],  # a benchmark's stores are beside its worker's folder
                 env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
                 start_new_session=os.name == "posix",
             )  # fmt: skip

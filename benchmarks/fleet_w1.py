@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 if not __package__:  # run as a script: make the repository's packages importable
@@ -47,6 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK / NAME, help="component, outputs, logs")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run")
     parser.add_argument("--json-out", type=Path, help="also write the summary to this file")
+    parser.add_argument("--log-level", help="the worker's and the coordinator's log level, for a timeline (in --work)")
     args = parser.parse_args(argv)
     for flag in ("files", "size", "repeat", "batch", "processes"):
         if getattr(args, flag) < 1:
@@ -63,8 +65,16 @@ def benchmark(args: argparse.Namespace) -> dict[str, object]:
     baseline = Side("baseline", f"multiprocessing.Pool({args.processes}), spawn, imap over batches")
     ours = Side("batchfleet", f"batchfleet run --broker, 1 worker x {args.processes} processes, local storage")
     env = benchlib.child_env()
+    cpu: list[dict[str, float]] = []  # CPU seconds of each run: baseline, coordinator, worker, broker
+    logging = ("--log-level", args.log_level) if args.log_level else ()
     with benchlib.rabbitmq(work / "rabbitmq") as url:
-        with benchlib.Worker(url, "bench-w1", fresh_dir(work / "worker"), args.processes, env):
+        with benchlib.Worker(url, "bench-w1", fresh_dir(work / "worker"), args.processes, env, logging) as worker:
+            pid, broker = worker.proc.pid, benchlib.rabbit_pid()
+            meter = benchlib.CpuMeter(
+                worker_main=partial(benchlib.process_cpu, pid),  # intake, dispatch, reports, broker I/O
+                worker=partial(benchlib.tree_cpu, pid),  # and its job's processes
+                rabbitmq=partial(benchlib.tree_cpu, broker),  # 0 for BATCHFLEET_BENCH_AMQP_URL
+            )
             for attempt in range(1, args.repeat + 1):
                 base_out = fresh_dir(work / "out" / "baseline")
                 ours_out = fresh_dir(work / "out" / "batchfleet")
@@ -79,18 +89,24 @@ def benchmark(args: argparse.Namespace) -> dict[str, object]:
                 ]
                 cmd += ["--mini-batch-size", str(args.batch), "--processes", str(args.processes)]
                 log = work / "logs" / f"baseline-{attempt}.log"
+                meter.begin()
                 baseline.seconds.append(run_timed(cmd, log, work, args.timeout))
+                figures = {"baseline_cpu_s": meter.end("baseline")["baseline_cpu_s"]}
                 print(f"{baseline.seconds[-1]:.2f} s; batchfleet (fleet) ...", end=" ", flush=True)
                 run = ["run", str(spec), "--broker", url, "--store", str(store), "--input", f"files={files.root}",
                        "--output", f"hashes={ours_out}", "--mini_batch_size", str(args.batch),
-                       "--no-progress"]  # fmt: skip
+                       "--no-progress", *logging]  # fmt: skip
                 log = work / "logs" / f"batchfleet-{attempt}.log"
+                meter.begin()
                 ours.seconds.append(benchlib.time_cli(run, log, env, args.timeout))
+                figures |= meter.end("coordinator")
+                cpu.append(figures)
                 print(f"{ours.seconds[-1]:.2f} s", flush=True)
+                print("  cpu s: " + ", ".join(f"{k[:-6]} {v:.2f}" for k, v in figures.items()), flush=True)
                 w1.check_outputs(base_out / w1.MERGED, ours_out / w1.MERGED, args.files)
     params = {"files": args.files, "file_size": args.size, "mini_batch_size": args.batch}
     params |= {"processes": args.processes, "repeat": args.repeat, "identical": True, "mode": "fleet"}
-    summary = dict(report(NAME, ours, baseline, params, items=args.files))
+    summary = dict(report(NAME, ours, baseline, params, items=args.files, extra=benchlib.median_figures(cpu)))
     print(f"  target: ratio <= {TARGET} ({'met' if summary['ratio'] <= TARGET else 'NOT met'})")
     return summary
 

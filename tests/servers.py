@@ -245,6 +245,11 @@ class RabbitNode:
         }
 
     @property
+    def pid(self) -> int | None:
+        """The rabbitmq-server process (beam.smp runs below it), while started."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
