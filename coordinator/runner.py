@@ -270,14 +270,19 @@ class JobRun:
         started mid-job joins in well under a second instead of waiting for the next announcement."""
         hellos: queue.Queue[Delivery] = queue.Queue()
         tag: str | None = None
+        # "active" first: workers that made ready on "preparing" start on the plan now, not after the
+        # round trips of a first subscription (a new connection, while planning holds the GIL). A
+        # worker starting in between is answered by the next announcement.
+        self.announce("active")
         try:
             tag = self.options.broker.subscribe_announcements(hellos, topic="hello")
         except BatchfleetError as exc:
             log.warning("job %s: not listening for workers' hellos (%s)", self.job.job_id, exc.line())
         try:
             while not self._announcing.is_set():
-                self.announce("active")  # again and again: workers may start (or restart) any time
                 self._await_hello(hellos)
+                if not self._announcing.is_set():
+                    self.announce("active")  # again and again: workers may start (or restart) any time
         finally:
             if tag is not None:
                 with contextlib.suppress(BatchfleetError):
