@@ -16,7 +16,7 @@ from pika.channel import Channel
 from common.broker.base import REPLY_PREFIX, Broker, Delivery, Settle, Sink, Topic, delivery_limit, queue_names
 from common.broker.packs import pack_bodies
 from common.broker.rabbitmq.endpoint import channel_error, connection_targets
-from common.broker.rabbitmq.io import AmqpLink, Op, Step, delete_step, run_steps
+from common.broker.rabbitmq.io import AmqpLink, Op, delete_step, run_steps
 from common.broker.rabbitmq.publish import FANOUT_EXCHANGES, Publisher
 from common.broker.rabbitmq.session import (
     Consumer,
@@ -32,6 +32,19 @@ log = logging.getLogger(__name__)
 QUORUM = {"x-queue-type": "quorum"}
 CONSUMER_REOPEN_DELAY = 1.0
 REPLY_EXPIRES_MS = 60_000  # a reply queue nobody consumes from goes after a minute
+
+
+def job_queues(job_id: str, run_max_try: int) -> list[tuple[str, dict[str, Any]]]:
+    """A job's queues and their arguments: quorum queues, the batches queue dead-lettering to the
+    dead queue once a batch had its tries."""
+    names = queue_names(job_id)
+    batches = {
+        **QUORUM,
+        "x-delivery-limit": delivery_limit(run_max_try),
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": names.dead,
+    }
+    return [(names.dead, QUORUM), (names.reports, QUORUM), (names.batches, batches)]
 
 
 class RabbitBroker(Broker):
@@ -76,7 +89,11 @@ class RabbitBroker(Broker):
     # queues
 
     def declare_job(self, job_id: str, run_max_try: int) -> None:
-        self._pub.call(lambda op: self._declare(op, job_id, run_max_try), f"declaring the queues of job {job_id}")
+        """The job's queues, declared at the same time (a quorum queue starts a Raft member each):
+        a job's first message waits for this, so one round of declares instead of three in a row."""
+        queues = job_queues(job_id, run_max_try)
+        starts = [partial(self._declare, name=name, arguments=arguments) for name, arguments in queues]
+        self._pub.call_all(starts, f"declaring the queues of job {job_id}")
         with self._lock:
             self._jobs[job_id] = run_max_try
 
@@ -121,24 +138,14 @@ class RabbitBroker(Broker):
 
         return self._pub.call(start, what)
 
-    def _declare(self, op: Op, job_id: str, run_max_try: int) -> None:
-        names = queue_names(job_id)
-        batches_args = {
-            **QUORUM,
-            "x-delivery-limit": delivery_limit(run_max_try),
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": names.dead,
-        }
-
+    def _declare(self, op: Op, name: str, arguments: dict[str, Any]) -> None:
         def body(ch: Channel) -> None:
-            steps: list[Step] = [
-                lambda cb: ch.queue_declare(names.dead, durable=True, arguments=QUORUM, callback=cb),
-                lambda cb: ch.queue_declare(names.reports, durable=True, arguments=QUORUM, callback=cb),
-                lambda cb: ch.queue_declare(names.batches, durable=True, arguments=batches_args, callback=cb),
-            ]
-            run_steps(ch, op, steps, lambda _f: None)
+            def declare(callback: Callable[[Any], None]) -> None:
+                ch.queue_declare(name, durable=True, arguments=arguments, callback=callback)
 
-        self._pub.temp_channel(op, f"declaring the queues of job {job_id}", body)
+            run_steps(ch, op, [declare], lambda _f: None)
+
+        self._pub.temp_channel(op, f"declaring queue {name}", body)
 
     def _pub_up(self, conn: pika.SelectConnection) -> None:
         """After every (re)connect: publishing channel, then re-declare this process's jobs."""
@@ -146,7 +153,8 @@ class RabbitBroker(Broker):
         with self._lock:
             jobs = dict(self._jobs)
         for job_id, tries in jobs.items():
-            self._pub.run(Op(partial(self._declare, job_id=job_id, run_max_try=tries)))
+            for name, arguments in job_queues(job_id, tries):
+                self._pub.run(Op(partial(self._declare, name=name, arguments=arguments)))
 
     # publishing
 
