@@ -88,7 +88,8 @@ def resolve_from(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _is_pipeline(ns: argparse.Namespace) -> bool:
-    from coordinator.pipeline.load import is_pipeline
+    # From the spec module, not the pipeline loader: a job's start-up need not load pipeline code.
+    from coordinator.spec.validation import is_pipeline
 
     return is_pipeline(ns.spec)
 

@@ -74,14 +74,6 @@ class Pipeline:
     unused: list[str]
 
 
-def is_pipeline(path: Path) -> bool:
-    """True when the YAML file says `type: pipeline` (an unreadable file is left to the loaders)."""
-    try:
-        return read_mapping(Path(path)).get("type") == "pipeline"
-    except SpecError:
-        return False
-
-
 def load_pipeline(path: Path) -> Pipeline:
     path = Path(os.path.abspath(path))
     doc = read_mapping(path)

@@ -250,6 +250,14 @@ def read_mapping(path: Path) -> dict[str, Any]:
     return doc
 
 
+def is_pipeline(path: Path) -> bool:
+    """True when the YAML file says `type: pipeline` (an unreadable file is left to the loaders)."""
+    try:
+        return read_mapping(Path(path)).get("type") == "pipeline"
+    except SpecError:
+        return False
+
+
 def parse_section(model: type[_M], data: Mapping[str, Any], where: str, **rename: str) -> _M:
     """model.model_validate(data), a failure as one SpecError line."""
     try:

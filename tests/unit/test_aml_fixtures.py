@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from coordinator.pipeline.command import parse_command
-from coordinator.pipeline.load import is_pipeline, load_pipeline
+from coordinator.pipeline.load import load_pipeline
 from coordinator.spec.loader import load_spec
-from coordinator.spec.validation import read_mapping
+from coordinator.spec.validation import is_pipeline, read_mapping
 from tests.cli_helpers import Result, batchfleet
 
 AML = Path(__file__).parents[1] / "fixtures" / "aml"
