@@ -20,11 +20,6 @@ from common.storage.base import NameRun, ObjectInfo, Storage
 PIPE_BUFFER = 1 << 20  # bytes read from the lister at a time
 
 
-def _sort_key(entry: os.DirEntry[str]) -> str:
-    # Folders sort as "name/", so the order matches an S3 listing of the same keys.
-    return entry.name + "/" if entry.is_dir() else entry.name
-
-
 def _walk_sorted(root: str, prefix: str = "", sizes: bool = True) -> Iterator[ObjectInfo]:
     """Files below root in sorted order, one folder in memory at a time."""
     try:
@@ -33,7 +28,7 @@ def _walk_sorted(root: str, prefix: str = "", sizes: bool = True) -> Iterator[Ob
     except FileNotFoundError:
         return
     # Most folders hold only files: then a C-level key sorts them (a million names in ~1 s less).
-    entries.sort(key=_sort_key if any(e.is_dir() for e in entries) else attrgetter("name"))
+    entries.sort(key=walker.sort_key if any(e.is_dir() for e in entries) else attrgetter("name"))
     for entry in entries:
         if entry.is_dir(follow_symlinks=True):
             yield from _walk_sorted(entry.path, f"{prefix}{entry.name}/", sizes)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 Run = tuple[str, str, list[str]]  # (uri prefix, relative prefix, names): common.storage.base.NameRun
 
 
-def _sort_key(entry: os.DirEntry[str]) -> str:
+def sort_key(entry: os.DirEntry[str]) -> str:
     # Folders sort as "name/", so the order matches an S3 listing of the same keys.
     return entry.name + "/" if entry.is_dir() else entry.name
 
@@ -39,7 +39,7 @@ def walk_names(root: str, prefix: str = "") -> Iterator[Run]:
             yield base, prefix, names
         return
     run: list[str] = []
-    for entry in sorted(entries, key=_sort_key):
+    for entry in sorted(entries, key=sort_key):
         if entry.is_dir():
             if run:
                 yield base, prefix, run
