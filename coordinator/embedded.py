@@ -14,6 +14,7 @@ from common.messages import JobConfig
 from coordinator.scratch import scratch_dir
 from worker.intake.gpus import detect_gpus
 from worker.intake.node import NodeConfig, WorkerNode
+from worker.run.standby import Standby
 
 
 @dataclass
@@ -36,6 +37,7 @@ def start_node(
     work_root: Path | None,
     signing_key: bytes | None,
     secrets: tuple[str, ...] = (),
+    standby: Standby | None = None,
 ) -> EmbeddedNode:
     """Start a node that serves `job` (children start and init() while the plan is made)."""
     scratch = None
@@ -49,7 +51,7 @@ def start_node(
         gpus=detect_gpus(),
         secrets=secrets,
     )
-    node = WorkerNode(broker, config)
+    node = WorkerNode(broker, config, standby)
     node.start(listen=False)
     node.serve(job)
     return EmbeddedNode(node, scratch)

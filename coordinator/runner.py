@@ -50,6 +50,7 @@ from coordinator.spec.environment import check_buildable
 
 if TYPE_CHECKING:
     from coordinator.embedded import EmbeddedNode
+    from worker.run.standby import Standby
     from coordinator.spec.loader import JobSpec, Resolved
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class RunOptions:
     fresh_snapshot: str | None = None  # digest of a code snapshot build_job stored (not in the store before)
     insecure: bool = False  # a fleet without a signing key (--insecure): said in every job's report
     secrets: tuple[str, ...] = ()  # masked in every file a job writes (keys, passwords, tokens)
+    standby: Standby | None = None  # embedded: interpreters started ahead for the node's children
 
 
 def build_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> JobConfig:
@@ -223,7 +225,9 @@ class JobRun:
         if opts.embedded:
             from coordinator.embedded import start_node  # embedded only: a fleet's coordinator runs no node
 
-            self.node = start_node(opts.broker, self.job, opts.node_id, opts.work_root, opts.signing_key, opts.secrets)
+            self.node = start_node(
+                opts.broker, self.job, opts.node_id, opts.work_root, opts.signing_key, opts.secrets, opts.standby
+            )
         else:
             threading.Thread(target=self._announce_loop, name="bf-announce", daemon=True).start()
 

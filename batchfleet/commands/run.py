@@ -144,8 +144,6 @@ def cmd_attach(ns: argparse.Namespace) -> int:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    from coordinator.runner import JobRun, build_job, run_job
-
     if ns.resume:
         ns.job_id = ns.resume
         return cmd_attach(argparse.Namespace(**{**vars(ns), "resume": True}))
@@ -153,16 +151,44 @@ def cmd_run(ns: argparse.Namespace) -> int:
         from batchfleet.commands.pipeline import cmd_run_pipeline
 
         return cmd_run_pipeline(ns)
+    if ns.detach and broker_url(ns) is None:
+        raise UsageError("--detach needs a fleet", "pass --broker amqp://... (or set BATCHFLEET_BROKER)")
+    standby = _standby(ns)
+    try:
+        return _run(ns, standby)
+    finally:
+        if standby is not None:
+            standby.close()
+
+
+def _standby(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Embedded runs given --process_count_per_node start their children's interpreters at once,
+    while the spec is read and the job planned (worker.run.standby)."""
+    if broker_url(ns) is not None:
+        return None
+    from worker.run.standby import Standby
+
+    standby = Standby()
+    try:
+        count = int(ns.process_count_per_node or 0)
+    except ValueError:
+        return standby  # the spec's validation says what is wrong with it
+    return standby.top_up(count)
+
+
+def _run(ns: argparse.Namespace, standby) -> int:  # type: ignore[no-untyped-def]
+    from coordinator.runner import JobRun, build_job, environment_mode, run_job
+
     spec, resolved = resolve_from(ns)
     if spec.unused:
         from batchfleet.commands.pipeline import note_unused
 
         note_unused(spec.unused)
-    if ns.detach and broker_url(ns) is None:
-        raise UsageError("--detach needs a fleet", "pass --broker amqp://... (or set BATCHFLEET_BROKER)")
     key = fleet_key(ns)
     broker = open_broker_from(ns)
     options = run_options(ns, broker, key)
+    if standby is not None and environment_mode(resolved.settings, embedded=True) == "current":
+        options.standby = standby.top_up(resolved.settings.processes())
     try:
         if ns.detach:
             job = build_job(spec, resolved, options)

@@ -16,6 +16,7 @@ from worker.intake.gpus import device_for
 from worker.intake.runtime import JobRuntime
 from worker.run.child import ChildJob
 from worker.run.pool import PoolConfig, Task
+from worker.run.standby import Standby
 
 OnOutcome = Callable[[JobRuntime, Task, dict[str, Any], str], None]
 OnInitFailed = Callable[[JobRuntime, str, str], None]
@@ -27,6 +28,7 @@ def pool_config(
     options: StorageOptions,
     on_outcome: OnOutcome,
     on_init_failed: OnInitFailed,
+    standby: Standby | None = None,
 ) -> PoolConfig:
     """The job's child pool: its size and limits, and the node's callbacks bound to the job."""
     job = runtime.job
@@ -40,6 +42,7 @@ def pool_config(
         on_init_failed=lambda line, tb: on_init_failed(runtime, line, tb),
         batch_seconds=lambda: runtime.batch_seconds,
         python=runtime.prepared.python,
+        standby=standby,
     )
 
 

@@ -41,6 +41,7 @@ from worker.report.metrics import NodeMetrics
 from worker.report.reporter import Outgoing, Reporter
 from worker.run.environment import EnvironmentBuildError
 from worker.run.pool import ChildPool, Task
+from worker.run.standby import Standby
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,10 @@ NOT_SERVED_FOR = 60.0  # seconds an announced job refused is not looked at again
 class WorkerNode:
     """Serves jobs from a broker until stopped."""
 
-    def __init__(self, broker: Broker, config: NodeConfig) -> None:
+    def __init__(self, broker: Broker, config: NodeConfig, standby: Standby | None = None) -> None:
         self.broker = broker
         self.config = config
+        self.standby = standby  # interpreters started ahead, for the first job's children
         self.options = config.storage_options or StorageOptions()
         # Jobs' folders go below one of this process's own: two nodes under one id never share a local
         # file either (the content-addressed caches stay shared, in the work root).
@@ -138,7 +140,7 @@ class WorkerNode:
                 del self._preparing[job.job_id]
                 if prepared and not (runtime.ended or self._stopping.is_set()):
                     pool = runtime.pool = ChildPool(pool_config(runtime, self.config, self.options, self._finish,
-                                                                self._init_failed))  # fmt: skip
+                                                                self._init_failed, self.standby))  # fmt: skip
                     self._jobs[job.job_id] = runtime
                     self._by_queue[runtime.names.batches] = runtime
         if prepared and pool is None:  # the job ended (or the node stopped) while it was being prepared

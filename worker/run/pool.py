@@ -23,6 +23,7 @@ from common.policy import init_gives_up, pipeline_depth
 from worker.run.child import child_main
 from worker.run.childenv import secrets_withheld
 from worker.run.pipes import readable
+from worker.run.standby import Standby
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class PoolConfig:
     # The node's moving average of a batch's seconds (None until one finished): sets the pipe depth.
     batch_seconds: Callable[[], float | None] = lambda: None
     python: str | None = None  # the job's environment's interpreter; None: this one
+    standby: Standby | None = None  # interpreters started ahead (this one's); taken before spawning
 
 
 class _Slot:
@@ -254,11 +256,10 @@ class ChildPool:
     def _start_child(self, slot: _Slot) -> bool:
         """Spawn and wait for init; count failures; False when init failed."""
         spec = self.config.spec_for(slot.name)
-        slot.progress = self._ctx.RawValue("q", 0)
         with self._lock:
             self._busy += 1  # a child being started or in init() is working, not stalled
         try:
-            slot.process, slot.conn = self._spawn(slot.name, spec, slot.progress)
+            slot.process, slot.conn, slot.progress = self._spawn(slot.name, spec)
             message = self._wait_ready(slot)
         finally:
             with self._lock:
@@ -272,7 +273,12 @@ class ChildPool:
         self._count_init_failure(slot.name, line, tb)
         return False
 
-    def _spawn(self, name: str, spec: dict[str, Any], progress: Any) -> tuple[BaseProcess, Connection]:
+    def _spawn(self, name: str, spec: dict[str, Any]) -> tuple[BaseProcess, Connection, Any]:
+        standby = self.config.standby if self.config.python is None else None
+        taken = standby.take(name, spec) if standby is not None else None
+        if taken is not None:
+            return taken
+        progress = self._ctx.RawValue("q", 0)
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(target=child_main, args=(child, spec, progress), name=f"batchfleet-{name}")
         if self.config.python is None:
@@ -290,7 +296,7 @@ class ChildPool:
                 finally:
                     mp_spawn.set_executable(default)
         child.close()
-        return process, parent
+        return process, parent, progress
 
     def _wait_ready(self, slot: _Slot) -> tuple[Any, ...] | None:
         assert slot.conn is not None
