@@ -14,7 +14,6 @@ import argparse
 import difflib
 import logging
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +159,8 @@ def find_file(given: Path | None, environ: Mapping[str, str]) -> tuple[Path | No
 
 def load_file(path: Path) -> ConfigFile:
     """Parse and check a config file; every problem is one UsageError naming the file and the key."""
+    import tomllib  # only here: most runs have no config file
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

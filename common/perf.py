@@ -11,16 +11,23 @@ from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psutil
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import psutil
 
 logger = logging.getLogger(__name__)
 
 CSV_FIELDS = ("timestamp", "epoch", "node_id", "cpu_percent", "memory_percent", "rss_bytes", "process_count")
 
-# psutil raises these when a child exits between listing and reading it; that child is simply gone.
-_GONE = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
+
+def _gone() -> tuple[type[Exception], ...]:
+    """What psutil raises when a child exits between listing and reading it: that child is simply gone."""
+    import psutil
+
+    return (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
 
 
 class PerfSample(BaseModel):
@@ -51,6 +58,8 @@ class PerfSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # cpu_percent(None) compares against the previous call on the same Process object, so keep them.
+        import psutil  # here, not at the top: a run's start-up imports this module, sampling starts later
+
         self._procs: dict[int, psutil.Process] = {}
         self._cpus = psutil.cpu_count() or 1
         self._total_memory = psutil.virtual_memory().total or 1
@@ -103,7 +112,7 @@ class PerfSampler:
                     cpu += proc.cpu_percent(None)
                     rss += proc.memory_info().rss
                 alive += 1
-            except _GONE:
+            except _gone():
                 self._procs.pop(proc.pid, None)
         return PerfSample(
             at=time.time(),
@@ -115,12 +124,14 @@ class PerfSampler:
         )
 
     def _tree(self) -> list[psutil.Process]:
+        import psutil
+
         root = self._procs.get(self.pid)
         try:
             if root is None:
                 root = psutil.Process(self.pid)
             found = [root, *root.children(recursive=True)]
-        except _GONE:
+        except _gone():
             self._procs.clear()
             return []
         current: dict[int, psutil.Process] = {}

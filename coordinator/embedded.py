@@ -16,6 +16,8 @@ from worker.intake.gpus import detect_gpus
 from worker.intake.node import NodeConfig, WorkerNode
 from worker.run.standby import Standby
 
+__all__ = ["EmbeddedNode", "Standby", "start_node"]
+
 
 @dataclass
 class EmbeddedNode:

@@ -49,8 +49,8 @@ from coordinator.scratch import sweep_scratch
 from coordinator.spec.environment import check_buildable
 
 if TYPE_CHECKING:
-    from coordinator.embedded import EmbeddedNode
-    from worker.run.standby import Standby
+    from common.storage.prelist import Prelisted
+    from coordinator.embedded import EmbeddedNode, Standby
     from coordinator.spec.loader import JobSpec, Resolved
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class RunOptions:
     insecure: bool = False  # a fleet without a signing key (--insecure): said in every job's report
     secrets: tuple[str, ...] = ()  # masked in every file a job writes (keys, passwords, tokens)
     standby: Standby | None = None  # embedded: interpreters started ahead for the node's children
+    prelisted: Prelisted | None = None  # local input folders whose listing started ahead
 
 
 def build_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> JobConfig:
@@ -179,7 +180,7 @@ class JobRun:
             self.feeder = PlanFeeder(opts.broker, names.batches, manifest)
             try:
                 manifest, batches, items = write_plan(
-                    self.job, opts.storage_options, opts.signing_key, self.feeder, manifest
+                    self.job, opts.storage_options, opts.signing_key, self.feeder, manifest, opts.prelisted
                 )
             except BaseException:
                 self.stop_feeding()
@@ -195,7 +196,9 @@ class JobRun:
                 self.start_workers()  # workers take the first mini-batches while the rest is listed
 
             try:
-                manifest, batches, items = write_plan(self.job, opts.storage_options, opts.signing_key, sink)
+                manifest, batches, items = write_plan(
+                    self.job, opts.storage_options, opts.signing_key, sink, prelisted=opts.prelisted
+                )
             except BaseException:
                 with contextlib.suppress(Exception):
                     stream.close()

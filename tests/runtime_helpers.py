@@ -17,6 +17,7 @@ from coordinator.follow.tally import Tally
 from coordinator.merger import merge_output
 from coordinator.plan.submit import publish_plan, write_job, write_plan
 from worker.intake.node import NodeConfig, WorkerNode
+from worker.run.standby import Standby
 
 
 def write_script(folder: Path, body: str, name: str = "entry.py") -> Path:
@@ -70,9 +71,11 @@ def submit_in_memory(job: JobConfig) -> tuple[MemoryBroker, int]:
     return broker, batches
 
 
-def serve_and_follow(broker: MemoryBroker, job: JobConfig, batches: int, work_root: Path) -> tuple[Verdict, Tally]:
+def serve_and_follow(
+    broker: MemoryBroker, job: JobConfig, batches: int, work_root: Path, standby: Standby | None = None
+) -> tuple[Verdict, Tally]:
     """Serve a published job with one in-process node and follow it to its end."""
-    node = WorkerNode(broker, NodeConfig(node_id="n1", work_root=work_root, heartbeat_interval=0.5))
+    node = WorkerNode(broker, NodeConfig(node_id="n1", work_root=work_root, heartbeat_interval=0.5), standby)
     node.start(listen=False)
     node.serve(job)
     tally = Tally(batches)
@@ -83,9 +86,11 @@ def serve_and_follow(broker: MemoryBroker, job: JobConfig, batches: int, work_ro
     return verdict, tally
 
 
-def run_embedded(job: JobConfig, work_root: Path) -> tuple[Verdict, Tally, tuple[str, int] | None]:
-    """Plan, publish, serve with one in-process node, follow, merge."""
+def run_embedded(
+    job: JobConfig, work_root: Path, standby: Standby | None = None
+) -> tuple[Verdict, Tally, tuple[str, int] | None]:
+    """Plan, publish, serve with one in-process node (its children taken from `standby` first), follow, merge."""
     broker, batches = submit_in_memory(job)
-    verdict, tally = serve_and_follow(broker, job, batches, work_root)
+    verdict, tally = serve_and_follow(broker, job, batches, work_root, standby)
     merged = merge_output(job, tally, StorageOptions()) if verdict.state == "succeeded" else None
     return verdict, tally, merged

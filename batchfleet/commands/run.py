@@ -153,12 +153,30 @@ def cmd_run(ns: argparse.Namespace) -> int:
         return cmd_run_pipeline(ns)
     if ns.detach and broker_url(ns) is None:
         raise UsageError("--detach needs a fleet", "pass --broker amqp://... (or set BATCHFLEET_BROKER)")
-    standby = _standby(ns)
+    # Children's interpreters and the input's listing start now, while modules load and the spec resolves.
+    standby, prelisted = _standby(ns), _prelist(ns)
     try:
-        return _run(ns, standby)
+        return _run(ns, standby, prelisted)
     finally:
+        prelisted.close()
         if standby is not None:
             standby.close()
+
+
+def _prelist(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Each --input that names a local folder starts being listed (common/storage/prelist.py)."""
+    from common.storage.prelist import Prelisted
+    from coordinator.spec.args import parse_bindings
+
+    prelisted = Prelisted()
+    try:
+        bindings = parse_bindings(ns.input, "input")
+    except UsageError:
+        return prelisted  # resolving the spec says what is wrong
+    for binding in bindings.values():
+        if binding.kind != "tabular":
+            prelisted.start(binding.path)
+    return prelisted
 
 
 def _standby(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -176,7 +194,7 @@ def _standby(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
     return standby.top_up(count)
 
 
-def _run(ns: argparse.Namespace, standby) -> int:  # type: ignore[no-untyped-def]
+def _run(ns: argparse.Namespace, standby, prelisted) -> int:  # type: ignore[no-untyped-def]
     from coordinator.runner import JobRun, build_job, environment_mode, run_job
 
     spec, resolved = resolve_from(ns)
@@ -187,6 +205,7 @@ def _run(ns: argparse.Namespace, standby) -> int:  # type: ignore[no-untyped-def
     key = fleet_key(ns)
     broker = open_broker_from(ns)
     options = run_options(ns, broker, key)
+    options.prelisted = prelisted
     if standby is not None and environment_mode(resolved.settings, embedded=True) == "current":
         options.standby = standby.top_up(resolved.settings.processes())
     try:

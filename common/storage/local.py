@@ -37,12 +37,28 @@ def _walk_sorted(root: str, prefix: str = "", sizes: bool = True) -> Iterator[Ob
             yield ObjectInfo(entry.path, prefix + entry.name, size)
 
 
-def _walk_elsewhere(root: str) -> Iterator[NameRun]:
-    """walker.walk_names(root) run in a child process (see common/storage/walker.py), streamed."""
+def start_walk(root: str) -> subprocess.Popen[bytes] | None:
+    """The lister process for `root` (see common/storage/walker.py); None where none can start."""
     command = [sys.executable, "-I", "-S", walker.__file__, root]
     try:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=PIPE_BUFFER)
-    except OSError:  # no interpreter to start (an embedded Python): list here
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=PIPE_BUFFER)
+    except OSError:  # no interpreter to start (an embedded Python)
+        return None
+
+
+def stop_walk(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+def walk_elsewhere(root: str, proc: subprocess.Popen[bytes] | None = None) -> Iterator[NameRun]:
+    """walker.walk_names(root) run in a child process (`proc`, when one was started ahead), streamed."""
+    proc = proc or start_walk(root)
+    if proc is None:  # list here
         yield from (NameRun(*run) for run in walker.walk_names(root))
         return
     assert proc.stdout is not None and proc.stderr is not None
@@ -57,11 +73,7 @@ def _walk_elsewhere(root: str) -> Iterator[NameRun]:
         if proc.wait() != 0:
             raise StorageError(f"cannot list {root}: {error[-1] if error else f'lister exited {proc.returncode}'}")
     finally:
-        if proc.poll() is None:  # the caller stopped early
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        stop_walk(proc)  # kills it when the caller stopped early
 
 
 class LocalStorage(Storage):
@@ -112,7 +124,7 @@ class LocalStorage(Storage):
         if root.is_file():
             yield NameRun(str(root)[: -len(root.name)], "", [root.name])
             return
-        yield from _walk_elsewhere(str(root))
+        yield from walk_elsewhere(str(root))
 
     def download(self, uri: str, dest: Path) -> None:
         try:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.errors import InputError, StorageError, UsageError
 from common.messages import WIRE_VERSION, BatchMessage, InputBinding, Item, JobConfig
 from common.storage import NameRun, ObjectInfo, StorageOptions, is_remote, open_storage
 from coordinator.plan.collisions import Collisions
 from coordinator.plan.partitions import BatchPlan, partition_files
+
+if TYPE_CHECKING:
+    from common.storage.prelist import Prelisted
 
 # A planned batch in its wire form (BatchMessage.model_dump(exclude_none=True)).
 PlannedBatch = dict[str, Any]
@@ -40,14 +43,14 @@ def _list_input(binding: InputBinding, options: StorageOptions, sizes: bool) -> 
         raise InputError(f"input {binding.name}: {binding.uri} {where}", "point --input at a folder with data")
 
 
-def name_runs(binding: InputBinding, options: StorageOptions) -> Iterator[NameRun]:
+def name_runs(binding: InputBinding, options: StorageOptions, prelisted: Prelisted | None = None) -> Iterator[NameRun]:
     """The input's files a folder (or a listing page) at a time; errors name the input."""
     try:
         storage = open_storage(binding.uri, options)
         if not is_remote(binding.uri) and not storage.exists(binding.uri):
             raise InputError(f"input {binding.name}: {binding.uri} does not exist", "check the path given with --input")
         seen = False
-        runs = storage.list_names(binding.uri)
+        runs = (prelisted.take(binding.uri) if prelisted is not None else None) or storage.list_names(binding.uri)
         if downloaded(binding):
             runs = Collisions(binding, storage).runs(runs)
         for run in runs:

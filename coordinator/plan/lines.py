@@ -13,20 +13,27 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from json.encoder import encode_basestring_ascii as escaped  # type: ignore[attr-defined]
+from typing import TYPE_CHECKING
 
 from common.errors import UsageError
 from common.messages import WIRE_VERSION, InputBinding, JobConfig
 from common.signing import sign_message, sign_planned
-from common.storage import StorageOptions
+from common.storage import NameRun, StorageOptions
 from coordinator.plan.files import by_count, input_plan, name_runs
+
+if TYPE_CHECKING:
+    from common.storage.prelist import Prelisted
 
 # A planned batch as it is sent and stored: its JSON line, and how many items it holds.
 PlanLine = tuple[bytes, int]
 SLICE = 4096  # names turned into items at a time
 
 
-def encoded_plan(job: JobConfig, options: StorageOptions, key: bytes | None = None) -> Iterator[PlanLine]:
-    """Every mini-batch of the job as its (signed) wire line, numbered in merge order."""
+def encoded_plan(
+    job: JobConfig, options: StorageOptions, key: bytes | None = None, prelisted: Prelisted | None = None
+) -> Iterator[PlanLine]:
+    """Every mini-batch of the job as its (signed) wire line, numbered in merge order (`prelisted`:
+    local folders whose listing started ahead, common/storage/prelist.py)."""
     batch_id = 0
     encoder = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps builds one per call
     for name in job.input_data:
@@ -36,7 +43,8 @@ def encoded_plan(job: JobConfig, options: StorageOptions, key: bytes | None = No
                 per_batch = job.settings.files_per_batch()
             except ValueError as exc:
                 raise UsageError(f"setting mini_batch_size: {exc}") from exc
-            for line, count in _file_lines(binding, job, options, per_batch, batch_id, key):
+            runs = name_runs(binding, options, prelisted)
+            for line, count in _file_lines(runs, binding, job, per_batch, batch_id, key):
                 yield line, count
                 batch_id += 1
             continue
@@ -48,14 +56,14 @@ def encoded_plan(job: JobConfig, options: StorageOptions, key: bytes | None = No
 
 
 def _file_lines(
-    binding: InputBinding, job: JobConfig, options: StorageOptions, per_batch: int, first_id: int, key: bytes | None
+    runs: Iterator[NameRun], binding: InputBinding, job: JobConfig, per_batch: int, first_id: int, key: bytes | None
 ) -> Iterator[PlanLine]:
     head = '{"batch_id":'
     middle = f',"input":{escaped(binding.name)},"items":['
     tail = f'],"job_id":{escaped(job.job_id)},"v":{WIRE_VERSION}}}'
     batch_id = first_id
     pending: list[str] = []
-    for run in name_runs(binding, options):
+    for run in runs:
         # '"prefix' without its closing quote: each name's escape (with its closing quote) completes it.
         rel, uri = escaped(run.rel_prefix)[:-1], escaped(run.uri_prefix)[:-1]
         for first in range(0, len(run.names), SLICE):  # a flat folder of a million names, a slice at a time

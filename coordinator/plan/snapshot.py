@@ -14,10 +14,12 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pathspec
+from typing import TYPE_CHECKING
 
 from common.errors import StorageError, UsageError
+
+if TYPE_CHECKING:
+    import pathspec
 from common.jobarea import CODE_ROOT, code_snapshot, code_snapshot_marker
 from common.settings import parse_snapshot_limit
 from common.signing import SNAPSHOT_SKIP_DIRS, SNAPSHOT_SKIP_SUFFIXES, snapshot_digest
@@ -59,7 +61,11 @@ def _ignore_spec(folder: Path) -> tuple[pathspec.PathSpec | None, list[str]]:
         if path.is_file():
             used.append(name)
             lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
-    return (pathspec.GitIgnoreSpec.from_lines(lines) if lines else None), used
+    if not lines:
+        return None, used
+    import pathspec  # only here: every `batchfleet run` loads this module, few have an ignore file
+
+    return pathspec.GitIgnoreSpec.from_lines(lines), used
 
 
 def _inside(path: Path, folder: Path) -> str | None:

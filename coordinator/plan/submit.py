@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from common.broker.base import Broker, queue_names
 from common.jobarea import PLAN_FILE, JobArea
@@ -21,6 +21,9 @@ from common.messages import BatchMessage, JobConfig
 from common.storage import StorageOptions, is_remote, open_storage
 from coordinator.plan.lines import encoded_plan
 from coordinator.scratch import scratch_dir
+
+if TYPE_CHECKING:
+    from common.storage.prelist import Prelisted
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ def write_plan(
     key: bytes | None = None,
     sink: Callable[[list[bytes]], object] | None = None,
     manifest: Path | None = None,
+    prelisted: Prelisted | None = None,
 ) -> tuple[Path, int, int]:
     """Stream the plan to a local manifest (one message per line) and into the store.
 
@@ -75,7 +79,7 @@ def write_plan(
     chunk_size = FIRST_CHUNK
     try:
         with open(local, "wb") as out:
-            for line, count in encoded_plan(job, options, key):
+            for line, count in encoded_plan(job, options, key, prelisted):
                 chunk.append(line)
                 batches += 1
                 items += count

@@ -63,6 +63,11 @@ def process_count(node_processes: int | None, settings: RunSettings, gpus: list[
     return node_processes or settings.process_count_per_node or len(gpus) or settings.processes()
 
 
+def warm_count(node_processes: int | None, gpus: list[str]) -> int:
+    """Children a node keeps interpreters ready for before it knows its next job (worker/run/standby.py)."""
+    return node_processes or len(gpus) or os.cpu_count() or 1
+
+
 def device_for(process: str, gpus: list[str]) -> str | None:
     """The one device a child gets: process001 the first GPU, and round the list again past the end."""
     if not gpus:

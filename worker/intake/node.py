@@ -31,7 +31,7 @@ from worker.intake.admit import admit
 from worker.intake.announcements import JobRefused, has_ended, load_job, read_announcement
 from worker.intake.children import pool_config
 from worker.intake.config import NodeConfig
-from worker.intake.gpus import process_count
+from worker.intake.gpus import process_count, warm_count
 from worker.intake.layout import node_layout
 from worker.intake.leave import leave_job, prune_caches
 from worker.intake.membership import Membership
@@ -53,10 +53,15 @@ NOT_SERVED_FOR = 60.0  # seconds an announced job refused is not looked at again
 class WorkerNode:
     """Serves jobs from a broker until stopped."""
 
-    def __init__(self, broker: Broker, config: NodeConfig, standby: Standby | None = None) -> None:
+    def __init__(
+        self, broker: Broker, config: NodeConfig, standby: Standby | None = None, keep_warm: bool = False
+    ) -> None:
         self.broker = broker
         self.config = config
-        self.standby = standby  # interpreters started ahead, for the first job's children
+        # Interpreters started ahead for jobs' children; with `keep_warm` the node fills it when it
+        # starts and again after each job, and stops what is left when it stops.
+        self.standby = standby
+        self.keep_warm = keep_warm and standby is not None
         self.options = config.storage_options or StorageOptions()
         # Jobs' folders go below one of this process's own: two nodes under one id never share a local
         # file either (the content-addressed caches stay shared, in the work root).
@@ -86,6 +91,7 @@ class WorkerNode:
         if not self.config.keep_work and sweep_downloads(self.config.work_root):
             log.info("removed download folders left by an earlier run in %s", self.config.work_root)
         prune_caches(self.config.work_root, [])
+        self._warm_up(warm_count(self.config.processes, self.config.gpus))
         if listen:
             self.broker.subscribe_announcements(self.sink)
             self.membership.hello()  # coordinators answer with their running jobs' announcements
@@ -104,6 +110,8 @@ class WorkerNode:
             thread.join(timeout=grace)
         self.reporter.close()
         self.downloader.close()
+        if self.keep_warm and self.standby is not None:
+            self.standby.close()
         if not self.config.keep_work:
             shutil.rmtree(self.session_root, ignore_errors=True)  # this process's own folder (see __init__)
 
@@ -112,6 +120,10 @@ class WorkerNode:
         self._stopping.set()
         for runtime in list(self._jobs.values()):
             runtime.pool.kill_all()
+
+    def _warm_up(self, count: int) -> None:
+        if self.keep_warm and self.standby is not None and not self._stopping.is_set():
+            self.standby.top_up(count)
 
     @property
     def jobs(self) -> list[str]:
@@ -225,6 +237,7 @@ class WorkerNode:
         self._leave(runtime)
         self._event(runtime, "node_stopped", "")
         self.metrics.job_ended(job_id)
+        self._warm_up(max(runtime.processes, warm_count(self.config.processes, self.config.gpus)))
         log.info("stopped serving job %s", job_id)
 
     def _hand_back(self, runtime: JobRuntime, final: bool = False) -> None:

@@ -12,6 +12,7 @@ from types import FrameType
 from common.broker.base import Broker
 from worker.intake.node import NodeConfig, WorkerNode
 from worker.intake.sdnotify import notify
+from worker.run.standby import Standby
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def install_signal_handlers(state: StopState, node: WorkerNode) -> None:
 
 def serve_forever(broker: Broker, config: NodeConfig, grace: float, metrics_port: int | None = None) -> int:
     """Run a worker node until SIGTERM/SIGINT (CTRL_BREAK on Windows); exit code 0 when drained."""
-    node = WorkerNode(broker, config)
+    node = WorkerNode(broker, config, Standby(), keep_warm=True)
     if metrics_port:
         node.metrics.serve(metrics_port, config.node_id)
     state = StopState(threading.Event())
