@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from batchfleet.headstart import start as start_head
 from common.errors import BatchfleetError, UsageError
 
 
@@ -56,8 +57,11 @@ def _tune_gc() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    head = start_head(args, os.environ)  # before the imports below: see batchfleet/headstart.py
     try:
-        ns = build_parser().parse_args(argv)
+        ns = build_parser().parse_args(args)
+        ns.head_start = head
         from batchfleet.config import apply
 
         apply(ns, os.environ)  # batchfleet.toml: flags > environment > profile > defaults
@@ -78,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 70
+    finally:
+        if head is not None:
+            head.close()
 
 
 def entry() -> None:

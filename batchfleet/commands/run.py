@@ -144,6 +144,9 @@ def cmd_attach(ns: argparse.Namespace) -> int:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
+    head = getattr(ns, "head_start", None)  # started by batchfleet.cli before anything loaded
+    if ns.resume or _is_pipeline(ns) or broker_url(ns) is not None:
+        _stop_standby(head)  # no child of this process runs a job's code
     if ns.resume:
         ns.job_id = ns.resume
         return cmd_attach(argparse.Namespace(**{**vars(ns), "resume": True}))
@@ -153,48 +156,16 @@ def cmd_run(ns: argparse.Namespace) -> int:
         return cmd_run_pipeline(ns)
     if ns.detach and broker_url(ns) is None:
         raise UsageError("--detach needs a fleet", "pass --broker amqp://... (or set BATCHFLEET_BROKER)")
-    # Children's interpreters and the input's listing start now, while modules load and the spec resolves.
-    standby, prelisted = _standby(ns), _prelist(ns)
-    try:
-        return _run(ns, standby, prelisted)
-    finally:
-        prelisted.close()
-        if standby is not None:
-            standby.close()
+    return _run(ns, head)
 
 
-def _prelist(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """Each --input that names a local folder starts being listed (common/storage/prelist.py)."""
-    from common.storage.prelist import Prelisted
-    from coordinator.spec.args import parse_bindings
-
-    prelisted = Prelisted()
-    try:
-        bindings = parse_bindings(ns.input, "input")
-    except UsageError:
-        return prelisted  # resolving the spec says what is wrong
-    for binding in bindings.values():
-        if binding.kind != "tabular":
-            prelisted.start(binding.path)
-    return prelisted
+def _stop_standby(head) -> None:  # type: ignore[no-untyped-def]
+    if head is not None and head.standby is not None:
+        head.standby.close()
+        head.standby = None
 
 
-def _standby(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """Embedded runs given --process_count_per_node start their children's interpreters at once,
-    while the spec is read and the job planned (worker.run.standby)."""
-    if broker_url(ns) is not None:
-        return None
-    from worker.run.standby import Standby
-
-    standby = Standby()
-    try:
-        count = int(ns.process_count_per_node or 0)
-    except ValueError:
-        return standby  # the spec's validation says what is wrong with it
-    return standby.top_up(count)
-
-
-def _run(ns: argparse.Namespace, standby, prelisted) -> int:  # type: ignore[no-untyped-def]
+def _run(ns: argparse.Namespace, head) -> int:  # type: ignore[no-untyped-def]
     from coordinator.runner import JobRun, build_job, environment_mode, run_job
 
     spec, resolved = resolve_from(ns)
@@ -205,9 +176,13 @@ def _run(ns: argparse.Namespace, standby, prelisted) -> int:  # type: ignore[no-
     key = fleet_key(ns)
     broker = open_broker_from(ns)
     options = run_options(ns, broker, key)
-    options.prelisted = prelisted
-    if standby is not None and environment_mode(resolved.settings, embedded=True) == "current":
-        options.standby = standby.top_up(resolved.settings.processes())
+    if head is not None:
+        options.prelisted = head.prelisted
+        if head.standby is not None and environment_mode(resolved.settings, embedded=True) == "current":
+            processes = resolved.settings.processes()
+            options.standby = head.standby.trim(processes).top_up(processes)
+        else:
+            _stop_standby(head)  # the job's children start with its environment's interpreter
     try:
         if ns.detach:
             job = build_job(spec, resolved, options)

@@ -7,7 +7,6 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from operator import attrgetter
@@ -37,15 +36,6 @@ def _walk_sorted(root: str, prefix: str = "", sizes: bool = True) -> Iterator[Ob
             yield ObjectInfo(entry.path, prefix + entry.name, size)
 
 
-def start_walk(root: str) -> subprocess.Popen[bytes] | None:
-    """The lister process for `root` (see common/storage/walker.py); None where none can start."""
-    command = [sys.executable, "-I", "-S", walker.__file__, root]
-    try:
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=PIPE_BUFFER)
-    except OSError:  # no interpreter to start (an embedded Python)
-        return None
-
-
 def stop_walk(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -57,7 +47,7 @@ def stop_walk(proc: subprocess.Popen[bytes]) -> None:
 
 def walk_elsewhere(root: str, proc: subprocess.Popen[bytes] | None = None) -> Iterator[NameRun]:
     """walker.walk_names(root) run in a child process (`proc`, when one was started ahead), streamed."""
-    proc = proc or start_walk(root)
+    proc = proc or walker.spawn(root, PIPE_BUFFER)
     if proc is None:  # list here
         yield from (NameRun(*run) for run in walker.walk_names(root))
         return

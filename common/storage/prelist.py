@@ -12,9 +12,12 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from common.storage.base import NameRun
-from common.storage.local import start_walk, stop_walk, walk_elsewhere
+from common.storage import walker  # standard library only: this module loads before anything else of a run
+
+if TYPE_CHECKING:
+    from common.storage.base import NameRun
 
 
 class Prelisted:
@@ -31,7 +34,7 @@ class Prelisted:
         root = _root(path)
         if root in self._walks or not os.path.isdir(root):
             return
-        proc = start_walk(root)
+        proc = walker.spawn(root)
         if proc is not None:
             self._walks[root] = proc
 
@@ -41,13 +44,21 @@ class Prelisted:
             return None
         root = _root(uri)
         proc = self._walks.pop(root, None)
-        return None if proc is None else walk_elsewhere(root, proc)
+        if proc is None:
+            return None
+        from common.storage.local import walk_elsewhere
+
+        return walk_elsewhere(root, proc)
 
     def close(self) -> None:
         """Stop the listings not taken."""
         walks, self._walks = self._walks, {}
         for proc in walks.values():
-            stop_walk(proc)
+            proc.kill()
+            proc.wait()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
 
 
 def _root(path: str) -> str:

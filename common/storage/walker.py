@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -49,6 +50,15 @@ def walk_names(root: str, prefix: str = "") -> Iterator[Run]:
             run.append(entry.name)
     if run:
         yield base, prefix, run
+
+
+def spawn(root: str, buffer: int = 1 << 20) -> subprocess.Popen[bytes] | None:
+    """This module run as the lister of `root`; None where no interpreter can be started."""
+    command = [sys.executable, "-I", "-S", __file__, root]
+    try:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=buffer)
+    except OSError:  # no interpreter to start (an embedded Python)
+        return None
 
 
 def main(argv: list[str]) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from batchfleet import headstart
 from common.broker.memory import MemoryBroker
 from common.storage import StorageOptions
 from common.storage.local import LocalStorage
@@ -229,3 +230,61 @@ def test_a_service_node_keeps_interpreters_warm_across_jobs(tmp_path: Path) -> N
     finally:
         node.stop()
     assert standby.waiting == 0 and not multiprocessing.active_children()
+
+
+# the guesses batchfleet.cli makes from the command line alone
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "c.yaml", "--process_count_per_node", "3"], 3),
+        (["run", "c.yaml", "--process-count-per-node=4"], 4),
+        (["run", "c.yaml", "--process_count_per_node", "2", "--process_count_per_node", "1"], 1),  # argparse: last
+        (["run", "c.yaml", "--process_count_per_node", "many"], 0),  # the spec check says what is wrong
+        (["run", "c.yaml", "--process_count_per_node", "-2"], 0),
+        (["run", "c.yaml", "--process_count_per_node", "500"], headstart.MAX_GUESSED),
+        (["run", "c.yaml"], min(os.cpu_count() or 1, headstart.MAX_GUESSED)),
+        (["run", "c.yaml", "--", "--process_count_per_node", "3"], min(os.cpu_count() or 1, headstart.MAX_GUESSED)),
+    ],
+)
+def test_the_guessed_child_count(argv: list[str], expected: int) -> None:
+    assert headstart.guessed_processes(argv) == expected
+
+
+def test_the_input_folders_listed_ahead(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "f.txt").write_text("x")
+    argv = ["run", "c.yaml", "--input", f"x={tmp_path / 'a'}", "-i", f"y={tmp_path / 'b'}:direct",
+            f"--input=z={tmp_path / 'a'}:tabular", "--input", f"w={tmp_path / 'f.txt'}", "--input", "s=s3://b/p",
+            "--input", f"m={tmp_path / 'missing'}", "--output", f"o={tmp_path / 'a'}"]  # fmt: skip
+    assert headstart.input_folders(argv) == [str(tmp_path / "a"), str(tmp_path / "b")]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["status", "job"],
+        ["run", "c.yaml", "--resume", "job"],
+        ["run", "c.yaml", "--detach"],
+        ["validate", "c.yaml"],
+    ],
+)
+def test_no_head_start_but_for_a_run(argv: list[str]) -> None:
+    assert headstart.start(argv, {}) is None
+
+
+def test_a_fleet_run_lists_ahead_but_starts_no_standby(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    for argv, env in (
+        (["run", "c.yaml", "--broker", "amqp://h", "--input", f"x={tmp_path / 'in'}"], {}),
+        (["run", "c.yaml", "--input", f"x={tmp_path / 'in'}"], {"BATCHFLEET_BROKER": "amqp://h"}),
+    ):
+        head = headstart.start(argv, env)
+        assert head is not None
+        try:
+            assert head.standby is None and str(tmp_path / "in") in head.prelisted
+        finally:
+            head.close()

@@ -49,7 +49,7 @@ def test_a_lister_that_fails_is_one_storage_error_line(tmp_path: Path, monkeypat
 
 def test_without_an_interpreter_to_start_it_lists_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tree(tmp_path / "in")
-    monkeypatch.setattr(local.sys, "executable", str(tmp_path / "no-python"))
+    monkeypatch.setattr(walker.sys, "executable", str(tmp_path / "no-python"))
     assert list(LocalStorage().list_names(str(root))) == [NameRun(*run) for run in walker.walk_names(str(root))]
 
 

@@ -17,17 +17,19 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from worker.run.child import child_main
 from worker.run.childenv import secrets_withheld
 
 Started = tuple[BaseProcess, Connection, Any]  # the process, its pipe, its shared progress counter
 
 
 def standby_main(conn: Connection, progress: Any) -> None:
-    """Spawn target: wait for ("spec", process name, spec), then become that child."""
+    """Spawn target: import what a child needs, wait for ("spec", process name, spec), become that child."""
     for name in ("SIGINT", "SIGBREAK"):  # as child_main: the supervisor decides when children stop
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
+    # Here, not at the top: a run starts its standbys before it loads its own modules (batchfleet/headstart.py).
+    from worker.run.child import child_main
+
     try:
         message = conn.recv()
     except (EOFError, OSError):
@@ -51,6 +53,14 @@ class Standby:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    def trim(self, count: int) -> Standby:
+        """Stop the waiting ones beyond `count` (the job wants fewer children than were guessed)."""
+        with self._lock:
+            extra, self._waiting = self._waiting[count:], self._waiting[:count]
+        for process, conn, _ in extra:
+            _stop(process, conn)
+        return self
 
     def top_up(self, count: int) -> Standby:
         """Start standbys until `count` wait (without batchfleet's secrets in their environment)."""
