@@ -16,8 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"bf-(?:plan|trylog|merge|node)-(\d+)-")
@@ -39,6 +37,10 @@ def sweep_scratch(root: Path | None = None) -> int:
             entries = [entry for entry in scan if _NAME.match(entry.name)]
     except OSError:
         return 0
+    if not entries:
+        return 0
+    import psutil  # here: every run sweeps, few find anything to sweep
+
     swept, now = 0, time.time()
     for entry in entries:
         pid = int(_NAME.match(entry.name)[1])  # type: ignore[index]

@@ -76,3 +76,26 @@ def test_close_sends_what_is_held(pipe) -> None:
     box.put({"batch_id": 1}, hold=True)
     box.close()
     assert received(parent) == [("done", [{"batch_id": 1}])]
+
+
+class _QuickChild:
+    """Runs every task in no time, as a sub-millisecond batch does."""
+
+    def run_task(self, task: dict[str, object], conn: Outbox) -> dict[str, object]:
+        return {"batch_id": task["batch_id"], "run_seconds": 0.0}
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_the_supervisor_hears_of_the_first_half_before_the_child_runs_out(pipe) -> None:
+    from worker.run.child import _serve
+
+    parent, child = pipe
+    parent.send(("run", [{"batch_id": i} for i in range(8)]))
+    parent.send(("stop",))
+    _serve(_QuickChild(), child, Outbox(child, hold=60), None)  # type: ignore[arg-type]
+    groups = [[o["batch_id"] for o in m[1]] for m in received(parent)]
+    # Held only while more tasks are at hand than outcomes wait: the pipe is topped up in time.
+    assert groups[0] == [0, 1, 2, 3]
+    assert [b for g in groups for b in g] == list(range(8))

@@ -334,8 +334,11 @@ def _serve(child: Child, conn: Connection, outbox: Outbox, progress: Any) -> Non
                 stop(child, outbox)
                 return
             pending.extend(message[1])
-        # Only outcomes of sub-millisecond batches wait, and only while another batch is at hand.
-        outbox.put(outcome, hold=bool(pending) and outcome.get("run_seconds", 1.0) < HOLD / 2)
+        # Only outcomes of sub-millisecond batches wait, and only while more batches are at hand than
+        # outcomes wait: the supervisor tops the pipe up as outcomes come back, so it must hear of
+        # the first half of what it sent before the child runs out.
+        hold = len(pending) > outbox.waiting + 1 and outcome.get("run_seconds", 1.0) < HOLD / 2
+        outbox.put(outcome, hold=hold)
 
 
 def stop(child: Child, outbox: Outbox) -> None:

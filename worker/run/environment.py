@@ -23,8 +23,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock
-
 from common.errors import BatchfleetError
 from common.messages import PythonEnvironment
 from common.redact import without_own_secrets
@@ -109,6 +107,8 @@ def ensure_environment(env: PythonEnvironment, work_root: Path, log_file: Path) 
     # The thread lock serves this process, the file lock the others on this work root (a second node
     # under the same id, or one sharing --work-dir): one builds, the others wait and find it built,
     # rather than removing a build in progress as "unfinished". The OS drops a dead holder's lock.
+    from filelock import FileLock  # here: most nodes never build an environment
+
     with _lock_for(str(folder)), FileLock(folder.parent / f"{folder.name}.lock"):
         cached = (folder / COMPLETE).is_file()
         log_file.parent.mkdir(parents=True, exist_ok=True)

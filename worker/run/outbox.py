@@ -3,7 +3,8 @@
 Each message costs the node a wake-up, system calls and an unpickling, on threads that share
 one GIL with dispatch and reporting. When batches take well under a millisecond, an outcome
 may wait here while the next batches run (up to 8 outcomes, or until one has waited 2 ms when
-the next one comes) and go with them as one message. The supervisor knows how many tasks the child has
+the next one comes, and never once as many wait as tasks are left at hand: the supervisor tops
+the pipe up as outcomes come back) and go with them as one message. The supervisor knows how many tasks the child has
 started (a shared counter), so a batch that hangs or crashes behind a waiting outcome is still
 the one blamed (see ChildPool._overran).
 """
@@ -27,6 +28,11 @@ class Outbox:
         self._most = most
         self._held: list[dict[str, Any]] = []
         self._since = 0.0
+
+    @property
+    def waiting(self) -> int:
+        """Outcomes held, not yet sent."""
+        return len(self._held)
 
     def put(self, outcome: dict[str, Any], hold: bool) -> None:
         """Queue an outcome; with `hold` it may wait for the next ones (another batch is at hand)."""
