@@ -61,7 +61,19 @@ def spawn(root: str, buffer: int = 1 << 20) -> subprocess.Popen[bytes] | None:
         return None
 
 
+def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Let a big folder's names go into the pipe at once (Linux), so a listing started ahead of
+    planning (common/storage/prelist.py) is finished by the time the planner reads it."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except (ImportError, AttributeError, OSError, OverflowError):
+        pass  # not Linux, not a pipe, or over /proc/sys/fs/pipe-max-size: the default pipe works
+
+
 def main(argv: list[str]) -> int:
+    _widen_pipe(1)
     out = sys.stdout.buffer
     for run in walk_names(argv[1]):
         pickle.dump(run, out, protocol=pickle.HIGHEST_PROTOCOL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import types
@@ -74,3 +75,17 @@ def test_the_walker_runs_as_a_plain_script(tmp_path: Path) -> None:
     root = tree(tmp_path / "in")
     out = subprocess.run([sys.executable, "-I", "-S", walker.__file__, str(root)], capture_output=True, check=True)
     assert out.stdout and not out.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipe sizes are a Linux setting")
+def test_the_lister_widens_its_pipe_so_a_listing_started_ahead_can_finish() -> None:
+    import fcntl
+
+    read, write = os.pipe()
+    try:
+        walker._widen_pipe(write)
+        assert fcntl.fcntl(write, fcntl.F_GETPIPE_SZ) == 1 << 20
+        walker._widen_pipe(read, 1 << 40)  # over the system's limit: left as it is, no error
+    finally:
+        os.close(read)
+        os.close(write)
