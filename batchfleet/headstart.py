@@ -11,6 +11,7 @@ whatever is not used is stopped.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -77,6 +78,18 @@ def input_folders(argv: Sequence[str]) -> list[str]:
     return found
 
 
+def looks_like_pipeline(argv: Sequence[str]) -> bool:
+    """Whether the spec says `type: pipeline` at its top level (read as text: no YAML parser loaded yet);
+    a pipeline's steps start their own children, later, one step at a time."""
+    spec = next((arg for arg in argv[1:] if not arg.startswith("-")), None)
+    try:
+        with open(spec or "", encoding="utf-8", errors="replace") as handle:
+            text = handle.read(1 << 20)
+    except OSError:
+        return False
+    return re.search(r"^type:\s*['\"]?pipeline['\"]?\s*(#.*)?$", text, re.MULTILINE) is not None
+
+
 def start(argv: Sequence[str], environ: dict[str, str] | os._Environ[str]) -> HeadStart | None:
     """Start a `run` command's standbys (embedded runs) and listings; None for any other command."""
     if not argv or argv[0] != "run" or any(arg in OTHER_RUNS for arg in argv):
@@ -88,5 +101,5 @@ def start(argv: Sequence[str], environ: dict[str, str] | os._Environ[str]) -> He
     for path in input_folders(argv):
         prelisted.start(path)
     fleet = bool(flag_values(argv, ("--broker",)) or environ.get("BATCHFLEET_BROKER"))
-    standby = None if fleet else Standby().top_up(guessed_processes(argv))
+    standby = None if fleet or looks_like_pipeline(argv) else Standby().top_up(guessed_processes(argv))
     return HeadStart(standby, prelisted)

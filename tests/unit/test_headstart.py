@@ -288,3 +288,31 @@ def test_a_fleet_run_lists_ahead_but_starts_no_standby(tmp_path: Path) -> None:
             assert head.standby is None and str(tmp_path / "in") in head.prelisted
         finally:
             head.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "pipeline"),
+    [
+        ("type: pipeline\njobs: {}\n", True),
+        ("$schema: x\ntype: 'pipeline'  # steps below\n", True),
+        ("type: parallel\n", False),
+        ("jobs:\n  a:\n    type: pipeline\n", False),  # not at the top level
+        ("type: ParallelComponent\n", False),
+    ],
+)
+def test_a_pipeline_starts_no_standby(tmp_path: Path, text: str, pipeline: bool) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    argv = ["run", str(spec), "--process_count_per_node", "1"]
+    assert headstart.looks_like_pipeline(argv) is pipeline
+    head = headstart.start(argv, {})
+    assert head is not None
+    try:
+        assert (head.standby is None) is pipeline
+    finally:
+        head.close()
+
+
+def test_no_spec_file_is_no_pipeline() -> None:
+    assert not headstart.looks_like_pipeline(["run", "/no/such/spec.yaml"])
+    assert not headstart.looks_like_pipeline(["run", "--process_count_per_node", "1"])
