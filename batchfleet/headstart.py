@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -81,9 +82,12 @@ def input_folders(argv: Sequence[str]) -> list[str]:
 def looks_like_pipeline(argv: Sequence[str]) -> bool:
     """Whether the spec says `type: pipeline` at its top level (read as text: no YAML parser loaded yet);
     a pipeline's steps start their own children, later, one step at a time."""
-    spec = next((arg for arg in argv[1:] if not arg.startswith("-")), None)
+    # Only a regular YAML file: a flag's value may be a pipe (--config <(...)) that reading would drain.
+    spec = next((arg for arg in argv[1:] if arg.endswith((".yaml", ".yml")) and os.path.isfile(arg)), None)
+    if spec is None or not stat.S_ISREG(os.stat(spec).st_mode):
+        return False
     try:
-        with open(spec or "", encoding="utf-8", errors="replace") as handle:
+        with open(spec, encoding="utf-8", errors="replace") as handle:
             text = handle.read(1 << 20)
     except OSError:
         return False
@@ -92,14 +96,20 @@ def looks_like_pipeline(argv: Sequence[str]) -> bool:
 
 def start(argv: Sequence[str], environ: dict[str, str] | os._Environ[str]) -> HeadStart | None:
     """Start a `run` command's standbys (embedded runs) and listings; None for any other command."""
-    if not argv or argv[0] != "run" or any(arg in OTHER_RUNS for arg in argv):
+    if not argv or argv[0] != "run" or any(arg.partition("=")[0] in OTHER_RUNS for arg in argv):
         return None
     from common.storage.prelist import Prelisted
     from worker.run.standby import Standby
 
-    prelisted = Prelisted()
-    for path in input_folders(argv):
-        prelisted.start(path)
-    fleet = bool(flag_values(argv, ("--broker",)) or environ.get("BATCHFLEET_BROKER"))
-    standby = None if fleet or looks_like_pipeline(argv) else Standby().top_up(guessed_processes(argv))
-    return HeadStart(standby, prelisted)
+    head = HeadStart(None, Prelisted())
+    try:  # only a guess: a machine out of processes or descriptors runs the command without it
+        for path in input_folders(argv):
+            head.prelisted.start(path)
+        fleet = bool(flag_values(argv, ("--broker",)) or environ.get("BATCHFLEET_BROKER"))
+        if not (fleet or looks_like_pipeline(argv)):
+            head.standby = Standby()
+            head.standby.top_up(guessed_processes(argv))
+    except OSError:
+        head.close()
+        return None
+    return head

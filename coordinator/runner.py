@@ -206,6 +206,8 @@ class JobRun:
             planned = time.perf_counter() - began
             stream.close()
             shutil.rmtree(manifest.parent, ignore_errors=True)  # the store keeps the plan
+        if opts.prelisted is not None:
+            opts.prelisted.close()  # a listing the plan did not take (a table, a partitioned input)
         # Listing and planning; a fleet's plan is then on RabbitMQ once the broker confirmed it all.
         confirmed = "" if opts.embedded else f", confirmed by the broker after {time.perf_counter() - began:.2f} s"
         log.info("planned %d mini-batches (%d items) for %s in %.2f s%s",

@@ -145,7 +145,9 @@ def cmd_attach(ns: argparse.Namespace) -> int:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     head = getattr(ns, "head_start", None)  # started by batchfleet.cli before anything loaded
-    if ns.resume or _is_pipeline(ns) or broker_url(ns) is not None:
+    if ns.resume or _is_pipeline(ns):
+        _stop_standby(head, listings=True)  # this run plans no new job of its own
+    elif broker_url(ns) is not None:
         _stop_standby(head)  # no child of this process runs a job's code
     if ns.resume:
         ns.job_id = ns.resume
@@ -159,14 +161,17 @@ def cmd_run(ns: argparse.Namespace) -> int:
     return _run(ns, head)
 
 
-def _stop_standby(head) -> None:  # type: ignore[no-untyped-def]
+def _stop_standby(head, listings: bool = False) -> None:  # type: ignore[no-untyped-def]
     if head is not None and head.standby is not None:
         head.standby.close()
         head.standby = None
+    if head is not None and listings:
+        head.prelisted.close()
 
 
 def _run(ns: argparse.Namespace, head) -> int:  # type: ignore[no-untyped-def]
     from coordinator.runner import JobRun, build_job, environment_mode, run_job
+    from worker.intake.gpus import detect_gpus, process_count
 
     spec, resolved = resolve_from(ns)
     if spec.unused:
@@ -179,7 +184,7 @@ def _run(ns: argparse.Namespace, head) -> int:  # type: ignore[no-untyped-def]
     if head is not None:
         options.prelisted = head.prelisted
         if head.standby is not None and environment_mode(resolved.settings, embedded=True) == "current":
-            processes = resolved.settings.processes()
+            processes = process_count(None, resolved.settings, detect_gpus())  # as the embedded node counts
             options.standby = head.standby.trim(processes).top_up(processes)
         else:
             _stop_standby(head)  # the job's children start with its environment's interpreter

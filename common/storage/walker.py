@@ -68,7 +68,7 @@ def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
         import fcntl
 
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
-    except (ImportError, AttributeError, OSError, OverflowError):
+    except (ImportError, AttributeError, OSError, OverflowError, ValueError):
         pass  # not Linux, not a pipe, or over /proc/sys/fs/pipe-max-size: the default pipe works
 
 

@@ -316,3 +316,27 @@ def test_a_pipeline_starts_no_standby(tmp_path: Path, text: str, pipeline: bool)
 def test_no_spec_file_is_no_pipeline() -> None:
     assert not headstart.looks_like_pipeline(["run", "/no/such/spec.yaml"])
     assert not headstart.looks_like_pipeline(["run", "--process_count_per_node", "1"])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_pipe_in_the_command_line_is_never_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "settings.yaml"
+    os.mkfifo(fifo)  # `--config <(...)`: reading it here would drain (or, with no writer, block) it
+    assert not headstart.looks_like_pipeline(["run", "--config", str(fifo), str(tmp_path / "c.yaml")])
+
+
+def test_a_closed_standby_starts_nothing_more() -> None:
+    standby = Standby().top_up(1)
+    standby.close()
+    assert standby.top_up(2).waiting == 0
+    assert not multiprocessing.active_children()
+
+
+def test_a_head_start_that_cannot_start_processes_is_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: Standby) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    (tmp_path / "in").mkdir()
+    monkeypatch.setattr(Standby, "_start", refuse)
+    assert headstart.start(["run", "c.yaml", "--input", f"x={tmp_path / 'in'}"], {}) is None
+    assert not [p for p in psutil.Process().children() if "walker.py" in " ".join(p.cmdline())]

@@ -53,14 +53,10 @@ NOT_SERVED_FOR = 60.0  # seconds an announced job refused is not looked at again
 class WorkerNode:
     """Serves jobs from a broker until stopped."""
 
-    def __init__(
-        self, broker: Broker, config: NodeConfig, standby: Standby | None = None, keep_warm: bool = False
-    ) -> None:
+    def __init__(self, broker: Broker, config: NodeConfig, standby: Standby | None = None, keep_warm: bool = False):
         self.broker = broker
         self.config = config
-        # Interpreters started ahead for jobs' children; with `keep_warm` the node fills it when it
-        # starts and again after each job, and stops what is left when it stops.
-        self.standby = standby
+        self.standby = standby  # children's interpreters; kept filled (and stopped with the node) if keep_warm
         self.keep_warm = keep_warm and standby is not None
         self.options = config.storage_options or StorageOptions()
         # Jobs' folders go below one of this process's own: two nodes under one id never share a local
@@ -237,7 +233,7 @@ class WorkerNode:
         self._leave(runtime)
         self._event(runtime, "node_stopped", "")
         self.metrics.job_ended(job_id)
-        self._warm_up(max(runtime.processes, warm_count(self.config.processes, self.config.gpus)))
+        self._warm_up(warm_count(self.config.processes, self.config.gpus))
         log.info("stopped serving job %s", job_id)
 
     def _hand_back(self, runtime: JobRuntime, final: bool = False) -> None:

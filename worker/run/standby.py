@@ -47,6 +47,8 @@ class Standby:
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._waiting: list[Started] = []
+        self._starting = 0  # being started by top_up (outside the lock: a start takes milliseconds)
+        self._closed = False
         # Runs before multiprocessing's own exit hook, which would wait for a standby forever.
         atexit.register(self.close)
 
@@ -66,16 +68,36 @@ class Standby:
         """Start standbys until `count` wait (without batchfleet's secrets in their environment)."""
         # More than a few per core would only slow the start they are meant to speed up.
         count = min(count, 4 * (os.cpu_count() or 1))
-        for _ in range(count - len(self._waiting)):
-            parent, child = self._ctx.Pipe()
-            progress = self._ctx.RawValue("q", 0)
-            process = self._ctx.Process(target=standby_main, args=(child, progress), name="batchfleet-standby")
+        with self._lock:
+            missing = 0 if self._closed else max(count - len(self._waiting) - self._starting, 0)
+            self._starting += missing
+        done = 0
+        try:
+            for _ in range(missing):
+                started = self._start()
+                done += 1
+                with self._lock:
+                    self._starting -= 1
+                    keep = not self._closed
+                    if keep:
+                        self._waiting.append(started)
+                if not keep:
+                    _stop(started[0], started[1])  # closed meanwhile (the node is stopping)
+        finally:
+            with self._lock:
+                self._starting -= missing - done  # the ones a failed start left unstarted
+        return self
+
+    def _start(self) -> Started:
+        parent, child = self._ctx.Pipe()
+        progress = self._ctx.RawValue("q", 0)
+        process = self._ctx.Process(target=standby_main, args=(child, progress), name="batchfleet-standby")
+        try:
             with secrets_withheld():
                 process.start()
+        finally:
             child.close()
-            with self._lock:
-                self._waiting.append((process, parent, progress))
-        return self
+        return process, parent, progress
 
     def take(self, name: str, spec: dict[str, Any]) -> Started | None:
         """A standby turned into child `name`; None when none is left alive."""
@@ -84,6 +106,9 @@ class Standby:
                 if not self._waiting:
                     return None
                 process, conn, progress = self._waiting.pop(0)
+            if not process.is_alive():
+                _stop(process, conn)
+                continue
             try:
                 conn.send(("spec", name, spec))
             except (OSError, ValueError):
@@ -95,6 +120,7 @@ class Standby:
         """Stop the standbys not taken (each exits when its pipe closes)."""
         atexit.unregister(self.close)
         with self._lock:
+            self._closed = True
             left, self._waiting = self._waiting, []
         for process, conn, _ in left:
             _stop(process, conn)
