@@ -36,15 +36,6 @@ def _walk_sorted(root: str, prefix: str = "", sizes: bool = True) -> Iterator[Ob
             yield ObjectInfo(entry.path, prefix + entry.name, size)
 
 
-def stop_walk(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    for pipe in (proc.stdout, proc.stderr):
-        if pipe is not None:
-            pipe.close()
-
-
 def walk_elsewhere(root: str, proc: subprocess.Popen[bytes] | None = None) -> Iterator[NameRun]:
     """walker.walk_names(root) run in a child process (`proc`, when one was started ahead), streamed."""
     proc = proc or walker.spawn(root, PIPE_BUFFER)
@@ -63,7 +54,7 @@ def walk_elsewhere(root: str, proc: subprocess.Popen[bytes] | None = None) -> It
         if proc.wait() != 0:
             raise StorageError(f"cannot list {root}: {error[-1] if error else f'lister exited {proc.returncode}'}")
     finally:
-        stop_walk(proc)  # kills it when the caller stopped early
+        walker.stop(proc)  # kills it when the caller stopped early
 
 
 class LocalStorage(Storage):

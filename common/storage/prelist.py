@@ -54,11 +54,7 @@ class Prelisted:
         """Stop the listings not taken."""
         walks, self._walks = self._walks, {}
         for proc in walks.values():
-            proc.kill()
-            proc.wait()
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
+            walker.stop(proc)
 
 
 def _root(path: str) -> str:

@@ -72,6 +72,16 @@ def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
         pass  # not Linux, not a pipe, or over /proc/sys/fs/pipe-max-size: the default pipe works
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """A lister's end: killed when its listing was not read to the end, its pipes closed."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
 def main(argv: list[str]) -> int:
     _widen_pipe(1)
     out = sys.stdout.buffer
