@@ -113,6 +113,9 @@ class Broker(ABC):
     # Signs the tries header of copies this broker publishes when settling (see packs.copy_headers);
     # a node with the fleet's key sets it, so copies it hands back are believed by the next node.
     tries_signer: TriesSigner | None = None
+    # How long a node gathers reports before publishing them as one message (worker/report/reporter.py).
+    # A message costs an in-memory queue next to nothing; see RabbitBroker for one that costs more.
+    report_linger: float = 0.002
 
     @abstractmethod
     def declare_job(self, job_id: str, run_max_try: int) -> None:

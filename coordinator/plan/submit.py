@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 PUBLISH_CHUNK = 2000
 # Over a network broker, millisecond mini-batches cost less than their messages; workers run a
 # pack's members one by one and hand back what they should not hold (see policy.keeps_packed).
-FLEET_BATCHES_PER_MESSAGE = 8
+# 32 rather than 8: a W1 fleet job's worker spent 0.25 CPU-s less on pika, RabbitMQ 0.1 s less.
+FLEET_BATCHES_PER_MESSAGE = 32
 # Small first chunks, so workers get going while the rest is planned.
 FIRST_CHUNK = 64
 

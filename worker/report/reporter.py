@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,15 +39,20 @@ class Reporter:
         broker: Broker,
         seal: Callable[[str, bytes], bytes] | None = None,
         max_batch: int = 500,
-        linger: float = 0.002,
+        linger: float | None = None,
+        flush_at: int = 64,
     ) -> None:
         self.broker = broker
         self.seal = seal  # signs each message for the job of its queue (see common/signing.seal_report)
         self.max_batch = max_batch
         # Waiting a moment after the first report gathers the next ones: fast batches then cost
-        # one wake-up, publish and settle per group rather than per report (on both sides).
-        self.linger = linger
+        # one wake-up, publish and settle per group rather than per report (on both sides). How
+        # long is the broker's to say (what a message costs it); a group of `flush_at` goes at
+        # once, so the deliveries it settles come back to the node's window in time.
+        self.linger = broker.report_linger if linger is None else linger
+        self.flush_at = min(flush_at, max_batch)
         self._queue: queue.SimpleQueue[Outgoing | None] = queue.SimpleQueue()
+        self._full = threading.Event()  # flush_at reports wait: the linger ends early
         self._pending = 0  # put and not yet sent and settled (flush waits for none)
         self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="bf-reporter", daemon=True)
@@ -58,6 +62,8 @@ class Reporter:
         with self._idle:
             self._pending += 1
         self._queue.put(item)
+        if self._queue.qsize() >= self.flush_at and not self._full.is_set():
+            self._full.set()
 
     def settle_now(self, items: list[Outgoing]) -> None:
         """Settle deliveries that carry no report in the calling thread (dead letters, hand-backs)."""
@@ -77,8 +83,8 @@ class Reporter:
             first = self._queue.get()
             if first is None:
                 return
-            if self.linger and self._queue.qsize() < self.max_batch:
-                time.sleep(self.linger)
+            if self.linger:
+                self._gather()
             items = [first]
             while len(items) < self.max_batch:
                 try:
@@ -96,6 +102,12 @@ class Reporter:
                     self._pending -= len(items)
                     if not self._pending:
                         self._idle.notify_all()
+
+    def _gather(self) -> None:
+        """Wait out the linger, or until a group is full."""
+        self._full.clear()
+        if self._queue.qsize() < self.flush_at:  # checked after clearing: a put in between set it again
+            self._full.wait(self.linger)
 
     def _send(self, items: list[Outgoing]) -> None:
         by_queue: dict[str, list[Outgoing]] = {}

@@ -54,6 +54,12 @@ class RabbitBroker(Broker):
     several URLs (the nodes of one cluster), each connection fails over to another node on its own.
     """
 
+    # Each report message costs a quorum queue two log writes and their fdatasyncs (its enqueue and
+    # its ack), and pika framing on both sides: gathering reports for 16 ms rather than 2 ms cut a W1
+    # fleet job's RabbitMQ CPU by half (0.48 to 0.24 CPU-s). The reporter sends sooner once a
+    # group is full (Reporter.flush_at), so a node with fast batches is never starved of acks.
+    report_linger = 0.016
+
     def __init__(
         self,
         url: str | Iterable[str],
