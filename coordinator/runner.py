@@ -9,6 +9,7 @@ import queue
 import shutil
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -145,6 +146,7 @@ class JobRun:
         self.digest = TryDigest(origin=self.started)
         self.trylog: TryLog | None = None
         self.feeder: PlanFeeder | None = None
+        self._queues_deleted: Future[None] | None = None
         sweep_scratch()  # what coordinators killed mid-job left in the temp folder
         if not is_remote(job.store_uri):
             sweep_scratch(Path(job.store_uri))  # and in a resumed job's area (its plan manifest)
@@ -408,7 +410,16 @@ class JobRun:
         silent = await_nodes_stopped(broker, self.job, tally.live_nodes(), self.options.node_wait, gate)
         if silent:
             log.warning("job %s: no goodbye from %s; their logs may be incomplete", self.job.job_id, sorted(silent))
-        broker.delete_job(self.job.job_id)
+        # Deleting quorum queues takes RabbitMQ tens of milliseconds: it goes on while the logs and
+        # the report are written, and the job ends once both are done (await_queues_deleted).
+        deleter = ThreadPoolExecutor(1, thread_name_prefix="bf-delete-queues")
+        self._queues_deleted = deleter.submit(broker.delete_job, self.job.job_id)
+        deleter.shutdown(wait=False)
+
+    def await_queues_deleted(self) -> None:
+        """Wait for the deletion stop_workers started; raise what it raised."""
+        if self._queues_deleted is not None:
+            self._queues_deleted.result()
 
 
 def run_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> Summary:
@@ -450,21 +461,25 @@ def finish_job(run: JobRun, tally: Tally, items: int) -> Summary:
         verdict = run.follow(tally)
         if merger is not None and verdict.state == "succeeded":
             merged, merge_error = _finish_merge(job, merger)
+        perf = sampler.stop()
+        summary = summarize(job, tally, verdict.state, verdict.reason, run.started, items)
+        summary.unsigned = options.insecure
+        summary.rejected = run.rejections.counts()
+        merged_into(summary, merged, merge_error)
+        renderer.request(job, run.digest, summary.as_dict(), perf)  # rendered while the workers stop
     finally:
         if merger is not None:
             merger.finish(keep=False)  # after an error: the unfinished file goes
         log.info("job %s: decided after %.2fs; stopping workers", job.job_id, time.time() - run.started)
         run.stop_workers(tally)
-    perf = sampler.stop()
-    summary = summarize(job, tally, verdict.state, verdict.reason, run.started, items)
-    summary.unsigned = options.insecure
-    summary.rejected = run.rejections.counts()
-    merged_into(summary, merged, merge_error)
-    renderer.request(job, run.digest, summary.as_dict(), perf)
+    if summary.rejected != run.rejections.counts():  # reports refused while the nodes said goodbye
+        summary.rejected = run.rejections.counts()
+        renderer.request(job, run.digest, summary.as_dict(), perf)
     trylog, html, store = run.trylog, renderer.result(), options.storage_options
     wait_out(lambda: write_job_logs(job, tally, run.digest, trylog, summary, run.overview, store), "writing the logs")
     wait_out(lambda: write_perf(job, sampler.node_id, perf, store), "writing the resource usage")
     wait_out(lambda: write_html(job, html, store), "writing the report")
+    run.await_queues_deleted()
     log.info("job %s: finished after %.2fs", job.job_id, time.time() - run.started)
     return summary
 

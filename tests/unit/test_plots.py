@@ -217,6 +217,22 @@ def test_renderer_renders_in_process() -> None:
     assert "late-node" not in html
 
 
+def test_renderer_renders_the_latest_request_and_raises_what_rendering_raised() -> None:
+    job = JobConfig(
+        job_id="j", name="renderer", created_at=T0, code_uri="/tmp/c", entry_script="s.py",
+        output_uri="/tmp/o", store_uri="/tmp/s", settings=RunSettings(),
+    )  # fmt: skip
+    recs, perf = records(30), samples(["node-0"])
+    renderer = ReportRenderer()
+    renderer.request(job, digest(recs), {"state": "failed", "started": T0, "finished": T0 + 2}, perf)
+    latest = {"state": "succeeded", "started": T0, "finished": T0 + 2, "rejected": {"forged report": 1}}
+    renderer.request(job, digest(recs), latest, perf)  # the summary changed while the first rendered
+    assert renderer.result(timeout=30) == render_report(job, digest(recs), latest, perf)
+    renderer.request(job, None, latest, perf)  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        renderer.result(timeout=30)
+
+
 def test_no_matplotlib_import() -> None:
     code = (
         "import sys\n"

@@ -451,6 +451,9 @@ class RabbitBroker(Broker):
             sub, self._sub = self._sub, None
             self._consumers.clear()
         self._publisher.abort(BrokerError(f"the broker connection to {self._where} was closed"))
+        for link in (sub, self._pub):
+            if link is not None:
+                link.begin_close()  # each close is a round trip to the broker: both at once
         if sub is not None:
             sub.close()
         self._pub.close()

@@ -161,14 +161,19 @@ class AmqpLink:
         return values
 
     def close(self) -> None:
+        self.begin_close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=15)
+        if not self._thread.is_alive():
+            self._ioloop.close()
+
+    def begin_close(self) -> None:
+        """Start closing without waiting, so a process's connections close together (close() waits)."""
         if self._closing:
             return
         self._closing = True
         if self._thread.is_alive():
             self._ioloop.add_callback_threadsafe(self._shutdown)
-            self._thread.join(timeout=15)
-        if not self._thread.is_alive():
-            self._ioloop.close()
 
     # I/O thread
 
