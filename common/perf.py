@@ -58,11 +58,9 @@ class PerfSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # cpu_percent(None) compares against the previous call on the same Process object, so keep them.
-        import psutil  # here, not at the top: a run's start-up imports this module, sampling starts later
-
         self._procs: dict[int, psutil.Process] = {}
-        self._cpus = psutil.cpu_count() or 1
-        self._total_memory = psutil.virtual_memory().total or 1
+        self._cpus = 0  # read with the first sample, on the sampler's thread: loading psutil takes
+        self._total_memory = 0  # tens of ms that a job's start must not wait for
 
     def start(self) -> PerfSampler:
         """Start sampling; the first reading is taken at once."""
@@ -100,6 +98,11 @@ class PerfSampler:
 
     def sample_once(self) -> PerfSample | None:
         """Read the tree now; None when the root process is gone."""
+        if not self._cpus:
+            import psutil  # here, not at the top: a run's start-up imports this module
+
+            self._cpus = psutil.cpu_count() or 1
+            self._total_memory = psutil.virtual_memory().total or 1
         procs = self._tree()
         if not procs:
             return None
