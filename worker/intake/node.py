@@ -18,7 +18,7 @@ from typing import Any
 
 from common.broker.base import Broker, Delivery, Settle, job_of
 from common.errors import BatchfleetError
-from common.messages import BatchMessage, BatchResult, EventKind, JobConfig, JobEvent, encode_report
+from common.messages import BatchMessage, EventKind, JobConfig, JobEvent, encode_report
 from common.perf import PerfSampler
 from common.policy import TryResult, keeps_packed, messages_window, prefetch_for, settle_for
 from common.redact import redact
@@ -39,6 +39,7 @@ from worker.intake.prepare import prepare_job
 from worker.intake.runtime import JobRuntime, planned_total
 from worker.report.metrics import NodeMetrics
 from worker.report.reporter import Outgoing, Reporter
+from worker.report.results import try_result
 from worker.run.environment import EnvironmentBuildError
 from worker.run.pool import ChildPool, Task
 from worker.run.standby import Standby
@@ -396,29 +397,8 @@ class WorkerNode:
     def _finish(self, runtime: JobRuntime, task: Task, outcome: dict[str, Any], process: str) -> None:
         kind: TryResult = "committed" if outcome.get("status") == "committed" else "error"
         action, reported = settle_for(kind, task.attempt, runtime.job.settings.run_max_try)
-        total = outcome.get("total", task.payload["total"])
-        failed = outcome.get("failed", total) if kind == "committed" else total
-        error = outcome.get("error") or (task.payload.get("missing_error") if failed else None)
-        report = BatchResult(
-            job_id=runtime.job.job_id,
-            batch_id=task.batch_id,
-            node_id=self.config.node_id,
-            process=process,
-            attempt=task.attempt,
-            outcome=reported,
-            total=total,
-            succeeded=outcome.get("succeeded", 0) if kind == "committed" else 0,
-            failed=failed,
-            started=outcome.get("started", task.received),
-            download_seconds=task.download_seconds,
-            run_seconds=outcome.get("run_seconds", 0.0),
-            commit_seconds=outcome.get("commit_seconds", 0.0),
-            seconds=task.download_seconds + time.time() - outcome.get("started", task.received),
-            part=outcome.get("part"),
-            error=redact(error, self.config.secrets) if error else None,
-            error_type=outcome.get("error_type"),
-            traceback=redact(outcome["traceback"], self.config.secrets) if outcome.get("traceback") else None,
-        )
+        report = try_result(runtime.job.job_id, self.config.node_id, task, outcome, process, reported,
+                            self.config.secrets)  # fmt: skip
         try:
             if runtime.outputs is not None and kind == "committed":
                 runtime.outputs.push()  # user files land before the batch counts as done
