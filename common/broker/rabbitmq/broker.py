@@ -17,7 +17,7 @@ from common.broker.base import REPLY_PREFIX, Broker, Delivery, Settle, Sink, Top
 from common.broker.packs import pack_bodies
 from common.broker.rabbitmq.endpoint import channel_error, connection_targets
 from common.broker.rabbitmq.io import AmqpLink, Op, delete_step, run_steps
-from common.broker.rabbitmq.publish import FANOUT_EXCHANGES, Publisher
+from common.broker.rabbitmq.publish import FANOUT_EXCHANGES, WINDOW, WINDOW_BATCHES, Publisher
 from common.broker.rabbitmq.session import (
     Consumer,
     Session,
@@ -173,7 +173,11 @@ class RabbitBroker(Broker):
                 members[0] += count
                 yield body
 
-        self._publisher.publish("", queue_name, messages())
+        # Unconfirmed messages are kept for a re-publish after a failover: at most WINDOW messages
+        # holding at most WINDOW_BATCHES mini-batches. With 8,000 packs of 32 in flight a million-file
+        # plan's coordinator peaked at 130 MiB; with 250 (8,000 mini-batches), at 85 MiB.
+        window = max(min(WINDOW, WINDOW_BATCHES // max(per_message, 1)), 2)
+        self._publisher.publish("", queue_name, messages(), window=window)
         return members[0]
 
     def announce(self, body: bytes, topic: Topic = "announce") -> None:

@@ -26,6 +26,7 @@ ANNOUNCE_EXCHANGE = "batchfleet.jobs"
 FANOUT_EXCHANGES = {"announce": ANNOUNCE_EXCHANGE, "hello": "batchfleet.hello"}
 CHUNK = 500  # messages handed to the I/O thread per wake-up
 WINDOW = 8000  # unconfirmed messages per publish() call
+WINDOW_BATCHES = 8000  # and mini-batches in them, for packs (see RabbitBroker.publish)
 NACK_RETRIES = 12  # about 15 s of backoff before a refused message fails its publish()
 NACK_BACKOFF_CAP = 2.0
 REOPEN_AFTER = 2  # a message refused this many times in a row: publish on a new channel (see _reopen)
@@ -117,8 +118,9 @@ class Publisher:
         *,
         headers: dict[str, Any] | None = None,
         mandatory: bool = True,
+        window: int = WINDOW,
     ) -> int:
-        """Stream bodies in chunks, keep at most WINDOW unconfirmed, return when all are confirmed."""
+        """Stream bodies in chunks, keep at most `window` unconfirmed, return when all are confirmed."""
         target = routing_key if not exchange else f"exchange {exchange}"
         op = PublishOp(f"publishing to {target}")
         props = self._persistent
@@ -129,8 +131,9 @@ class Publisher:
         with self._live_lock:
             self._live.add(op)
         try:
-            while chunk := list(islice(items, CHUNK)):
-                op.wait_in_flight(WINDOW - len(chunk), self._stall, link.endpoint)
+            size = max(1, min(CHUNK, window // 2))  # so a chunk can go while the one before is confirmed
+            while chunk := list(islice(items, size)):
+                op.wait_in_flight(window - len(chunk), self._stall, link.endpoint)
                 batch = [Outgoing(op, exchange, routing_key, bytes(b), props, mandatory) for b in chunk]
                 op.sent += len(batch)
                 link.threadsafe(partial(self.enqueue, batch))
