@@ -199,11 +199,15 @@ def test_huge_job_stays_small_and_fast() -> None:
     assert elapsed < 15  # ~0.6 s on a quiet 2-core box; generous for a busy CI
 
 
-def test_renderer_renders_in_process() -> None:
-    job = JobConfig(
+def renderer_job() -> JobConfig:
+    return JobConfig(
         job_id="j", name="renderer", created_at=T0, code_uri="/tmp/c", entry_script="s.py",
         output_uri="/tmp/o", store_uri="/tmp/s", settings=RunSettings(),
     )  # fmt: skip
+
+
+def test_renderer_renders_in_process() -> None:
+    job = renderer_job()
     recs, perf = records(30), samples(["node-0"])
     summary = {"state": "succeeded", "started": T0, "finished": T0 + 2}
     renderer = ReportRenderer()
@@ -211,17 +215,14 @@ def test_renderer_renders_in_process() -> None:
         renderer.result()
     renderer.request(job, digest(recs), summary, perf)
     perf.append(samples(["late-node"], 1)[0])  # the request keeps its own copy
-    html = renderer.result(timeout=1)
+    html = renderer.result(timeout=30)
     renderer.close()
     assert html == render_report(job, digest(recs), summary, perf[:-1])
     assert "late-node" not in html
 
 
 def test_renderer_renders_the_latest_request_and_raises_what_rendering_raised() -> None:
-    job = JobConfig(
-        job_id="j", name="renderer", created_at=T0, code_uri="/tmp/c", entry_script="s.py",
-        output_uri="/tmp/o", store_uri="/tmp/s", settings=RunSettings(),
-    )  # fmt: skip
+    job = renderer_job()
     recs, perf = records(30), samples(["node-0"])
     renderer = ReportRenderer()
     renderer.request(job, digest(recs), {"state": "failed", "started": T0, "finished": T0 + 2}, perf)
