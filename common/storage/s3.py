@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +43,12 @@ UNREACHABLE = (
     bex.ConnectTimeoutError,
     bex.ConnectionClosedError,
     bex.ReadTimeoutError,
+    bex.ResponseStreamingError,
+    bex.IncompleteReadError,
 )
+# botocore retries a request, not the reading of its body: a connection cut mid-body is read again here
+BODY_ERRORS = (bex.ResponseStreamingError, bex.IncompleteReadError, bex.ReadTimeoutError)
+BODY_ATTEMPTS = 4
 
 
 def _unwrap(exc: Exception) -> Exception:
@@ -55,6 +61,19 @@ def _unwrap(exc: Exception) -> Exception:
         if isinstance(inner, bex.BotoCoreError | bex.ClientError):
             return inner
     return exc
+
+
+def _get_body(client: Any, **request: str) -> bytes:
+    """GET and read the whole body, asking again when the connection breaks while the body streams."""
+    for attempt in range(BODY_ATTEMPTS):
+        response = client.get_object(**request)
+        try:
+            return bytes(response["Body"].read())
+        except BODY_ERRORS:
+            if attempt == BODY_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 class ObjectGone(StorageError):
@@ -260,7 +279,7 @@ class S3Storage(Storage):
 
     def read_bytes(self, uri: str) -> bytes:
         bucket, key = split_uri(uri)
-        return self._call(uri, "read", lambda c: c.get_object(Bucket=bucket, Key=key)["Body"].read())
+        return self._call(uri, "read", lambda c: _get_body(c, Bucket=bucket, Key=key))
 
     def read_range(self, uri: str, offset: int, length: int) -> bytes:
         if length <= 0:
@@ -268,8 +287,7 @@ class S3Storage(Storage):
         bucket, key = split_uri(uri)
         client = self._s3()
         try:
-            response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
-            return bytes(response["Body"].read())
+            return _get_body(client, Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
         except bex.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "InvalidRange":
                 return b""  # past the end, as a local read would be

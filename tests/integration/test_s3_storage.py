@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from common.errors import StorageError
-from common.storage import StorageOptions
+from common.storage import StorageOptions, StoreUnreachable
 from common.storage import s3 as s3_module
 from common.storage.s3 import ObjectGone, S3Storage
 from tests.servers import MotoS3, ServerUnavailable, free_port, start_moto, unavailable
@@ -322,3 +322,48 @@ def test_short_outage_is_retried(s3: MotoS3, bucket: str) -> None:
         healer.join()
         s3.start()
     assert store.read_bytes(f"{bucket}/during") == b"2"
+
+
+class CutBody:
+    """A response body whose connection breaks while it streams."""
+
+    def read(self) -> bytes:
+        raise s3_module.bex.ResponseStreamingError(error="Connection broken: IncompleteRead(0 bytes read)")
+
+
+def cut_bodies(store: S3Storage, monkeypatch: pytest.MonkeyPatch, cuts: int) -> list[dict[str, Any]]:
+    """The first `cuts` GETs of the store's client answer, then break mid-body."""
+    client, calls = store._s3(), []
+    real = client.get_object
+
+    def get_object(**request: Any) -> dict[str, Any]:
+        calls.append(request)
+        response = real(**request)
+        if len(calls) <= cuts:
+            response["Body"] = CutBody()
+        return response
+
+    monkeypatch.setattr(client, "get_object", get_object)
+    monkeypatch.setattr(s3_module.time, "sleep", lambda _: None)
+    return calls
+
+
+def test_a_body_cut_mid_stream_is_read_again(s3: MotoS3, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore retries requests, not bodies: the merge read a part while S3 restarted and failed the job."""
+    store = S3Storage(s3.options)
+    store.write_bytes(f"{bucket}/part", b"0123456789")
+    calls = cut_bodies(store, monkeypatch, cuts=2)
+    assert store.read_bytes(f"{bucket}/part") == b"0123456789"
+    assert store.read_range(f"{bucket}/part", 2, 3) == b"234"
+    assert len(calls) == 4 and calls[-1]["Range"] == "bytes=2-4"
+
+
+def test_a_body_that_keeps_breaking_is_an_outage(s3: MotoS3, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An outage, not a bad object: the merger and the workers wait it out."""
+    store = S3Storage(s3.options)
+    store.write_bytes(f"{bucket}/part", b"x")
+    calls = cut_bodies(store, monkeypatch, cuts=100)
+    with pytest.raises(StoreUnreachable) as info:
+        store.read_bytes(f"{bucket}/part")
+    assert len(calls) == s3_module.BODY_ATTEMPTS
+    assert info.value.line().startswith("cannot reach S3 endpoint") and "\n" not in info.value.line()
