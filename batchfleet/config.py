@@ -32,7 +32,7 @@ DEFAULT_PROFILE = "default"
 class Profile(BaseModel):
     """The keys of the file's top level and of each [profile.NAME]; every one is optional."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     broker: str | None = Field(default=None, description="amqp(s):// URL of the broker")
     brokers: list[str] | None = Field(default=None, description="several broker URLs (a RabbitMQ cluster)")

@@ -12,7 +12,7 @@ WIRE_VERSION: Final = 1
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
 
 class InputBinding(Strict):

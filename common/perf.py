@@ -33,7 +33,7 @@ def _gone() -> tuple[type[Exception], ...]:
 class PerfSample(BaseModel):
     """One reading of a node's process tree."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     at: float = Field(description="Epoch seconds.")
     node_id: str

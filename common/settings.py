@@ -99,7 +99,7 @@ class RunSettings(BaseModel):
     documentation: the flags' `--help` and `batchfleet settings` are generated from this model.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", validate_assignment=True)
 
     mini_batch_size: int | str | None = Field(
         default=None,

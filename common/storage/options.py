@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 class StorageOptions(BaseModel):
     """How to reach S3-compatible storage; None means boto3's own lookup (env, profile)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     endpoint_url: str | None = None
     region: str | None = None

@@ -117,7 +117,7 @@ def _is_text(name: str) -> bool:
 class Binding(BaseModel):
     """One `--input NAME=PATH[:suffix]` or `--output NAME=PATH` from the command line."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     name: str
     path: str

@@ -61,7 +61,7 @@ _TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl")
 class Port(BaseModel):
     """A declared input or output; `path` is a default location, `default` a literal value."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     type: str
     optional: bool = False
@@ -74,7 +74,7 @@ class Port(BaseModel):
 class JobSpec(BaseModel):
     """Everything a spec file says, in one shape whichever format it was written in."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     name: str
     kind: Literal["component", "parallel_job"]
@@ -96,7 +96,7 @@ class JobSpec(BaseModel):
 class Resolved(BaseModel):
     """A spec bound to locations and settings: what a JobConfig is built from."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     settings: RunSettings
     args: list[str]

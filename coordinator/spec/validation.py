@@ -279,7 +279,7 @@ AzureMode = Literal["download", "direct", "ro_mount", "rw_mount", "upload", "eva
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
 
 class RawPort(Section):
