@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pika.adapters.utils import io_services_utils
 
 from common.broker.base import Delivery, queue_names
 from common.broker.rabbitmq.broker import RabbitBroker
@@ -142,5 +143,45 @@ def test_every_node_lost_backs_off_until_any_returns(rabbitmq: Any, ways_in: lis
         broker.settle(delivery, "ack")
         eventually(lambda: broker.depth(names.batches), 0)
     finally:
+        broker.delete_job(job_id)
+        broker.close()
+
+
+def test_an_error_pika_lets_out_of_its_loop_costs_one_attempt(
+    rabbitmq: Any, ways_in: list[TcpProxy], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A socket reset between pika's connect and its getpeername() raises ValueError out of pika's I/O
+    loop (seen when a way in was cut as the client reconnected): the link drops that attempt and makes
+    the next, where its I/O thread used to die and every later publish waited out its 120 s stall."""
+    broker = RabbitBroker([_via(rabbitmq.url, ways_in[0])], heartbeat=5)
+    job_id = f"t{uuid.uuid4().hex[:10]}"
+    names = queue_names(job_id)
+    made = []
+    real = io_services_utils._AsyncStreamConnector.__init__
+
+    def choke_once(self: Any, *args: Any, **kwargs: Any) -> None:
+        made.append(1)
+        if len(made) <= 2:  # both connections' first reconnect (the publisher's and the consumer's)
+            raise ValueError("Expected connected socket, but getpeername() failed: error=OSError(107)")
+        real(self, *args, **kwargs)
+
+    try:
+        broker.declare_job(job_id, run_max_try=3)
+        _, sink = consume(broker, names.batches)
+        monkeypatch.setattr(io_services_utils._AsyncStreamConnector, "__init__", choke_once)
+        caplog.set_level(logging.INFO, logger="common.broker.rabbitmq.io")
+        ways_in[0].stop()
+        ways_in[0].start()
+        broker.publish(names.batches, [b"after"])
+        delivery = take(sink, timeout=30)
+        assert delivery.body == b"after"
+        broker.settle(delivery, "ack")
+        eventually(lambda: broker.depth(names.batches), 0)
+        lines = [r.getMessage() for r in caplog.records]
+        assert sum("broke inside pika (ValueError" in line for line in lines) == 2, lines
+        assert sum(line.startswith("reconnected to RabbitMQ") for line in lines) == 2, lines
+        assert len(made) >= 4
+    finally:
+        monkeypatch.undo()
         broker.delete_job(job_id)
         broker.close()

@@ -232,21 +232,55 @@ class AmqpLink:
             log.exception("unexpected error on the broker I/O thread (%s)", self.endpoint.where)
 
     def _run(self) -> None:
-        try:
-            self._ioloop.start()
-        except Exception:
-            log.exception("broker I/O loop for %s stopped", self.endpoint.where)
+        while True:
+            try:
+                self._ioloop.start()
+                return
+            except Exception as exc:
+                if self._closing:
+                    log.exception("broker I/O loop for %s stopped", self.endpoint.where)
+                    return
+                self._escaped(exc)
+
+    def _escaped(self, exc: Exception) -> None:
+        """An error pika let out of its loop: give up that connection and carry on as if it had failed.
+
+        A socket reset between pika's connect and its getpeername() raises ValueError out of the loop
+        (seen when a node's way in was cut while the client connected); before this, the I/O thread
+        died with it and every later publish waited out its stall.
+        """
+        log.warning("the connection to RabbitMQ at %s broke inside pika (%s: %s); dropping it",
+                    self.endpoint.where, type(exc).__name__, exc)  # fmt: skip
+        conn, self._conn = self._conn, None  # its late callbacks are ignored (see _current)
+        if conn is not None:
+            try:
+                conn.close() if conn.is_open else None
+            except Exception:  # half-made: nothing of it is worth saving
+                log.debug("closing a broken connection failed", exc_info=True)
+        if self._connected:
+            self._guard(lambda: self._lost(None, exc))
+        else:
+            self._guard(lambda: self._open_failed(None, exc))
 
     def _connect(self) -> None:
         if self._closing:
             return
         self._conn = pika.SelectConnection(
             self._targets[self._index].params,
-            on_open_callback=self._opened,
-            on_open_error_callback=self._open_failed,
-            on_close_callback=self._lost,
+            on_open_callback=self._current(self._opened),
+            on_open_error_callback=self._current(self._open_failed),
+            on_close_callback=self._current(self._lost),
             custom_ioloop=self._ioloop,
         )
+
+    def _current(self, callback: Callable[..., None]) -> Callable[..., None]:
+        """Call `callback` only for the link's current connection, not one given up by `_escaped`."""
+
+        def call(conn: pika.SelectConnection, *args: Any) -> None:
+            if conn is self._conn:
+                callback(conn, *args)
+
+        return call
 
     def _opened(self, conn: pika.SelectConnection) -> None:
         self._connected = True
@@ -263,7 +297,7 @@ class AmqpLink:
         for op in parked:
             self.run(op)
 
-    def _open_failed(self, _conn: pika.SelectConnection, exc: BaseException) -> None:
+    def _open_failed(self, _conn: pika.SelectConnection | None, exc: BaseException) -> None:
         if self._closing:
             self._ioloop.stop()  # close() aborted a connection that was still opening
             return
@@ -280,7 +314,7 @@ class AmqpLink:
         if self._next_node(error.line()):
             log.warning("RabbitMQ at %s unavailable (%s); trying %s", failed, error.line(), self.endpoint.where)
 
-    def _lost(self, _conn: pika.SelectConnection, reason: BaseException) -> None:
+    def _lost(self, _conn: pika.SelectConnection | None, reason: BaseException) -> None:
         was_connected, self._connected = self._connected, False
         if was_connected:
             self._guard(self._on_down)
