@@ -65,15 +65,12 @@ def _unwrap(exc: Exception) -> Exception:
 
 def _get_body(client: Any, **request: str) -> bytes:
     """GET and read the whole body, asking again when the connection breaks while the body streams."""
-    for attempt in range(BODY_ATTEMPTS):
-        response = client.get_object(**request)
+    for attempt in range(BODY_ATTEMPTS - 1):
         try:
-            return bytes(response["Body"].read())
+            return bytes(client.get_object(**request)["Body"].read())
         except BODY_ERRORS:
-            if attempt == BODY_ATTEMPTS - 1:
-                raise
             time.sleep(0.2 * 2**attempt)
-    raise AssertionError("unreachable")  # the loop returns or raises
+    return bytes(client.get_object(**request)["Body"].read())  # the last try's error is the caller's
 
 
 class ObjectGone(StorageError):

@@ -252,9 +252,9 @@ class AmqpLink:
         log.warning("the connection to RabbitMQ at %s broke inside pika (%s: %s); dropping it",
                     self.endpoint.where, type(exc).__name__, exc)  # fmt: skip
         conn, self._conn = self._conn, None  # its late callbacks are ignored (see _current)
-        if conn is not None:
+        if conn is not None and conn.is_open:
             try:
-                conn.close() if conn.is_open else None
+                conn.close()
             except Exception:  # half-made: nothing of it is worth saving
                 log.debug("closing a broken connection failed", exc_info=True)
         if self._connected:
