@@ -90,6 +90,20 @@ def keeps_packed(held: int, window: int, batch_seconds: float | None) -> bool:
     return held < window
 
 
+PACKED_WAIT = 0.2  # seconds a node waits to learn its batches' pace before handing packed extras back
+Fate = Literal["run", "wait", "release"]
+
+
+def extra_fate(batch_seconds: float | None, waited: float) -> Fate:
+    """What becomes of a packed mini-batch a node took beyond its window while its batches' pace was
+    unknown: it runs in its turn once batches prove fast, goes back once they prove slow, and goes back
+    too when no batch has finished within PACKED_WAIT. Handing it back at once sent it behind every
+    other batch of the queue, where the streaming merge waited for it until the job's end."""
+    if batch_seconds is not None:
+        return "run" if batch_seconds < PACKED_PACE else "release"
+    return "wait" if waited < PACKED_WAIT else "release"
+
+
 def messages_window(window: int, per_message: int, batch_seconds: float | None) -> int:
     """Broker prefetch for a window of `window` mini-batches sent up to `per_message` to a message.
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from common.policy import (
+    PACKED_WAIT,
     Counts,
+    extra_fate,
     init_gives_up,
     is_stalled,
     keeps_packed,
@@ -147,6 +149,22 @@ def test_pipeline_depth_follows_batch_pace(seconds, depth) -> None:
 )
 def test_keeps_packed(held: int, window: int, seconds: float | None, keeps: bool) -> None:
     assert keeps_packed(held, window, seconds) is keeps
+
+
+@pytest.mark.parametrize(
+    ("seconds", "waited", "fate"),
+    [
+        (None, 0.0, "wait"),  # no batch has finished yet: wait for the pace
+        (None, PACKED_WAIT / 2, "wait"),
+        (None, PACKED_WAIT, "release"),  # no answer in time: other nodes may take it
+        (0.001, 0.0, "run"),  # fast: runs in its turn, not behind the whole queue
+        (0.001, 5.0, "run"),
+        (0.05, 0.0, "release"),  # slow: spread over nodes as a lone message
+        (3.0, 0.0, "release"),
+    ],
+)
+def test_extra_fate(seconds: float | None, waited: float, fate: str) -> None:
+    assert extra_fate(seconds, waited) == fate
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -369,6 +370,35 @@ def test_a_node_hands_back_packed_batches_beyond_its_window(tmp_path: Path) -> N
     assert set(tally.tries) == {1}, "a hand-back costs no try"
     merged = merge_output(job, tally, StorageOptions())
     assert [Path(line).name for line in lines(merged[0])] == [f"f{i:05d}.txt" for i in range(16)]
+
+
+def test_fast_packed_batches_beyond_the_window_run_in_their_turn(tmp_path: Path, monkeypatch: Any) -> None:
+    """Members past the window wait for the pace instead of going behind the whole queue: fast
+    batches run them in order, no copy is published, and the streaming merge never waits for one."""
+    monkeypatch.setattr("common.policy.PACKED_PACE", 5.0)  # "fast" on however slow a machine
+    monkeypatch.setattr("common.policy.PACKED_WAIT", 60.0)
+    make_files(tmp_path / "data", 64)
+    write_script(tmp_path / "code", OK_SCRIPT)
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", per_message=16, mini_batch_size=1)
+    broker, batches = submit_in_memory(job)
+    actions: list[str] = []
+    acked: list[int] = []
+    settle_many = broker.settle_many
+
+    def spy(settles: Any) -> None:
+        ours = [(d, action) for d, action in settles if d.queue == f"bf.{job.job_id}.batches"]
+        actions.extend(action for _, action in ours)
+        acked.extend(json.loads(d.body)["batch_id"] for d, action in ours if action == "ack")
+        settle_many(settles)
+
+    broker.settle_many = spy  # type: ignore[method-assign]
+    verdict, tally = serve_and_follow(broker, job, batches, tmp_path / "work")
+    assert verdict.state == "succeeded"
+    assert "release" not in actions, "a fast batch past the window went back to the queue"
+    assert set(tally.tries) == {1}
+    # The 16 - 6 extras of the first pack ran among the first batches (handed back, they would
+    # have come after all 48 of the other packs); the children's pipes may reorder a few.
+    assert max(acked.index(batch) for batch in range(6, 16)) < 40, str(acked)
 
 
 def test_a_graceful_stop_hands_packed_batches_back_without_a_try(tmp_path: Path) -> None:

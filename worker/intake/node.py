@@ -14,13 +14,14 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from common.broker.base import Broker, Delivery, Settle, job_of
 from common.errors import BatchfleetError
 from common.messages import BatchMessage, EventKind, JobConfig, JobEvent, encode_report
 from common.perf import PerfSampler
-from common.policy import TryResult, keeps_packed, messages_window, prefetch_for, settle_for
+from common.policy import TryResult, extra_fate, keeps_packed, settle_for
 from common.redact import redact
 from common.rejections import Rejections
 from common.signing import check_job_signature, seal_report, sign_tries
@@ -31,6 +32,7 @@ from worker.intake.admit import admit
 from worker.intake.announcements import JobRefused, has_ended, load_job, read_announcement
 from worker.intake.children import pool_config
 from worker.intake.config import NodeConfig
+from worker.intake.extras import PackedExtras
 from worker.intake.gpus import process_count, warm_count
 from worker.intake.layout import node_layout
 from worker.intake.leave import leave_job, prune_caches
@@ -47,6 +49,7 @@ from worker.run.standby import Standby
 log = logging.getLogger(__name__)
 
 STOP = "\0stop"  # a sink entry that is no queue's name
+EXTRAS = "\0extras"  # a sink entry: sort the packed extras of the job in its body
 PREPARED_WAIT = 600.0  # seconds a job announced "preparing" may take to become active
 NOT_SERVED_FOR = 60.0  # seconds an announced job refused is not looked at again
 
@@ -138,6 +141,7 @@ class WorkerNode:
             processes = process_count(self.config.processes, job.settings, self.config.gpus)
             layout = node_layout(job, self.config.work_root, self.config.session)
             runtime = JobRuntime(job, layout, None, processes)  # type: ignore[arg-type]
+            runtime.extras = PackedExtras(partial(self.sink.put, Delivery(EXTRAS, job.job_id.encode(), 1, None)))
             if go:
                 runtime.go.set()
             self._preparing[job.job_id] = runtime
@@ -175,9 +179,7 @@ class WorkerNode:
         with self._lock:
             if runtime.ended:
                 return
-            runtime.window = prefetch_for(runtime.processes, None)
-            runtime.prefetch = messages_window(runtime.window, runtime.job.batches_per_message, None)
-            runtime.consumer_tag = self.broker.consume(runtime.names.batches, runtime.prefetch, self.sink)
+            runtime.consumer_tag = self.broker.consume(runtime.names.batches, runtime.first_window(), self.sink)
 
     def _prepare(self, runtime: JobRuntime) -> bool:
         """Folders, code snapshot, environment, side inputs and output sync; a refused job is reported once."""
@@ -269,7 +271,9 @@ class WorkerNode:
             if delivery.queue == STOP:
                 return
             try:
-                if delivery.queue == "announce":
+                if delivery.queue == EXTRAS:
+                    self._sort_extras(delivery.body.decode())
+                elif delivery.queue == "announce":
                     self._on_announcement(delivery.body)
                 else:
                     self._on_delivery(delivery)
@@ -338,11 +342,31 @@ class WorkerNode:
         if isinstance(message, str):
             self._settle(runtime, [delivery], "dead", message, at_once=True)
             return
+        if runtime.extras and runtime.batch_seconds is not None:
+            self._sort_extras(runtime.job.job_id)  # they came first: they run (or go back) first
         if delivery.packed and not keeps_packed(len(runtime.held), runtime.window, runtime.batch_seconds):
-            self._settle(runtime, [delivery], "release")
+            if extra_fate(runtime.batch_seconds, 0.0) != "wait":
+                self._settle(runtime, [delivery], "release")
+            elif self._hold_or_release(runtime, delivery):
+                runtime.extras.add(delivery, message)
             return
-        if not self._hold_or_release(runtime, delivery):
-            return
+        if self._hold_or_release(runtime, delivery):
+            self._start(runtime, delivery, message)
+
+    def _sort_extras(self, job_id: str) -> None:
+        """Run the packed extras whose batches proved fast, in their turn; hand back the others."""
+        runtime = self._jobs.get(job_id)
+        if runtime is None or not runtime.extras:
+            return  # end() handed them back with the rest it held
+        run, back = runtime.extras.sort(runtime.batch_seconds)
+        for delivery, message in run:
+            if not runtime.ended:
+                self._start(runtime, delivery, message)
+        back = [delivery for delivery in back if runtime.claim(delivery)]
+        if back:
+            self._settle(runtime, back, "release")
+
+    def _start(self, runtime: JobRuntime, delivery: Delivery, message: BatchMessage) -> None:
         binding = runtime.job.inputs[message.input or runtime.job.input_data[0]]
         if self.downloader.needs_download(binding, message):
             runtime.fetchers.submit(self._fetch_guarded, runtime, delivery, message)
@@ -434,18 +458,12 @@ class WorkerNode:
                 self.reporter.put(item)
 
     def _tune_prefetch(self, runtime: JobRuntime, seconds: float) -> None:
-        """Follow the batches' pace: the window deepens once batches prove fast (checked after each of
-        the first 16 batches, then every 16th)."""
-        avg = runtime.batch_seconds
-        runtime.batch_seconds = seconds if avg is None else 0.8 * avg + 0.2 * seconds
-        runtime.finished += 1
-        if (runtime.finished > 16 and runtime.finished % 16) or runtime.consumer_tag is None:
-            return
-        runtime.window = prefetch_for(runtime.processes, runtime.batch_seconds)
-        per_message = min(runtime.job.batches_per_message, max(1, round(1.0 / runtime.message_share)))
-        wanted = messages_window(runtime.window, per_message, runtime.batch_seconds)
-        if wanted > runtime.prefetch:  # a broker's window only grows (see Broker.set_prefetch)
-            runtime.prefetch = wanted
+        """Follow the batches' pace: the window deepens once batches prove fast; extras waiting for the
+        pace are sorted (first: the wake-up goes ahead of the packs a wider window brings)."""
+        wanted = runtime.note_pace(seconds)
+        if runtime.extras:
+            runtime.extras.wake()
+        if wanted is not None and runtime.consumer_tag is not None:
             try:
                 self.broker.set_prefetch(runtime.consumer_tag, wanted)
             except BatchfleetError as exc:
