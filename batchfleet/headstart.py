@@ -99,7 +99,6 @@ def start(argv: Sequence[str], environ: dict[str, str] | os._Environ[str]) -> He
     if not argv or argv[0] != "run" or any(arg.partition("=")[0] in OTHER_RUNS for arg in argv):
         return None
     from common.storage.prelist import Prelisted
-    from worker.run.standby import Standby
 
     head = HeadStart(None, Prelisted())
     try:  # only a guess: a machine out of processes or descriptors runs the command without it
@@ -107,6 +106,8 @@ def start(argv: Sequence[str], environ: dict[str, str] | os._Environ[str]) -> He
             head.prelisted.start(path)
         fleet = bool(flag_values(argv, ("--broker",)) or environ.get("BATCHFLEET_BROKER"))
         if not (fleet or looks_like_pipeline(argv)):
+            from worker.run.standby import Standby  # multiprocessing: a fleet's coordinator starts no child
+
             head.standby = Standby()
             head.standby.top_up(guessed_processes(argv))
     except OSError:

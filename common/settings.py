@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-from importlib import metadata
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from common.parts.rows import RowFormat
+from common.version import VERSION
 
 _UNITS = {"": 1, "b": 1, "kb": 1024, "k": 1024, "mb": 1024**2, "m": 1024**2, "gb": 1024**3, "g": 1024**3}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
@@ -329,12 +329,8 @@ def predefined_args(
     """The arguments Azure ML's runtime adds to every entry script's command line (seed FAQ),
     so a script's parse_known_args() sees the same names and values; `processes` is what the
     node really runs (one per GPU, or its --processes), when it knows."""
-    try:
-        version = metadata.version("batchfleet")
-    except metadata.PackageNotFoundError:
-        version = "0"
     pairs: list[tuple[str, object]] = [
-        ("client_sdk_version", version),
+        ("client_sdk_version", VERSION),
         ("scoring_module_name", entry_script),
         ("output_action", settings.output_action),
         ("create_snapshot_at_runtime", "True"),

@@ -283,3 +283,13 @@ def test_predefined_args_reach_parse_known_args() -> None:
     assert known.run_invocation_timeout == "60"
     for name in ("--client_sdk_version", "--create_snapshot_at_runtime"):
         assert name in rest
+
+
+def test_the_sdk_version_a_script_sees_is_the_installed_one() -> None:
+    from importlib import metadata
+
+    from common.settings import RunSettings, predefined_args
+
+    args = predefined_args(RunSettings(), "score.py", ["images"])
+    version = args[args.index("--client_sdk_version") + 1]
+    assert version == metadata.version("batchfleet")  # packaging reads the same literal (pyproject.toml)
