@@ -435,6 +435,7 @@ def run_job(spec: JobSpec, resolved: Resolved, options: RunOptions) -> Summary:
             # Workers start their processes (and init()) now, and take messages once the first
             # chunk of the plan is on its way (the announcements turn "active").
             run.announce("preparing")
+            options.broker.connect_consumers()  # the follower's connection opens while the plan is sent
         batches, items = run.publish()
     except BaseException:
         run.abort()

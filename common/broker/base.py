@@ -130,6 +130,11 @@ class Broker(ABC):
         """Publish persistently, up to `per_message` bodies in one message (see common/broker/packs.py);
         return how many bodies, once the broker has confirmed all of them."""
 
+    def connect_consumers(self) -> None:
+        """Start opening what consuming needs, without waiting (the first `consume` then finds it
+        ready): a coordinator calls it before planning, which its follower's consumers wait for."""
+        return None  # an in-memory broker has nothing to open
+
     @abstractmethod
     def consume(self, queue_name: str, prefetch: int, sink: Sink) -> str:
         """Start delivering to `sink`, at most `prefetch` unsettled; return a consumer tag."""

@@ -88,6 +88,22 @@ def test_publish_depth_purge(broker: Broker, job: str) -> None:
     eventually(lambda: broker.depth(names.batches), 0)
 
 
+def test_consumers_connected_ahead_consume_as_usual(broker: Broker, job: str) -> None:
+    """A coordinator opens its consuming connection while it plans: twice is harmless, and the
+    consumers subscribed afterwards get their messages once each."""
+    names = queue_names(job)
+    broker.connect_consumers()
+    broker.connect_consumers()
+    broker.publish(names.reports, [b"r1", b"r2"])
+    tag, sink = consume(broker, names.reports, prefetch=10)
+    got = [take(sink), take(sink)]
+    assert [d.body for d in got] == [b"r1", b"r2"] and quiet(sink)
+    broker.settle_many([(d, "ack") for d in got])
+    broker.cancel(tag)
+    if isinstance(broker, RabbitBroker):
+        assert broker._sub is not None and broker._sub is broker._consumer_link(), "one consuming connection"
+
+
 def test_fifo_order_and_first_attempt(broker: Broker, job: str) -> None:
     names = queue_names(job)
     bodies = [b"%03d" % i for i in range(30)]

@@ -216,6 +216,17 @@ class RabbitBroker(Broker):
         spec = Consumer(f"bf-ann-{uuid.uuid4().hex[:12]}", topic, 1, sink, announce=True)
         return self._subscribe(spec, f"subscribing to {topic} messages")
 
+    def connect_consumers(self) -> None:
+        # On a thread of its own: opening waits for the handshake. consume() waits for it (the link
+        # lock) if it is still connecting, and opens the link itself if this attempt failed.
+        threading.Thread(target=self._try_consumer_link, name="bf-amqp-sub-open", daemon=True).start()
+
+    def _try_consumer_link(self) -> None:
+        try:
+            self._consumer_link()
+        except BrokerError as exc:
+            log.debug("consumer connection not opened ahead: %s", exc.line())
+
     def _subscribe(self, spec: Consumer, what: str) -> str:
         link = self._consumer_link()
         with self._lock:
