@@ -440,6 +440,48 @@ def test_a_graceful_stop_hands_packed_batches_back_without_a_try(tmp_path: Path)
     assert lines(merged[0]) == [f"f{i:05d}.txt" for i in range(16)]
 
 
+def test_a_stop_hands_back_the_extras_still_waiting_for_the_pace(tmp_path: Path, monkeypatch: Any) -> None:
+    """Extras are held like any delivery: a stop before the pace is known gives them back untried."""
+    import threading
+
+    from coordinator.follow.follower import Follower
+    from coordinator.follow.tally import Tally
+    from coordinator.merger import merge_output
+    from worker.intake.node import NodeConfig, WorkerNode
+
+    monkeypatch.setattr("common.policy.PACKED_WAIT", 60.0)  # still waiting when the stop comes
+    make_files(tmp_path / "data", 16)
+    write_script(tmp_path / "code", OK_SCRIPT.replace("    return [", "    import time; time.sleep(0.5)\n    return ["))
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", per_message=16, mini_batch_size=1)
+    broker, batches = submit_in_memory(job)
+    tally = Tally(batches)
+    verdicts: list[str] = []
+    follower = threading.Thread(target=lambda: verdicts.append(Follower(broker, job, tally).follow().state))
+    first = WorkerNode(broker, NodeConfig(node_id="n1", work_root=tmp_path / "w1"))
+    first.start(listen=False)
+    first.serve(job)
+    follower.start()
+    deadline = time.monotonic() + 30
+    while not (job.job_id in first.jobs and first._jobs[job.job_id].extras):
+        assert time.monotonic() < deadline, "no extra ever waited"
+        time.sleep(0.005)
+    assert tally.committed_count == 0, "the pace was known before the stop"
+    first.stop(grace=10)
+    second = WorkerNode(broker, NodeConfig(node_id="n2", work_root=tmp_path / "w2"))
+    second.start(listen=False)
+    second.serve(job)
+    try:
+        follower.join(timeout=60)
+    finally:
+        second.stop()
+    assert verdicts == ["succeeded"]
+    assert set(tally.tries) == {1}, "a stop costs no batch a try, nor runs one twice"
+    assert tally.duplicates == 0
+    assert tally.nodes["n2"].batches >= 10, "the extras went back to the queue for another node"
+    merged = merge_output(job, tally, StorageOptions())
+    assert lines(merged[0]) == [f"f{i:05d}.txt" for i in range(16)]
+
+
 def test_the_window_counts_the_mini_batches_messages_really_carry(tmp_path: Path) -> None:
     import shutil
 
