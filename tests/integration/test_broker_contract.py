@@ -224,6 +224,24 @@ def test_raised_prefetch_reaches_a_running_consumer(broker: Broker, job: str) ->
     assert all(d.attempt == 1 for d in held + rest)
 
 
+def test_back_to_back_raises_each_widen_the_window(broker: Broker, job: str) -> None:
+    # A raise that lands before the previous one's extra consumer is running (a qos round trip
+    # later) must still get a consumer tag of its own, or pika drops the connection.
+    names = queue_names(job)
+    broker.publish(names.batches, [b"%d" % i for i in range(12)])
+    tag, sink = consume(broker, names.batches, prefetch=1)
+    held = [take(sink)]
+    for window in range(2, 9):
+        time.sleep(0.0003)
+        broker.set_prefetch(tag, window)
+    held += [take(sink) for _ in range(7)]
+    assert quiet(sink)
+    broker.settle_many([(d, "ack") for d in held])
+    rest = [take(sink) for _ in range(4)]
+    assert sorted(int(d.body) for d in held + rest) == list(range(12))
+    assert all(d.attempt == 1 for d in held + rest)
+
+
 def test_settle_many_mixes_acks_and_requeues(broker: Broker, job: str) -> None:
     names = queue_names(job)
     broker.publish(names.batches, [b"%d" % i for i in range(6)])

@@ -266,7 +266,10 @@ class RabbitBroker(Broker):
         if extra <= 0 or spec.paused or not self._registered(spec):
             return
         session.granted = spec.prefetch
-        tag = f"{spec.tag}.{len(session.tags)}"
+        # Numbered now, not from session.tags: a second raise may come before this one's qos-ok, and
+        # pika drops the whole connection on a duplicate consumer tag.
+        session.grown += 1
+        tag = f"{spec.tag}.{session.grown}"
         ch, on_message = session.channel, session.on_message
 
         def consume(_frame: Any) -> None:

@@ -33,6 +33,7 @@ class Session:
     on_message: Callable[..., None] | None = None
     tags: list[str] = field(default_factory=list)  # consumers on this channel (more when the window grew)
     granted: int = 0  # their prefetch counts, summed
+    grown: int = 0  # extra consumers asked for; numbers their tags before their basic.consume is sent
 
 
 @dataclass(eq=False)
