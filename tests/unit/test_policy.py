@@ -113,7 +113,8 @@ def test_merged_file_name_follows_format(settings, name) -> None:
     ("processes", "seconds", "prefetch"),
     [
         (2, None, 6),
-        (2, 0.0001, 128),
+        (2, 0.0001, 512),
+        (2, 0.004, 504),
         (2, 0.02, 104),
         (2, 0.1, 24),
         (2, 0.5, 8),
@@ -128,7 +129,18 @@ def test_prefetch_follows_batch_pace(processes, seconds, prefetch) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "depth"),
-    [(None, 2), (10.0, 2), (0.05, 2), (0.049, 4), (0.005, 4), (0.0049, 8), (0.001, 8), (0.00099, 32), (0.0002, 32)],
+    [
+        (None, 2),
+        (10.0, 2),
+        (0.05, 2),
+        (0.049, 4),
+        (0.005, 4),
+        (0.0049, 5),
+        (0.001, 20),
+        (0.0002, 100),
+        (0.0001, 128),
+        (0.0, 128),
+    ],
 )
 def test_pipeline_depth_follows_batch_pace(seconds, depth) -> None:
     assert pipeline_depth(seconds) == depth

@@ -434,7 +434,10 @@ class WorkerNode:
             # Only a try that ran to its end tells how long a batch takes. A child killed or a batch
             # that raised right after it started would pass for a fast batch: the node would deepen
             # its window (which never shrinks) and hoard the queue other nodes should share.
-            self._tune_prefetch(runtime, report.seconds)
+            # The pace is the work (download, run, commit), not the try's wall time: that includes
+            # the wait in the child's outbox and pipe, which deeper pipes lengthen, so sub-ms batches
+            # measured ~2 ms and kept 8-deep pipes.
+            self._tune_prefetch(runtime, report.download_seconds + report.run_seconds + report.commit_seconds)
         self._settle(runtime, [task.delivery], action, report=encode_report(report),
                      after=lambda: self._done(runtime, task))  # fmt: skip
 
