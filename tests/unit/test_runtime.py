@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -520,10 +522,6 @@ def test_the_window_counts_the_mini_batches_messages_really_carry(tmp_path: Path
 
 
 def test_only_tries_that_ran_to_their_end_set_the_pace(tmp_path: Path) -> None:
-    from coordinator.follow.follower import Follower
-    from coordinator.follow.tally import Tally
-    from worker.intake.node import NodeConfig, WorkerNode
-
     make_files(tmp_path / "data", 4)
     # f00000 fails at once, as a child killed just after it started would: no pace to learn from it
     write_script(
@@ -538,15 +536,25 @@ def test_only_tries_that_ran_to_their_end_set_the_pace(tmp_path: Path) -> None:
         """,
     )
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=1, run_max_try=1)
+    with node_after_job(tmp_path, job) as (_, runtime):
+        assert runtime.finished == 3, "the failed try was taken for the batches' pace"
+        assert runtime.batch_seconds is not None and runtime.batch_seconds >= 0.05
+
+
+@contextmanager
+def node_after_job(tmp_path: Path, job: Any) -> Iterator[tuple[Any, Any]]:
+    """(node, its runtime of `job`) once an embedded node has run the whole job; stopped after."""
+    from coordinator.follow.follower import Follower
+    from coordinator.follow.tally import Tally
+    from worker.intake.node import NodeConfig, WorkerNode
+
     broker, batches = submit_in_memory(job)
     node = WorkerNode(broker, NodeConfig(node_id="n1", work_root=tmp_path / "work"))
     node.start(listen=False)
     node.serve(job)
     try:
         assert Follower(broker, job, Tally(batches)).follow().state == "succeeded"
-        runtime = node._jobs[job.job_id]
-        assert runtime.finished == 3, "the failed try was taken for the batches' pace"
-        assert runtime.batch_seconds is not None and runtime.batch_seconds >= 0.05
+        yield node, node._jobs[job.job_id]
     finally:
         node.stop()
 
@@ -554,26 +562,15 @@ def test_only_tries_that_ran_to_their_end_set_the_pace(tmp_path: Path) -> None:
 def test_the_pace_is_a_batchs_work_not_its_wall_time(tmp_path: Path) -> None:
     # A fast batch's outcome may wait in the child's outbox and pipe, and the node's threads for
     # the GIL: counting that wait made sub-millisecond batches look like 2 ms ones (shallow pipes).
-    from coordinator.follow.follower import Follower
-    from coordinator.follow.tally import Tally
-    from worker.intake.node import NodeConfig, WorkerNode
     from worker.run.pool import Task
 
     make_files(tmp_path / "data", 2)
     write_script(tmp_path / "code", "def run(b):\n    return b\n")
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", mini_batch_size=1)
-    broker, batches = submit_in_memory(job)
-    node = WorkerNode(broker, NodeConfig(node_id="n1", work_root=tmp_path / "work"))
-    node.start(listen=False)
-    node.serve(job)
-    try:
-        assert Follower(broker, job, Tally(batches)).follow().state == "succeeded"
-        runtime = node._jobs[job.job_id]
+    with node_after_job(tmp_path, job) as (node, runtime):
         runtime.batch_seconds, runtime.finished = None, 0
         task = Task(0, 1, {"total": 1}, None, download_seconds=0.0002)
         outcome = {"status": "committed", "total": 1, "succeeded": 1, "failed": 0, "started": time.time() - 1.0,
                    "run_seconds": 0.0003, "commit_seconds": 0.0001}  # fmt: skip
         node._finish(runtime, task, outcome, "process001")
         assert runtime.batch_seconds == pytest.approx(0.0006), runtime.batch_seconds
-    finally:
-        node.stop()
