@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -403,17 +403,15 @@ def test_fast_packed_batches_beyond_the_window_run_in_their_turn(tmp_path: Path,
     assert max(acked.index(batch) for batch in range(6, 16)) < 40, str(acked)
 
 
-def test_a_graceful_stop_hands_packed_batches_back_without_a_try(tmp_path: Path) -> None:
+def stopped_midway(tmp_path: Path, job: Any, until: Callable[[Any, Any], bool]) -> tuple[list[str], Any]:
+    """Follow `job` while node n1 serves it; once `until(n1, tally)`, stop n1 gracefully and let n2
+    finish the job. Returns (the follower's verdicts, the tally)."""
     import threading
 
     from coordinator.follow.follower import Follower
     from coordinator.follow.tally import Tally
-    from coordinator.merger import merge_output
     from worker.intake.node import NodeConfig, WorkerNode
 
-    make_files(tmp_path / "data", 16)
-    write_script(tmp_path / "code", OK_SCRIPT.replace("    return [", "    import time; time.sleep(0.2)\n    return ["))
-    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", per_message=4, mini_batch_size=1)
     broker, batches = submit_in_memory(job)
     tally = Tally(batches)
     verdicts: list[str] = []
@@ -423,10 +421,10 @@ def test_a_graceful_stop_hands_packed_batches_back_without_a_try(tmp_path: Path)
     first.serve(job)
     follower.start()
     deadline = time.monotonic() + 30
-    while tally.committed_count < 2:
-        assert time.monotonic() < deadline, "the first node committed nothing"
-        time.sleep(0.02)
-    first.stop(grace=10)  # running batches finish; what it holds goes back untried
+    while not until(first, tally):
+        assert time.monotonic() < deadline, "the first node never reached the point to stop it at"
+        time.sleep(0.005)
+    first.stop(grace=10)
     second = WorkerNode(broker, NodeConfig(node_id="n2", work_root=tmp_path / "w2"))
     second.start(listen=False)
     second.serve(job)
@@ -434,6 +432,17 @@ def test_a_graceful_stop_hands_packed_batches_back_without_a_try(tmp_path: Path)
         follower.join(timeout=60)
     finally:
         second.stop()
+    return verdicts, tally
+
+
+def test_a_graceful_stop_hands_packed_batches_back_without_a_try(tmp_path: Path) -> None:
+    from coordinator.merger import merge_output
+
+    make_files(tmp_path / "data", 16)
+    write_script(tmp_path / "code", OK_SCRIPT.replace("    return [", "    import time; time.sleep(0.2)\n    return ["))
+    job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", per_message=4, mini_batch_size=1)
+    # running batches finish; what the first node holds goes back untried
+    verdicts, tally = stopped_midway(tmp_path, job, lambda _node, tally: tally.committed_count >= 2)
     assert verdicts == ["succeeded"]
     assert set(tally.tries) == {1}, "a stop costs no batch a try, nor runs one twice"
     assert tally.duplicates == 0
@@ -444,37 +453,15 @@ def test_a_graceful_stop_hands_packed_batches_back_without_a_try(tmp_path: Path)
 
 def test_a_stop_hands_back_the_extras_still_waiting_for_the_pace(tmp_path: Path, monkeypatch: Any) -> None:
     """Extras are held like any delivery: a stop before the pace is known gives them back untried."""
-    import threading
-
-    from coordinator.follow.follower import Follower
-    from coordinator.follow.tally import Tally
     from coordinator.merger import merge_output
-    from worker.intake.node import NodeConfig, WorkerNode
 
     monkeypatch.setattr("common.policy.PACKED_WAIT", 60.0)  # still waiting when the stop comes
     make_files(tmp_path / "data", 16)
     write_script(tmp_path / "code", OK_SCRIPT.replace("    return [", "    import time; time.sleep(0.5)\n    return ["))
     job = make_job(tmp_path, tmp_path / "code", tmp_path / "data", per_message=16, mini_batch_size=1)
-    broker, batches = submit_in_memory(job)
-    tally = Tally(batches)
-    verdicts: list[str] = []
-    follower = threading.Thread(target=lambda: verdicts.append(Follower(broker, job, tally).follow().state))
-    first = WorkerNode(broker, NodeConfig(node_id="n1", work_root=tmp_path / "w1"))
-    first.start(listen=False)
-    first.serve(job)
-    follower.start()
-    deadline = time.monotonic() + 30
-    while not (job.job_id in first.jobs and first._jobs[job.job_id].extras):
-        assert time.monotonic() < deadline, "no extra ever waited"
-        time.sleep(0.005)
-    first.stop(grace=10)
-    second = WorkerNode(broker, NodeConfig(node_id="n2", work_root=tmp_path / "w2"))
-    second.start(listen=False)
-    second.serve(job)
-    try:
-        follower.join(timeout=60)
-    finally:
-        second.stop()
+    verdicts, tally = stopped_midway(
+        tmp_path, job, lambda node, _tally: job.job_id in node.jobs and bool(node._jobs[job.job_id].extras)
+    )
     assert verdicts == ["succeeded"]
     assert set(tally.tries) == {1}, "a stop costs no batch a try, nor runs one twice"
     assert tally.duplicates == 0
